@@ -1,0 +1,372 @@
+"""The ``eventmig`` command: flags in, a library call from ``command.py``, a report out.
+
+Exit codes (see :class:`~eventmig.errors.ExitCode`): 0 ok; 1 verification or
+check failed; 2 usage or configuration error; 3 runtime failure; 4 another
+job holds the lock. Errors are one line on stderr; ``--json`` prints the
+report as JSON on stdout (errors too, as ``{"error": ..., "exit_code": ...}``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress as RichProgress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from . import command
+from .config import Settings, load_settings
+from .errors import EventmigError, ExitCode
+from .progress import SILENT, Progress
+from .stores import mask_url
+
+app = typer.Typer(
+    name="eventmig",
+    help="Evolve event schemas without losing history: upcast, migrate, verify, switch, rebuild.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pyproject.toml with [tool.eventmig] (default: nearest one).", show_default=False)]
+StoreOpt = Annotated[str | None, typer.Option("--store", help="Event store URL (env EVENTMIG_STORE).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Events per batch.", show_default=False)]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reports_errors(fn: F) -> F:
+    """Turn eventmig errors into one line on stderr (or JSON) and their documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = kwargs.get("as_json", False)
+        try:
+            return fn(*args, **kwargs)
+        except EventmigError as exc:
+            _fail(str(exc), exc.exit_code, as_json)
+        except KeyboardInterrupt:
+            _fail("interrupted; the last committed checkpoint is kept, run the command again to resume", ExitCode.RUNTIME, as_json)
+        except Exception as exc:  # a bug or an unexpected failure: still one line, and no secrets
+            if os.environ.get("EVENTMIG_DEBUG"):
+                raise
+            _fail(f"unexpected {type(exc).__name__}: {mask_url(str(exc)).splitlines()[0] if str(exc) else ''} "
+                  "(set EVENTMIG_DEBUG=1 for a traceback)", ExitCode.RUNTIME, as_json)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str, code: ExitCode, as_json: bool) -> None:
+    message = mask_url(message)
+    if as_json:
+        sys.stdout.write(msgspec.json.encode({"error": message, "exit_code": int(code)}).decode() + "\n")
+    else:
+        err.print(Text(f"error: {message}", style="red"))
+    raise typer.Exit(int(code))
+
+
+def _settings(config: Path | None, store: str | None, batch_size: int | None = None, **extra: Any) -> Settings:
+    return load_settings(config, store=store, batch_size=batch_size, **extra)
+
+
+def _emit_json(report: Any) -> None:
+    sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+
+
+# -------------------------------------------------------------- progress bars
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} events/s" if speed else "- events/s", style="cyan")
+
+
+class _RichProgress:
+    """Progress bars on stderr: events done of total, events/s, elapsed, ETA."""
+
+    def __init__(self) -> None:
+        self.bars = RichProgress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
+        )
+
+    @contextmanager
+    def task(self, label: str, total: int | None) -> Iterator[Any]:
+        task_id = self.bars.add_task(label, total=total)
+        bars = self.bars
+
+        class _Task:
+            def advance(self, n: int) -> None:
+                bars.advance(task_id, n)
+
+        yield _Task()
+        bars.update(task_id, completed=bars.tasks[task_id].completed, total=bars.tasks[task_id].completed)
+
+
+@contextmanager
+def _progress(as_json: bool) -> Iterator[Progress]:
+    if as_json or not err.is_terminal:
+        yield SILENT
+        return
+    bars = _RichProgress()
+    with bars.bars:
+        yield bars
+
+
+# ------------------------------------------------------------------- commands
+@app.command()
+@reports_errors
+def init(
+    directory: Annotated[Path, typer.Argument(help="The service's root directory.")] = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Scaffold [tool.eventmig], upcasters/ and projections/ in a service repository."""
+    report = command.init(directory)
+    if as_json:
+        return _emit_json(report)
+    for item in report.created:
+        out.print(f"created {item}")
+    for item in report.skipped:
+        out.print(f"kept    {item}")
+
+
+@app.command()
+@reports_errors
+def plan(
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    no_store: Annotated[bool, typer.Option("--no-store", help="Only show the registered chains.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the registered chains and which stored (type, version) pairs can reach a head."""
+    with _progress(as_json) as progress:
+        report = command.plan(_settings(config, store), scan_store=not no_store, progress=progress)
+    if as_json:
+        _emit_json(report)
+    else:
+        table = Table(title="Upcaster chains", show_lines=False)
+        table.add_column("from")
+        table.add_column("to head")
+        for node, paths in report.chains.items():
+            table.add_row(node, "\n".join(paths))
+        out.print(table)
+        out.print("heads: " + ", ".join(f"{t} v{v}" for t, v in report.heads.items()))
+        if report.store:
+            stored = Table(title=f"Stored in epoch {report.epoch} of {report.store}")
+            for col in ("type", "version", "events", "treatment", "detail"):
+                stored.add_column(col, justify="right" if col == "events" else "left")
+            for p in report.stored:
+                style = "red" if p.treatment == "no path" else None
+                stored.add_row(p.type, str(p.version), f"{p.events:,}", p.treatment, p.detail, style=style)
+            out.print(stored)
+        if report.uncovered:
+            err.print(Text("no path to a head: " + ", ".join(report.uncovered), style="red"))
+    if not report.ok:
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+@app.command()
+@reports_errors
+def migrate(
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    batch_size: BatchOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing.")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Discard the unfinished new epoch and start over.")] = False,
+    stream_map: Annotated[Path | None, typer.Option("--stream-map", help="JSON file {old stream: new stream}.", show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy the active epoch through the upcasters into a new epoch (resumes if interrupted)."""
+    with _progress(as_json) as progress:
+        report = command.migrate(_settings(config, store, batch_size), dry_run=dry_run, restart=restart,
+                                 stream_map=stream_map, progress=progress)
+    if as_json:
+        return _emit_json(report)
+    title = "Dry run" if report.dry_run else f"Migrated epoch {report.source_epoch} -> {report.target_epoch} (run {report.run_id})"
+    table = Table(title=title)
+    table.add_column("schema")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for node in sorted(report.before.keys() | report.after.keys()):
+        table.add_row(node, f"{report.before.get(node, 0):,}", f"{report.after.get(node, 0):,}")
+    out.print(table)
+    resumed = f" (resumed after position {report.resumed_from})" if report.resumed_from is not None else ""
+    out.print(
+        f"read {report.events_read:,} events{resumed}, wrote {report.events_written:,}; "
+        f"{report.dropped:,} dropped, {report.unknown:,} of unknown types copied, {report.quarantined:,} quarantined; "
+        f"{report.seconds:.2f} s, {report.events_per_second:,.0f} events/s"
+    )
+    for reason, n in report.quarantine_reasons.items():
+        err.print(Text(f"quarantined {n:,}: {reason}", style="yellow"))
+
+
+def _print_verify(report: Any) -> None:
+    table = Table(title=f"Verify epoch {report.source_epoch} -> {report.target_epoch} (run {report.run_id})")
+    table.add_column("")
+    table.add_column("upcast source", justify="right")
+    table.add_column("target", justify="right")
+    table.add_row("events", f"{report.expected_events:,}", f"{report.target_events:,}")
+    table.add_row("digest", report.expected_digest, report.target_digest)
+    out.print(table)
+    out.print(f"{report.streams_compared:,} streams compared in {report.seconds:.2f} s ({report.events_per_second:,.0f} events/s)")
+    if report.source_advanced_by:
+        err.print(Text(f"{report.source_advanced_by:,} event(s) appended to the source since the migration: migrate again to catch up", style="yellow"))
+    for stream in report.differing_streams[:20]:
+        err.print(Text(f"differs: {stream}", style="red"))
+    for problem in report.problems:
+        err.print(Text(problem, style="red"))
+    out.print(Text("verified: digests match" if report.ok else "verification FAILED", style="green" if report.ok else "red"))
+
+
+@app.command()
+@reports_errors
+def verify(config: ConfigOpt = None, store: StoreOpt = None, batch_size: BatchOpt = None, as_json: JsonOpt = False) -> None:
+    """Compare digests of the upcast source with the migrated epoch, stream by stream."""
+    with _progress(as_json) as progress:
+        report = command.verify(_settings(config, store, batch_size), progress=progress)
+    _emit_json(report) if as_json else _print_verify(report)
+    if not report.ok:
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+@app.command()
+@reports_errors
+def switch(config: ConfigOpt = None, store: StoreOpt = None, batch_size: BatchOpt = None, as_json: JsonOpt = False) -> None:
+    """Verify, then make the migrated epoch active atomically."""
+    with _progress(as_json) as progress:
+        report = command.switch(_settings(config, store, batch_size), progress=progress)
+    if as_json:
+        return _emit_json(report)
+    if report.verification:
+        _print_verify(report.verification)
+    out.print(Text(f"switched: epoch {report.to_epoch} is active (was {report.from_epoch})", style="green"))
+
+
+@app.command()
+@reports_errors
+def rollback(
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Roll back even if events were appended since the switch.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make the epoch that was active before the last switch active again."""
+    report = command.rollback(_settings(config, store), force=force)
+    if as_json:
+        return _emit_json(report)
+    out.print(Text(f"rolled back: epoch {report.to_epoch} is active (was {report.from_epoch})", style="green"))
+    if report.hidden_events:
+        err.print(Text(f"{report.hidden_events} event(s) appended after the switch remain only in epoch {report.from_epoch}", style="yellow"))
+
+
+@app.command()
+@reports_errors
+def status(config: ConfigOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the active epoch, the epochs, runs with their checkpoints, and quarantine counts."""
+    report = command.status(_settings(config, store))
+    if as_json:
+        return _emit_json(report)
+    out.print(f"store {report.store}: epoch {report.active_epoch} is active")
+    epochs = Table(title="Epochs")
+    for col in ("epoch", "status", "from", "events", "created"):
+        epochs.add_column(col)
+    for e in report.epochs:
+        epochs.add_row(str(e.epoch), e.status, str(e.source_epoch or "-"), f"{e.events:,}", _when(e.created_at))
+    out.print(epochs)
+    if report.runs:
+        runs = Table(title="Runs")
+        for col in ("run", "kind", "epochs", "status", "checkpoint", "read", "written", "quarantined", "updated"):
+            runs.add_column(col)
+        for r in report.runs:
+            q = f"{r.quarantined} ({r.unaccepted_quarantine} unaccepted)" if r.quarantined else "0"
+            runs.add_row(r.id, r.kind, f"{r.source_epoch} -> {r.target_epoch}", r.status, str(r.checkpoint),
+                         f"{r.read:,}", f"{r.written:,}", q, _when(r.updated_at))
+        out.print(runs)
+    for s in report.switches:
+        out.print(f"{_when(s.at)} {s.kind}: epoch {s.from_epoch} -> {s.to_epoch}")
+    if report.pending_events:
+        out.print(Text(f"{report.pending_events:,} source event(s) not migrated yet", style="yellow"))
+
+
+@app.command()
+@reports_errors
+def quarantine(
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    accept: Annotated[bool, typer.Option("--accept", help="Accept quarantined events (all, or --id ones) as left behind.")] = False,
+    ids: Annotated[list[int] | None, typer.Option("--id", help="Quarantine entry id (repeatable).", show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the current migration's quarantined events, or accept them."""
+    report = command.quarantine(_settings(config, store), accept=accept, ids=ids)
+    if as_json:
+        return _emit_json(report)
+    if report.run_id is None:
+        out.print("no migration of the active epoch")
+        return
+    table = Table(title=f"Quarantine of run {report.run_id}")
+    for col in ("id", "stream", "version", "type", "accepted", "reason"):
+        table.add_column(col)
+    for q in report.entries:
+        table.add_row(str(q.id), q.stream, str(q.version), q.type, "yes" if q.accepted else "no", q.reason)
+    out.print(table)
+    if accept:
+        out.print(f"accepted {report.accepted_now} event(s)")
+
+
+@app.command()
+@reports_errors
+def demo(
+    events: Annotated[int, typer.Option("--events", min=0, help="How many legacy shop events to seed.")] = 100_000,
+    seed_only: Annotated[bool, typer.Option("--seed-only", help="Only seed the store.")] = False,
+    store: Annotated[str | None, typer.Option("--store", help=f"Store URL (default {command.DEFAULT_DEMO_STORE}, recreated each run; another store must be empty).", show_default=False)] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Seed a store with the reference shop's legacy events and run the whole pipeline on it."""
+    with _progress(as_json) as progress:
+        report = command.demo(_settings(config, None), events=events, seed_only=seed_only, store_url=store, progress=progress)
+    if as_json:
+        _emit_json(report)
+    else:
+        table = Table(title=f"eventmig demo on {report.store}")
+        for col, justify in (("step", "left"), ("events", "right"), ("seconds", "right"), ("events/s", "right"), ("result", "left")):
+            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        for s in report.steps:
+            table.add_row(s.step, f"{s.events:,}", f"{s.seconds:.2f}", f"{s.events_per_second:,.0f}", s.result)
+        out.print(table)
+    if not report.ok:
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,396 @@
+"""One function per CLI command, taking :class:`~eventmig.config.Settings` and returning a report.
+
+The CLI (``cli.py``) only parses flags, calls these and prints what they
+return; anything a command does can be done from Python the same way, with
+the same names, as with Alembic's ``command`` module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from . import cutover
+from . import migrate as _migrate
+from . import verify as _verify
+from .config import Settings, load_registry
+from .demo import seed
+from .errors import ConfigError
+from .progress import SILENT, Progress
+from .stores import EventStore, open_store
+from .stores.base import EpochInfo, Run, Switch
+from .upcasting import CompiledRegistry
+
+_decode = msgspec.json.Decoder().decode
+
+
+def open_configured_store(settings: Settings) -> EventStore:
+    return open_store(settings.store, table=settings.events_table)
+
+
+# ------------------------------------------------------------------------ plan
+class StoredPair(msgspec.Struct):
+    type: str
+    version: int
+    events: int
+    treatment: str  # "head" | "upcast" | "dropped" | "unknown" | "no path"
+    detail: str = ""
+
+
+class PlanReport(msgspec.Struct):
+    ok: bool
+    heads: dict[str, int]
+    chains: dict[str, list[str]]
+    store: str | None
+    epoch: int | None
+    stored: list[StoredPair]
+    uncovered: list[str]
+
+
+def plan(settings: Settings, *, scan_store: bool = True, progress: Progress = SILENT) -> PlanReport:
+    """The registered chains, and what the store holds of each (type, version)."""
+    compiled = load_registry(settings)
+    chains = {
+        f"{t} v{v}": [" -> ".join(f"{nt} v{nv}" if nt != "(dropped)" else "dropped" for nt, nv in path) for path in compiled.paths((t, v))]
+        for t, v in sorted(compiled.registry.steps)
+    }
+    stored: list[StoredPair] = []
+    store_url = epoch = None
+    if scan_store:
+        with open_configured_store(settings) as store:
+            store_url, epoch = store.url, store.epoch
+            counts = stored_versions(store, compiled, progress=progress)
+        for (t, v), n in sorted(counts.items()):
+            stored.append(_treatment(compiled, t, v, n))
+    uncovered = [f"{p.type} v{p.version}" for p in stored if p.treatment == "no path"]
+    return PlanReport(not uncovered, dict(sorted(compiled.heads.items())), chains, store_url, epoch, stored, uncovered)
+
+
+def stored_versions(store: EventStore, compiled: CompiledRegistry, *, progress: Progress = SILENT) -> Counter[tuple[str, int]]:
+    """Count the active epoch's events per (type, schema version): a full scan, in batches."""
+    counts: Counter[tuple[str, int]] = Counter()
+    location = compiled.version_location
+    head = store.head_position()
+    if head is None:
+        return counts
+    with progress.task("scan stored versions", store.count_events(until=head)) as task:
+        for rows in store.read_all_rows(None, until=head, batch_size=10_000):
+            for row in rows:
+                try:
+                    meta = _decode(row[6]) if row[6] else {}
+                    counts[location.read(row[4], meta if isinstance(meta, dict) else {})] += 1
+                except (ValueError, msgspec.DecodeError):
+                    counts[(row[4], 0)] += 1  # unreadable version: reported as v0
+            task.advance(len(rows))
+    return counts
+
+
+def _treatment(compiled: CompiledRegistry, t: str, v: int, n: int) -> StoredPair:
+    if v == 0:
+        return StoredPair(t, v, n, "no path", "schema version unreadable")
+    if not compiled.knows(t):
+        return StoredPair(t, v, n, "unknown", "no schema or upcaster: copied unchanged")
+    if compiled.is_head((t, v)):
+        return StoredPair(t, v, n, "head")
+    step = compiled.registry.steps.get((t, v))
+    if step is None:
+        return StoredPair(t, v, n, "no path", compiled.why_no_path((t, v)))
+    if not step.targets:
+        return StoredPair(t, v, n, "dropped", step.name)
+    return StoredPair(t, v, n, "upcast", " | ".join(" -> ".join(f"{a} v{b}" for a, b in p) for p in compiled.paths((t, v))))
+
+
+# --------------------------------------------------------------------- migrate
+def migrate(
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    restart: bool = False,
+    stream_map: str | Path | None = None,
+    progress: Progress = SILENT,
+) -> _migrate.MigrateReport:
+    compiled = load_registry(settings)
+    mapping = load_stream_map(stream_map) if stream_map else None
+    with open_configured_store(settings) as store:
+        return _migrate.migrate(
+            store, compiled, batch_size=settings.batch_size, stream_map=mapping, dry_run=dry_run,
+            restart=restart, progress=progress,
+        )
+
+
+def load_stream_map(path: str | Path) -> dict[str, str]:
+    """Read a JSON object ``{"old stream": "new stream", ...}``."""
+    try:
+        mapping = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"stream map {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"stream map {path} is not valid JSON: {exc}") from None
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"stream map {path} must be a JSON object of old name -> new name")
+    return mapping
+
+
+def verify(settings: Settings, *, progress: Progress = SILENT) -> _verify.VerifyReport:
+    compiled = load_registry(settings)
+    with open_configured_store(settings) as store:
+        return _verify.verify(store, compiled, batch_size=settings.batch_size, progress=progress)
+
+
+def switch(settings: Settings, *, progress: Progress = SILENT) -> cutover.SwitchReport:
+    compiled = load_registry(settings)
+    with open_configured_store(settings) as store:
+        return cutover.switch(store, compiled, batch_size=settings.batch_size, progress=progress)
+
+
+def rollback(settings: Settings, *, force: bool = False) -> cutover.SwitchReport:
+    with open_configured_store(settings) as store:
+        return cutover.rollback(store, force=force)
+
+
+# ---------------------------------------------------------------------- status
+class EpochStatus(msgspec.Struct):
+    epoch: int
+    status: str
+    source_epoch: int | None
+    events: int
+    created_at: float
+
+
+class RunStatus(msgspec.Struct):
+    id: str
+    kind: str
+    source_epoch: int
+    target_epoch: int
+    status: str
+    checkpoint: int | None
+    read: int
+    written: int
+    quarantined: int
+    unaccepted_quarantine: int
+    started_at: float
+    updated_at: float
+
+
+class StatusReport(msgspec.Struct):
+    store: str
+    active_epoch: int
+    epochs: list[EpochStatus]
+    runs: list[RunStatus]
+    switches: list[Switch]
+    pending_events: int | None  # source events after the current run's checkpoint
+
+
+def status(settings: Settings) -> StatusReport:
+    with open_configured_store(settings) as store:
+        active = store.active_epoch()
+        epochs = [_epoch_status(store, e) for e in store.epochs()]
+        quarantine = Counter[str]()
+        unaccepted = Counter[str]()
+        for q in store.quarantine():
+            quarantine[q.run_id] += 1
+            unaccepted[q.run_id] += not q.accepted
+        runs = [_run_status(r, quarantine[r.id], unaccepted[r.id]) for r in store.runs()]
+        current = _migrate.current_run(store)
+        pending = None
+        if current is not None:
+            pending = store.at_epoch(current.source_epoch).count_events(after=current.checkpoint)
+        return StatusReport(store.url, active, epochs, runs, store.switches(), pending)
+
+
+def _epoch_status(store: EventStore, e: EpochInfo) -> EpochStatus:
+    return EpochStatus(e.epoch, e.status, e.source_epoch, store.at_epoch(e.epoch).count_events(), e.created_at)
+
+
+def _run_status(r: Run, quarantined: int, unaccepted: int) -> RunStatus:
+    return RunStatus(
+        r.id, r.kind, r.source_epoch, r.target_epoch, r.status, r.checkpoint, r.stats.get("read", 0),
+        r.stats.get("written", 0), quarantined, unaccepted, r.started_at, r.updated_at,
+    )
+
+
+# ------------------------------------------------------------------ quarantine
+class QuarantineEntry(msgspec.Struct):
+    id: int | None
+    run_id: str
+    stream: str
+    version: int
+    event_id: str
+    type: str
+    reason: str
+    accepted: bool
+    data: str
+
+
+class QuarantineReport(msgspec.Struct):
+    run_id: str | None
+    entries: list[QuarantineEntry]
+    accepted_now: int = 0
+
+
+def quarantine(settings: Settings, *, accept: bool = False, ids: list[int] | None = None) -> QuarantineReport:
+    """List the current run's quarantined events; ``accept`` marks them knowingly left behind."""
+    with open_configured_store(settings) as store:
+        run = _migrate.current_run(store)
+        if run is None:
+            return QuarantineReport(None, [])
+        accepted_now = store.accept_quarantine(run.id, ids) if accept else 0
+        entries = [
+            QuarantineEntry(q.id, q.run_id, q.stream, q.version, q.event_id, q.type, q.reason, q.accepted,
+                            q.data.decode("utf-8", "replace"))
+            for q in store.quarantine(run.id)
+        ]
+        return QuarantineReport(run.id, entries, accepted_now)
+
+
+# ------------------------------------------------------------------------ init
+PYPROJECT_TABLE = """
+[tool.eventmig]
+store = "sqlite:///eventmig.db"
+upcasters = "upcasters:registry"
+projections = "projections:projections"
+"""
+
+UPCASTERS_TEMPLATE = '''"""Upcasters of this service: one msgspec Struct per schema version, and the steps between them."""
+
+import msgspec
+
+from eventmig import Registry
+
+registry = Registry(version_location="metadata:schema_version")
+
+# @registry.schema("OrderPlaced", 1)
+# class OrderPlacedV1(msgspec.Struct):
+#     order_id: str
+#     total: float
+#
+# @registry.schema("OrderPlaced", 2)
+# class OrderPlaced(msgspec.Struct):
+#     order_id: str
+#     total_cents: int
+#
+# @registry.upcaster
+# def total_in_cents(e: OrderPlacedV1) -> OrderPlaced:
+#     return OrderPlaced(e.order_id, round(e.total * 100))
+'''
+
+PROJECTIONS_TEMPLATE = '''"""Projections of this service: read models and aggregate snapshots rebuilt from the events."""
+
+projections: list = []
+'''
+
+
+class InitReport(msgspec.Struct):
+    created: list[str]
+    skipped: list[str]
+
+
+def init(directory: str | Path = ".") -> InitReport:
+    """Scaffold ``[tool.eventmig]``, ``upcasters/`` and ``projections/`` in a service; never overwrite."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a directory")
+    created: list[str] = []
+    skipped: list[str] = []
+    pyproject = root / "pyproject.toml"
+    text = pyproject.read_text() if pyproject.exists() else ""
+    if "[tool.eventmig]" in text:
+        skipped.append(f"{pyproject} (already has [tool.eventmig])")
+    else:
+        pyproject.write_text(text + ("\n" if text and not text.endswith("\n") else "") + PYPROJECT_TABLE.lstrip("\n" if not text else ""))
+        created.append(f"{pyproject} [tool.eventmig]")
+    for package, template in (("upcasters", UPCASTERS_TEMPLATE), ("projections", PROJECTIONS_TEMPLATE)):
+        target = root / package / "__init__.py"
+        if target.exists():
+            skipped.append(str(target))
+            continue
+        target.parent.mkdir(exist_ok=True)
+        target.write_text(template)
+        created.append(str(target))
+    return InitReport(created, skipped)
+
+
+# ------------------------------------------------------------------------ demo
+class DemoStep(msgspec.Struct):
+    step: str
+    events: int
+    seconds: float
+    events_per_second: float
+    result: str
+
+
+class DemoReport(msgspec.Struct):
+    store: str
+    steps: list[DemoStep]
+    ok: bool
+
+
+DEFAULT_DEMO_STORE = "sqlite:///eventmig-demo.db"
+
+
+def demo(
+    settings: Settings,
+    *,
+    events: int = 100_000,
+    seed_only: bool = False,
+    store_url: str | None = None,
+    progress: Progress = SILENT,
+) -> DemoReport:
+    """Seed a fresh store with the shop's legacy history and run the pipeline on it.
+
+    The default demo store is recreated on every run; any other store given
+    must be empty, so a demo never mixes with real events.
+    """
+    url = store_url or DEFAULT_DEMO_STORE
+    if store_url is None:
+        _remove_sqlite_files(url)
+    demo_settings = Settings(**{**settings.__dict__, "store": url})
+    steps: list[DemoStep] = []
+    with open_configured_store(demo_settings) as store:
+        if store.head_position() is not None or len(store.epochs()) > 1:
+            raise ConfigError(f"the demo needs an empty store and {store.url} has events; pass another --store")
+        started = time.perf_counter()
+        with progress.task("seed legacy shop events", events) as task:
+            n = seed(store, events, batch_size=10_000)
+            task.advance(n)
+        steps.append(_step("seed", n, started, f"{n} legacy events"))
+    if seed_only:
+        return DemoReport(url, steps, True)
+
+    started = time.perf_counter()
+    m = migrate(demo_settings, progress=progress)
+    steps.append(_step("migrate", m.events_read, started,
+                       f"{m.events_written} written, {m.dropped} dropped, {m.quarantined} quarantined"))
+    started = time.perf_counter()
+    v = verify(demo_settings, progress=progress)
+    steps.append(_step("verify", v.source_events + v.target_events, started, "digests match" if v.ok else "; ".join(v.problems)))
+    if not v.ok:
+        return DemoReport(url, steps, False)
+    started = time.perf_counter()
+    s = switch(demo_settings, progress=progress)
+    steps.append(_step("switch", s.verification.source_events + s.verification.target_events if s.verification else 0,
+                       started, f"epoch {s.from_epoch} -> {s.to_epoch}"))
+    return DemoReport(url, steps, True)
+
+
+def _step(name: str, events: int, started: float, result: str) -> DemoStep:
+    seconds = time.perf_counter() - started
+    return DemoStep(name, events, round(seconds, 3), round(events / seconds, 1) if seconds else 0.0, result)
+
+
+def _remove_sqlite_files(url: str) -> None:
+    path = url[len("sqlite:///"):]
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+
+
+def to_builtins(report: Any) -> Any:
+    """A report as JSON-ready builtins (what ``--json`` prints)."""
+    return msgspec.to_builtins(report)

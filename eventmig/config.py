@@ -1,0 +1,164 @@
+"""Settings from ``[tool.eventmig]``, environment variables and flags; discovery of service code.
+
+Like Alembic finds its script directory from ``alembic.ini``, eventmig finds
+the service's ``pyproject.toml`` (the current directory or its nearest
+parent, or ``--config``/``EVENTMIG_CONFIG``), reads ``[tool.eventmig]`` and
+imports the upcaster registry and projections it names, with the service's
+directory on ``sys.path``. Precedence: command-line flag, then environment
+variable, then ``[tool.eventmig]``, then the default.
+
+Relative SQLite paths written in ``pyproject.toml`` are resolved against the
+file's directory, so a command works from any subdirectory of the service.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, EventmigError
+from .upcasting import CompiledRegistry, Registry
+
+DEFAULT_STORE = "sqlite:///eventmig.db"
+
+ENV_VARS = {
+    "store": "EVENTMIG_STORE",
+    "read_models": "EVENTMIG_READ_MODELS",
+    "upcasters": "EVENTMIG_UPCASTERS",
+    "projections": "EVENTMIG_PROJECTIONS",
+}
+
+
+@dataclass
+class Settings:
+    """Everything a command needs to know about the service and its stores."""
+
+    #: the event store URL
+    store: str = DEFAULT_STORE
+    #: the read-model database URL (rebuild); defaults to the event store's
+    read_models: str | None = None
+    #: ``module:attribute`` of the service's :class:`~eventmig.Registry`
+    upcasters: str | None = None
+    #: ``module:attribute`` of the service's projections
+    projections: str | None = None
+    #: name of the active events table in SQL stores
+    events_table: str = "events"
+    #: where schema versions live: ``metadata:KEY`` or ``type-suffix:SEP``
+    version_key: str | None = None
+    batch_size: int = 5000
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    #: directory of the pyproject.toml the settings came from (or the cwd)
+    root: Path = field(default_factory=Path.cwd)
+    config_file: Path | None = None
+
+    @property
+    def read_models_url(self) -> str:
+        return self.read_models or self.store
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """The nearest ``pyproject.toml`` with a ``[tool.eventmig]`` table, from ``start`` upwards."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file() and "eventmig" in _read_toml(candidate).get("tool", {}):
+            return candidate
+    return None
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings for one command; ``overrides`` are command-line values (None means not given)."""
+    path = Path(config) if config else (Path(os.environ["EVENTMIG_CONFIG"]) if os.environ.get("EVENTMIG_CONFIG") else None)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    path = path or find_config()
+    table: dict[str, Any] = {}
+    root = Path.cwd()
+    if path is not None:
+        table = dict(_read_toml(path).get("tool", {}).get("eventmig", {}))
+        root = path.resolve().parent
+    known = {f.name for f in fields(Settings)} - {"root", "config_file"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown [tool.eventmig] setting(s) {', '.join(unknown)}")
+    for key in ("store", "read_models"):
+        if key in table:
+            table[key] = _resolve_sqlite(table[key], root)
+    for key, var in ENV_VARS.items():
+        if os.environ.get(var):
+            table[key] = os.environ[var]
+    table.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = Settings(**table, root=root, config_file=path)
+    except TypeError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from None
+    for key in ("batch_size", "workers"):
+        value = getattr(settings, key)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    return settings
+
+
+def import_object(spec: str, root: Path, what: str) -> Any:
+    """Import ``module:attribute`` with the service root on ``sys.path``."""
+    module_name, _, attribute = spec.partition(":")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        module = importlib.import_module(module_name)
+    except EventmigError:
+        raise
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigError(f"{what} module {module_name!r} not found (looked in {root} and sys.path)") from None
+        raise ConfigError(f"cannot import {what} module {module_name!r}: {exc}") from None
+    except Exception as exc:  # the service's code failed to import: report it in one line
+        raise ConfigError(f"cannot import {what} module {module_name!r}: {type(exc).__name__}: {exc}") from None
+    if not attribute:
+        return module
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ConfigError(f"{what} module {module_name!r} has no attribute {attribute!r}") from None
+
+
+def load_registry(settings: Settings) -> CompiledRegistry:
+    """Import and validate the service's upcaster registry (fails fast with every problem)."""
+    if not settings.upcasters:
+        raise ConfigError(
+            "no upcasters configured: set upcasters = \"package:registry\" under [tool.eventmig] "
+            "in pyproject.toml (or EVENTMIG_UPCASTERS), or run `eventmig init`"
+        )
+    registry = import_object(settings.upcasters, settings.root, "upcasters")
+    if not isinstance(registry, Registry):
+        raise ConfigError(f"{settings.upcasters} is a {type(registry).__name__}, not an eventmig.Registry")
+    if settings.version_key:
+        from .events import version_location
+
+        try:
+            registry.version_location = version_location(settings.version_key)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return registry.compile()
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _resolve_sqlite(url: str, root: Path) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////") and url != prefix + ":memory:":
+        relative = url[len(prefix):]
+        if relative:
+            return prefix + str((root / relative).resolve())
+    return url

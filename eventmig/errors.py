@@ -1,0 +1,72 @@
+"""Exceptions, each carrying the process exit code the CLI turns it into.
+
+Operators script around eventmig, so a failure's *kind* must survive to the
+exit status: a verification failure (1) is not a typo in the config (2), and
+neither is a database that went away mid-run (3) or a job that is already
+running elsewhere (4).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The documented exit codes of the ``eventmig`` command."""
+
+    OK = 0
+    #: verification or a CI check failed: digests differ, quarantine not accepted...
+    CHECK_FAILED = 1
+    #: bad usage or configuration: unknown store URL, invalid upcaster registry...
+    USAGE = 2
+    #: a runtime failure: the store is unreachable, a write conflict, a failing step...
+    RUNTIME = 3
+    #: another job holds the lock on the same target; try again when it is done
+    BUSY = 4
+
+
+class EventmigError(Exception):
+    """Base of every error eventmig raises on purpose; ``str(e)`` is one readable line."""
+
+    exit_code: ExitCode = ExitCode.RUNTIME
+
+
+class ConfigError(EventmigError):
+    """The configuration, a store URL or a command's arguments are wrong."""
+
+    exit_code = ExitCode.USAGE
+
+
+class RegistryError(ConfigError):
+    """The upcaster registrations do not form valid chains to head schemas."""
+
+
+class StoreError(EventmigError):
+    """The event store failed or refused an operation."""
+
+
+class WrongExpectedVersion(StoreError):
+    """An append's expected stream version did not match: a concurrent writer won."""
+
+    def __init__(self, stream: str, expected: object, actual: int | None) -> None:
+        self.stream, self.expected, self.actual = stream, expected, actual
+        super().__init__(
+            f"concurrency conflict on stream {stream!r}: expected version {expected}, "
+            f"stream is at {'no stream' if actual is None else actual}"
+        )
+
+
+class Busy(EventmigError):
+    """Another job already holds the lock this job needs."""
+
+    exit_code = ExitCode.BUSY
+
+
+class VerificationFailed(EventmigError):
+    """Digests or counts differ, or quarantined events are not accepted."""
+
+    exit_code = ExitCode.CHECK_FAILED
+
+
+class UpcastError(EventmigError):
+    """A step failed on one event; the migrate runner quarantines the event with this reason."""

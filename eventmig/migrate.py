@@ -1,0 +1,239 @@
+"""Copy-transform: the active epoch, through the upcaster chains, into a new epoch.
+
+The source is only ever read. Each batch of target events is written in one
+transaction together with the run's checkpoint (the source position of the
+last event handled), so a job killed at any instant resumes exactly where
+its last commit left off: no event twice, none missing. A second job on the
+same store is refused while the first holds the lock.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import msgspec
+
+from .errors import ConfigError
+from .progress import SILENT, Progress
+from .stores.base import EventStore, QuarantinedEvent, Run, TargetEvent
+from .transform import BatchCounts, BatchResult, StreamMap, Transformer, target_event_id, target_metadata
+from .upcasting import CompiledRegistry
+
+LOCK = "migrate"
+DEFAULT_BATCH_SIZE = 5000
+
+
+class MigrateReport(msgspec.Struct):
+    """What a migrate (or a dry run) did; the CLI prints it, ``--json`` dumps it."""
+
+    run_id: str | None
+    source_epoch: int
+    target_epoch: int | None
+    status: str
+    dry_run: bool
+    resumed_from: int | None
+    events_read: int
+    events_written: int
+    unknown: int
+    dropped: int
+    quarantined: int
+    seconds: float
+    events_per_second: float
+    before: dict[str, int]
+    after: dict[str, int]
+    quarantine_reasons: dict[str, int]
+    total_quarantined: int = 0
+
+
+def migrate(
+    store: EventStore,
+    compiled: CompiledRegistry,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    stream_map: Mapping[str, str] | None = None,
+    dry_run: bool = False,
+    restart: bool = False,
+    progress: Progress = SILENT,
+) -> MigrateReport:
+    """Copy the active epoch into a new one (or resume the unfinished copy of it).
+
+    ``stream_map`` renames streams (old name -> new name; others keep theirs).
+    ``dry_run`` reads and upcasts everything and reports counts per (type,
+    version) before and after, writing nothing. ``restart`` discards an
+    unfinished target epoch and starts over.
+    """
+    if batch_size < 1:
+        raise ConfigError("batch size must be at least 1")
+    _check_stream_map(stream_map)
+    transformer = Transformer(compiled, stream_map)
+    if dry_run:
+        return _dry_run(store, transformer, batch_size, progress)
+    with store.lock(LOCK):
+        return _migrate(store, compiled, transformer, batch_size, dict(stream_map or {}), restart, progress)
+
+
+def current_run(store: EventStore) -> Run | None:
+    """The latest migrate run out of the active epoch whose target epoch still exists."""
+    active = store.active_epoch()
+    epochs = {e.epoch for e in store.epochs()}
+    runs = [r for r in store.runs("migrate") if r.source_epoch == active and r.target_epoch in epochs]
+    return runs[-1] if runs else None
+
+
+def _migrate(
+    store: EventStore,
+    compiled: CompiledRegistry,
+    transformer: Transformer,
+    batch_size: int,
+    stream_map: dict[str, str],
+    restart: bool,
+    progress: Progress,
+) -> MigrateReport:
+    source_epoch = store.active_epoch()
+    source = store.at_epoch(source_epoch)
+    _check_no_merge(source, stream_map)
+    run = current_run(store)
+    fingerprint = compiled.registry.fingerprint()
+    if run is not None and restart:
+        store.drop_epoch(run.target_epoch)
+        run = None
+    if run is not None:
+        if run.fingerprint != fingerprint:
+            raise ConfigError(
+                f"the upcasters changed since run {run.id} started; its epoch {run.target_epoch} would mix "
+                "two versions of them: rerun with --restart to start the copy again"
+            )
+        if run.options.get("stream_map", {}) != stream_map:
+            raise ConfigError(f"run {run.id} was started with another stream mapping; rerun with --restart")
+    resumed_from = run.checkpoint if run is not None else None
+    if run is None:
+        now = time.time()
+        target_epoch = store.create_epoch(source_epoch)
+        run = Run(
+            id=uuid.uuid4().hex[:12], kind="migrate", source_epoch=source_epoch, target_epoch=target_epoch,
+            status="running", checkpoint=None, fingerprint=fingerprint, started_at=now, updated_at=now,
+            stats=BatchCounts().as_json(), options={"stream_map": stream_map, "batch_size": batch_size},
+        )
+        store.save_run(run)
+    target = store.at_epoch(run.target_epoch)
+    totals = BatchCounts.from_json(run.stats)
+    run.status = "running"
+
+    head = source.head_position()
+    todo = source.count_events(after=run.checkpoint, until=head) if head is not None else 0
+    # numbering continues from what the target holds: nothing when starting, the committed
+    # batches when resuming (they are exactly what the checkpoint covers)
+    last_versions = target.stream_versions() if run.checkpoint is not None else {}
+    first_version = target.capabilities.first_stream_version
+    location, source_epoch_no = compiled.version_location, run.source_epoch
+
+    this_run = BatchCounts()
+    started = time.perf_counter()
+    with progress.task(f"migrate epoch {run.source_epoch} -> {run.target_epoch}", todo) as task:
+        if head is not None:
+            rows_iter = source.read_all_rows(run.checkpoint, until=head, batch_size=batch_size)
+            for rows, result in _transformed(rows_iter, transformer):
+                events = _number(result, last_versions, first_version, location, source_epoch_no)
+                quarantined = [_quarantined(run.id, row, reason) for row, reason in result.failures]
+                this_run.merge(result.counts)
+                totals.merge(result.counts)
+                run.checkpoint = rows[-1][2]
+                run.updated_at = time.time()
+                run.stats = totals.as_json()
+                target.write_batch(events, run=run, quarantined=quarantined)
+                task.advance(len(rows))
+    target.finish_epoch(run.target_epoch)
+    run.status = "completed"
+    run.updated_at = time.time()
+    store.save_run(run)
+    seconds = time.perf_counter() - started
+    return MigrateReport(
+        run_id=run.id, source_epoch=run.source_epoch, target_epoch=run.target_epoch, status=run.status,
+        dry_run=False, resumed_from=resumed_from, events_read=this_run.read, events_written=this_run.written,
+        unknown=this_run.unknown, dropped=this_run.dropped, quarantined=this_run.quarantined,
+        seconds=round(seconds, 3), events_per_second=round(this_run.read / seconds, 1) if seconds else 0.0,
+        before=this_run.as_json()["before"], after=this_run.as_json()["after"],
+        quarantine_reasons=dict(this_run.reasons), total_quarantined=totals.quarantined,
+    )
+
+
+def _dry_run(store: EventStore, transformer: Transformer, batch_size: int, progress: Progress) -> MigrateReport:
+    source = store.at_epoch(store.active_epoch())
+    head = source.head_position()
+    counts = BatchCounts()
+    started = time.perf_counter()
+    with progress.task(f"dry run of epoch {source.epoch}", source.count_events(until=head) if head else 0) as task:
+        if head is not None:
+            for rows, result in _transformed(source.read_all_rows(None, until=head, batch_size=batch_size), transformer):
+                counts.merge(result.counts)
+                task.advance(len(rows))
+    seconds = time.perf_counter() - started
+    summary = counts.as_json()
+    return MigrateReport(
+        run_id=None, source_epoch=source.epoch, target_epoch=None, status="dry-run", dry_run=True,
+        resumed_from=None, events_read=counts.read, events_written=counts.written, unknown=counts.unknown,
+        dropped=counts.dropped, quarantined=counts.quarantined, seconds=round(seconds, 3),
+        events_per_second=round(counts.read / seconds, 1) if seconds else 0.0,
+        before=summary["before"], after=summary["after"], quarantine_reasons=dict(counts.reasons),
+        total_quarantined=counts.quarantined,
+    )
+
+
+def _transformed(rows_iter: Iterable[list[Any]], transformer: Transformer) -> Iterator[tuple[list[Any], BatchResult]]:
+    for rows in rows_iter:
+        yield rows, transformer.transform(rows)
+
+
+def _number(
+    result: BatchResult, last_versions: dict[str, int], first_version: int, location: Any, source_epoch: int
+) -> list[TargetEvent]:
+    """Give each output its target stream version, in source commit order."""
+    events: list[TargetEvent] = []
+    append = events.append
+    for up in result.upcasts:
+        outputs = up.outputs
+        if not outputs:
+            continue
+        stream = up.stream
+        version = last_versions.get(stream, first_version - 1)
+        event_id, recorded_at = up.row[3], up.row[7]
+        count = len(outputs)
+        for index, (type_, schema_version, data, chain) in enumerate(outputs):
+            version += 1
+            stored_type, metadata = target_metadata(up, type_, schema_version, chain, location, source_epoch)
+            append(TargetEvent(stream, version, target_event_id(event_id, index, count), stored_type, data, metadata, recorded_at))
+        last_versions[stream] = version
+    return events
+
+
+def _quarantined(run_id: str, row: tuple[Any, ...], reason: str) -> QuarantinedEvent:
+    stream, version, position, event_id, type_, data, metadata, recorded_at = row
+    return QuarantinedEvent(
+        run_id=run_id, stream=stream, version=version, position=position, event_id=event_id, type=type_,
+        data=data, metadata=metadata, recorded_at=recorded_at, reason=reason,
+    )
+
+
+def _check_stream_map(stream_map: Mapping[str, str] | None) -> None:
+    if not stream_map:
+        return
+    seen: dict[str, str] = {}
+    for old, new in stream_map.items():
+        if not isinstance(old, str) or not isinstance(new, str) or not new:
+            raise ConfigError(f"stream map entries must be non-empty strings, got {old!r}: {new!r}")
+        if new in seen:
+            raise ConfigError(f"stream map sends both {seen[new]!r} and {old!r} to {new!r}: streams cannot merge")
+        seen[new] = old
+
+
+def _check_no_merge(source: EventStore, stream_map: Mapping[str, str]) -> None:
+    """A stream renamed onto the name of a stream that keeps its name would merge two histories."""
+    if not stream_map:
+        return
+    kept = set(source.list_streams()) - stream_map.keys()
+    clashes = sorted(kept & set(stream_map.values()))
+    if clashes:
+        raise ConfigError(f"stream map renames streams onto existing streams {clashes[:5]}: streams cannot merge")

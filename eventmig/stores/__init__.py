@@ -1,0 +1,56 @@
+"""Event store backends behind one interface; :func:`open_store` picks one from a URL."""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import ConfigError
+from .base import (
+    Capabilities,
+    EpochInfo,
+    EventStore,
+    ExpectedVersion,
+    QuarantinedEvent,
+    Run,
+    StreamState,
+    Switch,
+    TargetEvent,
+)
+
+__all__ = [
+    "Capabilities",
+    "EpochInfo",
+    "EventStore",
+    "ExpectedVersion",
+    "QuarantinedEvent",
+    "Run",
+    "StreamState",
+    "Switch",
+    "TargetEvent",
+    "mask_url",
+    "open_store",
+]
+
+_SQL_SCHEMES = ("sqlite", "postgresql", "postgres")
+_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``: the only form of a URL eventmig prints."""
+    return _PASSWORD.sub(lambda m: f"{m.group('head')}***@", url)
+
+
+def open_store(url: str, *, table: str = "events") -> EventStore:
+    """Open the event store at ``url``, creating eventmig's schema on first use.
+
+    ``sqlite:///path.db`` and ``postgresql+psycopg://user@host/db`` are SQL
+    stores; anything else is refused with a message naming what is supported.
+    """
+    scheme = url.partition(":")[0].split("+")[0].lower()
+    if scheme in _SQL_SCHEMES:
+        from .sql import SQLEventStore
+
+        return SQLEventStore(url, table=table)
+    raise ConfigError(
+        f"unknown store URL {mask_url(url)!r}: expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+    )

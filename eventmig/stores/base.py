@@ -1,0 +1,271 @@
+"""The one interface every event store implements, in terms of streams, events and positions.
+
+Nothing here speaks SQL: a store is a set of *epochs* (generations of
+streams), one of them active; each epoch holds streams of events, numbered
+within their stream and ordered globally by an opaque commit position.
+Backends differ in ways that matter to callers (EventStoreDB numbers stream
+versions from 0, has gaps in its commit positions and appends atomically to
+one stream at a time), so each declares :class:`Capabilities` up front and
+callers branch on those, never on the backend's class.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, NamedTuple
+
+import msgspec
+
+from ..events import NewEvent, RecordedEvent
+
+
+class StreamState(enum.Enum):
+    """Expected-version values that are not a version number."""
+
+    ANY = "any"  # no concurrency check
+    NO_STREAM = "no_stream"  # the stream must not exist yet
+    EXISTS = "exists"  # the stream must exist
+
+
+ExpectedVersion = int | StreamState
+
+
+class Capabilities(msgspec.Struct, frozen=True):
+    """What a backend guarantees, declared so callers and tests need no special cases."""
+
+    #: version of the first event of a stream (SQL stores: 1, EventStoreDB: 0)
+    first_stream_version: int
+    #: commit positions are consecutive integers (no gaps)
+    contiguous_positions: bool
+    #: ``write_batch`` commits events of many streams and the checkpoint in one transaction;
+    #: otherwise it appends stream by stream with deterministic event ids and checkpoints after
+    atomic_batches: bool
+    #: the store holds several epochs side by side and can switch the active one
+    epochs: bool = True
+
+
+class EpochInfo(msgspec.Struct, frozen=True):
+    """One generation of streams in a store."""
+
+    epoch: int
+    status: str  # "building" | "ready" | "active" | "retired"
+    source_epoch: int | None
+    created_at: float
+    events: int | None = None
+
+
+class Run(msgspec.Struct):
+    """A migrate job: where it reads from and writes to, how far it got, what it saw."""
+
+    id: str
+    kind: str
+    source_epoch: int
+    target_epoch: int
+    status: str  # "running" | "completed" | "failed"
+    checkpoint: int | None  # source position of the last event handled, None before the first batch
+    fingerprint: str
+    started_at: float
+    updated_at: float
+    stats: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+
+
+class QuarantinedEvent(msgspec.Struct, frozen=True):
+    """A source event that could not be decoded or upcast, kept verbatim with the reason."""
+
+    run_id: str
+    stream: str
+    version: int
+    position: int
+    event_id: str
+    type: str
+    data: bytes
+    metadata: bytes
+    recorded_at: int
+    reason: str
+    accepted: bool = False
+    id: int | None = None
+
+
+class TargetEvent(NamedTuple):
+    """An event produced by a migration, ready to be written with its stream version.
+
+    A plain tuple, in the column order stores write, because a migration builds
+    millions of them and hands them straight to the driver.
+    """
+
+    stream: str
+    version: int
+    event_id: str
+    type: str
+    data: bytes
+    metadata: bytes
+    recorded_at: int
+
+
+class Switch(msgspec.Struct, frozen=True):
+    """One flip of the active epoch, kept so it can be undone safely."""
+
+    id: int
+    kind: str  # "switch" | "rollback"
+    from_epoch: int
+    to_epoch: int
+    at: float
+    #: commit position of the epoch made active, at the moment of the flip
+    to_head: int | None
+
+
+class EventStore(ABC):
+    """A connection to one event store. Stream methods act on the epoch of this handle."""
+
+    capabilities: ClassVar[Capabilities]
+
+    #: the store's URL with any password masked: safe to print
+    url: str
+    #: the epoch this handle reads and writes
+    epoch: int
+
+    # ------------------------------------------------------------- streams
+    @abstractmethod
+    def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = StreamState.ANY
+    ) -> int:
+        """Append atomically; return the stream's new version.
+
+        Raises :class:`~eventmig.errors.WrongExpectedVersion` when
+        ``expected_version`` does not hold.
+        """
+
+    @abstractmethod
+    def read_stream(self, stream: str, from_version: int | None = None, limit: int | None = None) -> list[RecordedEvent]:
+        """Events of one stream in order (empty if it does not exist)."""
+
+    @abstractmethod
+    def read_all(
+        self, after: int | None = None, *, until: int | None = None, batch_size: int = 1000
+    ) -> Iterator[list[RecordedEvent]]:
+        """All events in commit order, in batches, after position ``after`` up to ``until`` included."""
+
+    def read_all_rows(
+        self, after: int | None = None, *, until: int | None = None, batch_size: int = 1000
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """:meth:`read_all` as plain tuples in :class:`RecordedEvent` field order.
+
+        Bulk jobs use this form: tuples are cheap to build and to send to worker
+        processes. Backends override it when their driver already yields tuples.
+        """
+        for batch in self.read_all(after, until=until, batch_size=batch_size):
+            yield [msgspec.structs.astuple(e) for e in batch]
+
+    @abstractmethod
+    def list_streams(self) -> Iterator[str]:
+        """Names of the streams of this epoch."""
+
+    @abstractmethod
+    def stream_version(self, stream: str) -> int | None:
+        """Version of the last event of ``stream``, or None if it has none."""
+
+    @abstractmethod
+    def head_position(self) -> int | None:
+        """Position of the last committed event, or None if the epoch is empty."""
+
+    @abstractmethod
+    def count_events(self, after: int | None = None, until: int | None = None) -> int:
+        """How many events lie in ``(after, until]``; progress bars use it for their total."""
+
+    # -------------------------------------------------------------- epochs
+    @abstractmethod
+    def epochs(self) -> list[EpochInfo]:
+        """All epochs, oldest first."""
+
+    @abstractmethod
+    def active_epoch(self) -> int:
+        """The epoch applications read and write."""
+
+    @abstractmethod
+    def at_epoch(self, epoch: int) -> EventStore:
+        """A handle on the same store bound to another epoch."""
+
+    @abstractmethod
+    def create_epoch(self, source_epoch: int) -> int:
+        """Create an empty epoch (status "building") to receive a migration; return its number."""
+
+    @abstractmethod
+    def finish_epoch(self, epoch: int) -> None:
+        """Mark a fully migrated epoch "ready" (SQL stores build its indexes here)."""
+
+    @abstractmethod
+    def drop_epoch(self, epoch: int) -> None:
+        """Delete an epoch that is not active, with its streams."""
+
+    @abstractmethod
+    def switch_epoch(self, to_epoch: int, *, kind: str, expect_heads: dict[int, int | None]) -> Switch:
+        """Make ``to_epoch`` active, atomically.
+
+        ``expect_heads`` maps epochs to the head position the caller verified;
+        if any epoch's head moved since (events appended meanwhile), nothing
+        changes and :class:`~eventmig.errors.StoreError` is raised, so no event
+        written after verification can be left behind.
+        """
+
+    @abstractmethod
+    def switches(self) -> list[Switch]:
+        """The history of switches and rollbacks, oldest first."""
+
+    # ------------------------------------------------ migration bookkeeping
+    @abstractmethod
+    def lock(self, name: str) -> AbstractContextManager[None]:
+        """Hold an exclusive lock across processes; raise :class:`~eventmig.errors.Busy` if taken.
+
+        The lock must die with its holder: a job killed with SIGKILL must not
+        leave it behind.
+        """
+
+    @abstractmethod
+    def save_run(self, run: Run) -> None:
+        """Insert or update a run record."""
+
+    @abstractmethod
+    def runs(self, kind: str | None = None) -> list[Run]:
+        """Run records, oldest first."""
+
+    @abstractmethod
+    def write_batch(
+        self, events: Sequence[TargetEvent], *, run: Run | None = None, quarantined: Sequence[QuarantinedEvent] = ()
+    ) -> None:
+        """Write events with their stream versions into this handle's epoch, with the run's checkpoint.
+
+        The bulk path for migrations (and for importing history: pass no run).
+        Versions are the caller's to get right; there is no expected-version check.
+
+        With ``capabilities.atomic_batches`` the events, the quarantined
+        events and the run record commit together. Otherwise events are
+        appended stream by stream with their deterministic ids, so a retried
+        batch is recognised and not written twice, and the run is saved last.
+        """
+
+    @abstractmethod
+    def quarantine(self, run_id: str | None = None) -> list[QuarantinedEvent]:
+        """Quarantined events, of one run or all."""
+
+    @abstractmethod
+    def accept_quarantine(self, run_id: str, ids: Sequence[int] | None = None) -> int:
+        """Mark quarantined events as knowingly left behind; return how many."""
+
+    @abstractmethod
+    def stream_versions(self) -> dict[str, int]:
+        """Last version of every stream (a resumed migration restores its numbering from it)."""
+
+    # -------------------------------------------------------------- admin
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
