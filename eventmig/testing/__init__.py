@@ -1,0 +1,1 @@
+"""Test helpers for services that use eventmig: strategies, property checks, pytest plugin."""
