@@ -47,7 +47,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pyproject.toml with [tool.eventmig] (default: nearest one).", show_default=False)]
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Event store URL (env EVENTMIG_STORE).", show_default=False)]
@@ -65,6 +65,8 @@ def reports_errors(fn: F) -> F:
         as_json = kwargs.get("as_json", False)
         try:
             return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
         except EventmigError as exc:
             _fail(str(exc), exc.exit_code, as_json)
         except KeyboardInterrupt:
@@ -83,7 +85,7 @@ def _fail(message: str, code: ExitCode, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(msgspec.json.encode({"error": message, "exit_code": int(code)}).decode() + "\n")
     else:
-        err.print(Text(f"error: {message}", style="red"))
+        err.print(Text(f"error: {message}", style="red"), soft_wrap=True)
     raise typer.Exit(int(code))
 
 

@@ -193,7 +193,7 @@ class Registry:
         params = list(inspect.signature(fn).parameters.values())
         if not 1 <= len(params) <= 2:
             raise RegistryError(f"upcaster {step_name} must take (payload) or (payload, context)")
-        hints = _type_hints(fn, step_name)
+        hints = _type_hints(fn, step_name, {cls.__name__: cls for cls in self._nodes_of_struct})
         input_type = hints.get(params[0].name)
         if not (isinstance(input_type, type) and issubclass(input_type, msgspec.Struct)):
             input_type = None
@@ -310,15 +310,12 @@ class Registry:
         return self._compiled
 
     def fingerprint(self) -> str:
-        """A hash of the steps and their code: a resumed run refuses if this changed."""
+        """A hash of the steps, their code and configuration: a resumed run refuses if it changed."""
         h = hashlib.blake2b(digest_size=12)
         for node in sorted(self._steps):
             step = self._steps[node]
             h.update(repr((node, step.targets, step.name)).encode())
-            code = getattr(step.fn, "__code__", None)
-            if code is not None:
-                h.update(code.co_code)
-                h.update(repr(code.co_consts).encode())
+            h.update(_code_fingerprint(step.fn).encode())
         for node in sorted(self._schemas):
             cls = self._schemas[node]
             h.update(repr((node, cls.__qualname__, cls.__struct_fields__)).encode())
@@ -479,6 +476,43 @@ class CompiledRegistry:
 
 
 # -------------------------------------------------------------------- helpers
+def _code_fingerprint(obj: Any, depth: int = 0) -> str:
+    """A description of a step that is stable across processes (no memory addresses).
+
+    Covers the function's bytecode, its constants and the values it closes
+    over, so that ``fields(..., defaults={"y": 1})`` and ``{"y": 2}`` differ.
+    """
+    if depth > 6:
+        return "..."
+    if isinstance(obj, types.CodeType):
+        consts = ",".join(_code_fingerprint(c, depth + 1) for c in obj.co_consts)
+        return f"code({obj.co_code.hex()};{consts};{obj.co_names})"
+    if isinstance(obj, (types.FunctionType, types.MethodType)):
+        fn = getattr(obj, "__func__", obj)
+        cells = ",".join(_code_fingerprint(c.cell_contents, depth + 1) for c in (fn.__closure__ or ()) if _has_contents(c))
+        return f"fn({fn.__qualname__};{_code_fingerprint(fn.__code__, depth + 1)};{cells})"
+    if isinstance(obj, dict):
+        items = sorted((repr(k), _code_fingerprint(v, depth + 1)) for k, v in obj.items())
+        return "{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        parts = [_code_fingerprint(v, depth + 1) for v in obj]
+        return f"{type(obj).__name__}(" + ",".join(sorted(parts) if isinstance(obj, (set, frozenset)) else parts) + ")"
+    if isinstance(obj, (str, bytes, int, float, bool, type(None))):
+        return repr(obj)
+    if isinstance(obj, type):
+        return f"type({obj.__module__}.{obj.__qualname__})"
+    text = repr(obj)
+    return type(obj).__qualname__ if " at 0x" in text else text
+
+
+def _has_contents(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
 def _identity(data: Any) -> Any:
     return data
 
@@ -493,11 +527,20 @@ def _check_version(version: Any, type: str) -> int:
     return version
 
 
-def _type_hints(fn: Callable[..., Any], name: str) -> dict[str, Any]:
+def _type_hints(fn: Callable[..., Any], name: str, schemas: dict[str, type]) -> dict[str, Any]:
+    """Resolve annotations, also by the names of registered schemas.
+
+    With ``from __future__ import annotations``, Structs defined inside a
+    function (tests, factories) are not in the step's globals; they are
+    registered schemas, so their names resolve them.
+    """
     try:
-        return typing.get_type_hints(fn)
+        return typing.get_type_hints(fn, localns=schemas)
     except NameError as exc:
-        raise RegistryError(f"upcaster {name}: cannot resolve its annotations ({exc}); pass to=... explicitly") from None
+        raise RegistryError(
+            f"upcaster {name}: cannot resolve its annotations ({exc}); annotate it with registered "
+            "schema Structs, or pass the source and to=... explicitly"
+        ) from None
 
 
 def _leaf_types(annotation: Any) -> list[Any]:

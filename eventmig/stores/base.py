@@ -125,7 +125,8 @@ class EventStore(ABC):
 
     #: the store's URL with any password masked: safe to print
     url: str
-    #: the epoch this handle reads and writes
+    #: the epoch this handle reads and writes: :func:`~eventmig.stores.open_store` gives a
+    #: handle that follows the active epoch (as applications do), :meth:`at_epoch` one pinned
     epoch: int
 
     # ------------------------------------------------------------- streams

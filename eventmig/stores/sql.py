@@ -91,8 +91,17 @@ class SQLEventStore(EventStore):
         self._sqlite_path = parsed.database if self.dialect == "sqlite" else None
         if _engine is None:
             self._ensure_schema()
-        self.epoch = epoch if epoch is not None else self.active_epoch()
-        self._table = self._table_name(self.epoch)
+        # a handle opened without an epoch follows the active one, as applications do: after a
+        # switch it reads and writes the new epoch through the same table name
+        self._pinned = epoch
+
+    @property
+    def epoch(self) -> int:  # type: ignore[override]
+        return self._pinned if self._pinned is not None else self.active_epoch()
+
+    @property
+    def _table(self) -> str:
+        return self.table_base if self._pinned is None else self._table_name(self._pinned)
 
     # -------------------------------------------------------------- set-up
     def _create_engine(self, parsed: sa.URL) -> Engine:
@@ -396,8 +405,6 @@ class SQLEventStore(EventStore):
                 (kind, active, to_epoch, now, to_head),
             )
             switch_id = c.exec_driver_sql("SELECT max(id) FROM eventmig_switches").scalar()
-        if self.epoch in (active, to_epoch):
-            self._table = self._table_name(self.epoch)
         return Switch(switch_id, kind, active, to_epoch, now, to_head)
 
     def switches(self) -> list[Switch]:
@@ -468,10 +475,13 @@ class SQLEventStore(EventStore):
         self, events: Sequence[TargetEvent], *, run: Run | None = None, quarantined: Sequence[QuarantinedEvent] = ()
     ) -> None:
         with self._write() as c:
-            if self.epoch == self._active(c):
-                self._lock_table(c, self._table)
+            active = self._active(c)
+            epoch = self._pinned if self._pinned is not None else active
+            table = self._table_name(epoch, active)
+            if epoch == active:
+                self._lock_table(c, table)
             if events:
-                self._bulk_insert(c, events)
+                self._bulk_insert(c, table, events)
             if quarantined:
                 c.exec_driver_sql(
                     self._q(f"INSERT INTO eventmig_quarantine ({_QUARANTINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
@@ -484,16 +494,16 @@ class SQLEventStore(EventStore):
             if run is not None:
                 self._save_run(c, run)
 
-    def _bulk_insert(self, c: Connection, events: Sequence[TargetEvent]) -> None:
+    def _bulk_insert(self, c: Connection, table: str, events: Sequence[TargetEvent]) -> None:
         if self.dialect == "postgresql":
             cursor = c.connection.driver_connection.cursor()
-            with cursor.copy(f"COPY {self._table} ({_EVENT_COLUMNS}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY {table} ({_EVENT_COLUMNS}) FROM STDIN") as copy:
                 write_row = copy.write_row
                 for event in events:
                     write_row(event)
         else:
             cursor = c.connection.driver_connection.cursor()
-            cursor.executemany(f"INSERT INTO {self._table} ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", events)
+            cursor.executemany(f"INSERT INTO {table} ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", events)
         cursor.close()
 
     def quarantine(self, run_id: str | None = None) -> list[QuarantinedEvent]:

@@ -1,0 +1,5 @@
+"""``python -m eventmig``: the same as the ``eventmig`` command."""
+
+from .cli import main
+
+main()

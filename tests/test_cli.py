@@ -1,0 +1,166 @@
+"""The ``eventmig`` command end to end, as an operator runs it: real processes, real stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from eventmig.stores import open_store
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def eventmig(*args: str, store: str | None = None, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, **(env or {})}
+    environment.pop("EVENTMIG_STORE", None)
+    if store:
+        environment["EVENTMIG_STORE"] = store
+    return subprocess.run([sys.executable, "-m", "eventmig", *args], cwd=cwd, env=environment,
+                          capture_output=True, text=True, timeout=300)
+
+
+def as_json(result: subprocess.CompletedProcess) -> dict:
+    assert result.stdout, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_pipeline_through_the_cli(store_url: str):
+    seeded = eventmig("demo", "--seed-only", "--events", "4000", "--store", store_url, "--json")
+    assert seeded.returncode == 0, seeded.stderr
+    assert as_json(seeded)["steps"][0]["events"] == 4000
+
+    plan = eventmig("plan", "--json", store=store_url)
+    assert plan.returncode == 0, plan.stderr
+    stored = {(p["type"], p["version"]): p["treatment"] for p in as_json(plan)["stored"]}
+    assert stored[("OrderPlaced", 1)] == "upcast" and stored[("OrderCancelled", 1)] == "head"
+    assert stored[("CartViewed", 1)] == "dropped"
+
+    dry = as_json(eventmig("migrate", "--dry-run", "--json", store=store_url))
+    assert dry["dry_run"] and dry["events_read"] == 4000
+
+    migrated = eventmig("migrate", "--json", "--batch-size", "700", store=store_url)
+    assert migrated.returncode == 0, migrated.stderr
+    report = as_json(migrated)
+    assert report["events_written"] == dry["events_written"] and report["after"] == dry["after"]
+
+    verified = eventmig("verify", "--json", store=store_url)
+    assert verified.returncode == 0 and as_json(verified)["ok"]
+
+    status = as_json(eventmig("status", "--json", store=store_url))
+    assert status["active_epoch"] == 1
+    assert [(e["epoch"], e["status"]) for e in status["epochs"]] == [(1, "active"), (2, "ready")]
+    assert status["runs"][0]["status"] == "completed" and status["pending_events"] == 0
+
+    switched = eventmig("switch", "--json", store=store_url)
+    assert switched.returncode == 0, switched.stderr
+    assert as_json(switched)["to_epoch"] == 2
+
+    human = eventmig("status", store=store_url)
+    assert "epoch 2 is active" in human.stdout
+
+    rolled = eventmig("rollback", "--json", store=store_url)
+    assert rolled.returncode == 0 and as_json(rolled)["to_epoch"] == 1
+
+
+def test_verify_failure_exits_1_and_names_the_stream(sqlite_url: str):
+    assert eventmig("demo", "--seed-only", "--events", "500", "--store", sqlite_url).returncode == 0
+    assert eventmig("migrate", store=sqlite_url).returncode == 0
+    with open_store(sqlite_url) as s:
+        target = s.at_epoch(2)
+        row = next(target.read_all_rows())[0]
+        with target.engine.begin() as c:  # type: ignore[attr-defined]
+            c.exec_driver_sql("DELETE FROM events_e2 WHERE global_position = ?", (row[2],))
+    result = eventmig("verify", store=sqlite_url)
+    assert result.returncode == 1
+    assert row[0] in result.stderr and "verification FAILED" in result.stdout
+    refused = eventmig("switch", store=sqlite_url)
+    assert refused.returncode == 1 and "switch refused" in refused.stderr
+
+
+def test_quarantine_listing_and_accepting(sqlite_url: str):
+    with open_store(sqlite_url) as s:
+        from eventmig import new_event
+
+        s.append("order-x", [new_event("OrderPlaced", b'{"order_id": "trunc', {})])
+    assert eventmig("migrate", store=sqlite_url).returncode == 0
+    listed = as_json(eventmig("quarantine", "--json", store=sqlite_url))
+    assert len(listed["entries"]) == 1 and "not valid JSON" in listed["entries"][0]["reason"]
+    assert eventmig("switch", store=sqlite_url).returncode == 1
+    accepted = as_json(eventmig("quarantine", "--accept", "--json", store=sqlite_url))
+    assert accepted["accepted_now"] == 1
+    assert eventmig("switch", store=sqlite_url).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("migrate", "--store", "mongodb://localhost/x"), "unknown store URL"),
+        (("migrate", "--batch-size", "0", "--store", "sqlite:///:memory:"), "batch"),
+        (("verify", "--config", "/nonexistent/pyproject.toml"), "does not exist"),
+        (("migrate", "--store", "sqlite:////nonexistent/dir/x.db"), "does not exist"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], message: str):
+    result = eventmig(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_invalid_registry_exits_2_naming_the_problem(tmp_path: Path):
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "__init__.py").write_text(textwrap.dedent("""
+        from eventmig import Registry
+        registry = Registry()
+        registry.rename_type("A", 1, to="B", to_version=1)
+        registry.rename_type("B", 1, to="A", to_version=1)
+    """))
+    (tmp_path / "pyproject.toml").write_text('[tool.eventmig]\nupcasters = "svc:registry"\nstore = "sqlite:///e.db"\n')
+    result = eventmig("plan", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cycle: A v1 -> B v1 -> A v1" in result.stderr
+
+
+def test_unreachable_postgres_is_a_runtime_error_without_the_password():
+    result = eventmig("status", "--store", "postgresql+psycopg://admin:s3cret-pw@127.0.0.1:1/db")
+    assert result.returncode == 3
+    assert "s3cret-pw" not in result.stderr + result.stdout
+    assert "admin:***@" in result.stderr
+    as_js = eventmig("status", "--json", "--store", "postgresql://admin:s3cret-pw@127.0.0.1:1/db")
+    assert "s3cret-pw" not in as_js.stdout + as_js.stderr and as_json(as_js)["exit_code"] == 3
+
+
+def test_second_migration_at_once_exits_4(sqlite_url: str):
+    assert eventmig("demo", "--seed-only", "--events", "100", "--store", sqlite_url).returncode == 0
+    with open_store(sqlite_url) as s, s.lock("migrate"):
+        result = eventmig("migrate", store=sqlite_url)
+    assert result.returncode == 4
+    assert "another eventmig job holds the 'migrate' lock" in result.stderr
+
+
+def test_init_scaffolds_a_service(tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "svc"\n')
+    result = eventmig("init", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "pyproject.toml").read_text()
+    assert '[project]\nname = "svc"' in text and '[tool.eventmig]' in text
+    assert (tmp_path / "upcasters" / "__init__.py").exists() and (tmp_path / "projections" / "__init__.py").exists()
+    again = as_json(eventmig("init", str(tmp_path), "--json"))
+    assert again["created"] == [] and len(again["skipped"]) == 3
+    plan = eventmig("plan", "--no-store", "--json", cwd=tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    assert as_json(plan)["chains"] == {}
+
+
+def test_demo_runs_the_pipeline(tmp_path: Path):
+    result = eventmig("demo", "--events", "3000", "--json", "--store", f"sqlite:///{tmp_path}/demo.db")
+    assert result.returncode == 0, result.stderr
+    steps = {s["step"]: s for s in as_json(result)["steps"]}
+    assert {"seed", "migrate", "verify", "switch"} <= steps.keys()
+    assert all(s["events_per_second"] > 0 for s in steps.values())

@@ -1,0 +1,230 @@
+"""migrate, verify, switch and rollback through the library, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import msgspec
+import pytest
+
+from eventmig import Busy, ConfigError, Registry, VerificationFailed, new_event
+from eventmig.checksums import StreamDigests
+from eventmig.cutover import rollback, switch
+from eventmig.demo import seed
+from eventmig.migrate import current_run, migrate
+from eventmig.stores import EventStore, open_store
+from eventmig.verify import verify
+
+
+def source_digest(store: EventStore, epoch: int = 1) -> str:
+    """A digest of an epoch's raw rows: proves the source was not touched."""
+    d = StreamDigests()
+    for rows in store.at_epoch(epoch).read_all_rows():
+        for r in rows:
+            d.add(r[0], r[4], r[1], r[5], r[6] + r[3].encode())
+    return d.store_digest()
+
+
+def test_migrate_verify_switch_rollback(store: EventStore, shop_registry):
+    seed(store, 3000)
+    before = source_digest(store)
+    report = migrate(store, shop_registry, batch_size=500)
+    assert report.status == "completed" and report.events_read == 3000
+    assert report.quarantined == 0
+    assert report.before["OrderPlaced v1"] > 0 and "OrderPlaced v1" not in report.after
+    assert report.after["OrderPlaced v3"] == sum(n for k, n in report.before.items() if k.startswith("OrderPlaced"))
+    assert report.after["LineItemAdded v1"] == report.before["ItemAdded v1"]
+    assert report.after["ShippingAddressRecorded v1"] == report.before["OrderShipped v1"]
+    assert report.dropped == report.before["CartViewed v1"]
+    assert report.events_written == 3000 - report.dropped + report.before["OrderShipped v1"]
+    assert source_digest(store) == before  # the source is never written
+
+    target = store.at_epoch(report.target_epoch)
+    assert target.count_events() == report.events_written
+    v = verify(store, shop_registry)
+    assert v.ok, v.problems
+    assert v.expected_digest == v.target_digest and v.expected_events == report.events_written
+
+    s = switch(store, shop_registry)
+    assert (s.from_epoch, s.to_epoch) == (1, 2)
+    with open_store(store._raw_url) as app:  # type: ignore[attr-defined]
+        assert app.active_epoch() == 2
+        stream = next(s for s in app.list_streams() if s.startswith("order-"))
+        events = app.read_stream(stream)
+        assert events[0].type == "OrderPlaced" and events[0].decoded_metadata()["schema_version"] == 3
+        lineage = events[0].decoded_metadata()["eventmig"]
+        assert lineage["source"]["stream"] == stream and lineage["source"]["epoch"] == 1
+        assert [e.version for e in events] == list(range(1, len(events) + 1))
+
+    r = rollback(store)
+    assert (r.from_epoch, r.to_epoch) == (2, 1)
+    assert store.active_epoch() == 1
+    assert source_digest(store) == before
+
+
+def test_lineage_and_ids(store: EventStore, shop_registry):
+    store.append("order-1", [
+        new_event("OrderShipped", {"order_id": "1", "carrier": "DHL", "address": "Main 1|Gent|9000", "shipped_at": "t"},
+                  {"correlation_id": "c-1"}, event_id="aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"),
+        new_event("OrderCancelled", {"order_id": "1", "reason": "r", "cancelled_at": "t"},
+                  event_id="bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"),
+    ])
+    report = migrate(store, shop_registry)
+    target = store.at_epoch(report.target_epoch).read_stream("order-1")
+    assert [e.type for e in target] == ["ShippingAddressRecorded", "OrderShipped", "OrderCancelled"]
+    assert [e.version for e in target] == [1, 2, 3]
+    split_ids = [e.event_id for e in target[:2]]
+    assert len(set(split_ids)) == 2 and "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa" not in split_ids
+    assert target[2].event_id == "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"  # one-to-one keeps its id
+    meta = target[0].decoded_metadata()
+    assert meta["correlation_id"] == "c-1"  # user metadata is carried over
+    assert meta["eventmig"]["source"] == {"epoch": 1, "stream": "order-1", "version": 1, "position": 1,
+                                         "event_id": "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"}
+    assert meta["eventmig"]["chain"] == ["upcasters.orders.address_out_of_shipment"]
+    assert target[2].decoded_metadata()["eventmig"]["chain"] == []
+
+
+def test_malformed_events_are_quarantined_nothing_lost(store: EventStore, shop_registry):
+    seed(store, 500)
+    bad = [
+        new_event("OrderPlaced", b'{"order_id": "x", "total": ', {}),  # invalid JSON
+        new_event("OrderPlaced", {"order_id": 1, "customer_id": "c", "total": "lots", "placed_at": "t", "channel": "w"}),
+        new_event("ItemAdded", {"order_id": "x"}, {"schema_version": "one"}),  # unreadable version
+        new_event("OrderPlaced", {}, {"schema_version": 9}),  # newer than the head
+    ]
+    store.append("order-bad", bad)
+    report = migrate(store, shop_registry)
+    assert report.quarantined == 4 and report.events_read == 504
+    reasons = [q.reason for q in store.quarantine(report.run_id)]
+    assert any("not valid JSON" in r for r in reasons)
+    assert any("Expected `str`, got `int`" in r for r in reasons)
+    assert any("schema_version" in r for r in reasons)
+    assert any("newer than the head" in r for r in reasons)
+    kept = {q.event_id: q for q in store.quarantine(report.run_id)}
+    assert {e.event_id for e in bad} == kept.keys()
+    assert kept[bad[0].event_id].data == b'{"order_id": "x", "total": '  # verbatim
+
+    v = verify(store, shop_registry)
+    assert not v.ok and v.unaccepted_quarantine == 4
+    assert v.expected_digest == v.target_digest  # everything else matches
+    with pytest.raises(VerificationFailed, match="4 event"):
+        switch(store, shop_registry)
+    assert store.active_epoch() == 1
+    assert store.accept_quarantine(report.run_id) == 4
+    assert verify(store, shop_registry).ok
+    switch(store, shop_registry)
+    assert store.active_epoch() == 2
+    # the source keeps the malformed events
+    assert len(store.at_epoch(1).read_stream("order-bad")) == 4
+
+
+def test_dry_run_writes_nothing(store: EventStore, shop_registry):
+    seed(store, 800)
+    report = migrate(store, shop_registry, dry_run=True)
+    assert report.dry_run and report.events_read == 800 and report.run_id is None
+    assert report.after["OrderPlaced v3"] > 0
+    assert [e.epoch for e in store.epochs()] == [1] and store.runs() == []
+
+
+def test_resume_catches_up_with_new_source_events(store: EventStore, shop_registry):
+    seed(store, 1000)
+    first = migrate(store, shop_registry)
+    store.append("order-late", [new_event("OrderCancelled", {"order_id": "late", "reason": "r", "cancelled_at": "t"})])
+    v = verify(store, shop_registry)
+    assert v.ok and v.source_advanced_by == 1
+    with pytest.raises(VerificationFailed, match="appended to epoch 1 after the migration"):
+        switch(store, shop_registry)
+    second = migrate(store, shop_registry)
+    assert second.run_id == first.run_id and second.events_read == 1 and second.resumed_from is not None
+    assert verify(store, shop_registry).source_advanced_by == 0
+    switch(store, shop_registry)
+    assert store.read_stream("order-late")[0].type == "OrderCancelled"
+
+
+def test_stream_map_renames_streams(store: EventStore, shop_registry):
+    store.append("order-1", [new_event("OrderCancelled", {"order_id": "1", "reason": "r", "cancelled_at": "t"})])
+    store.append("order-2", [new_event("OrderCancelled", {"order_id": "2", "reason": "r", "cancelled_at": "t"})])
+    report = migrate(store, shop_registry, stream_map={"order-1": "orders-1"})
+    assert sorted(store.at_epoch(report.target_epoch).list_streams()) == ["order-2", "orders-1"]
+    assert verify(store, shop_registry).ok
+
+
+def test_stream_map_cannot_merge_streams(store: EventStore, shop_registry):
+    store.append("a", [new_event("X", {})])
+    store.append("b", [new_event("X", {})])
+    with pytest.raises(ConfigError, match="cannot merge"):
+        migrate(store, shop_registry, stream_map={"a": "b"})
+    with pytest.raises(ConfigError, match="cannot merge"):
+        migrate(store, shop_registry, stream_map={"a": "c", "b": "c"})
+
+
+def test_changed_upcasters_refuse_to_resume(store: EventStore, shop_registry):
+    store.append("s", [new_event("A", {"x": 1})])
+    r1 = Registry()
+    r1.fields("A", 1, defaults={"y": 1})
+    migrate(store, r1.compile())
+    r2 = Registry()
+    r2.fields("A", 1, defaults={"y": 2})
+    with pytest.raises(ConfigError, match="upcasters changed"):
+        migrate(store, r2.compile())
+    report = migrate(store, r2.compile(), restart=True)
+    assert report.events_written == 1
+    assert msgspec.json.decode(store.at_epoch(report.target_epoch).read_stream("s")[0].data) == {"x": 1, "y": 2}
+    assert verify(store, r2.compile()).ok
+
+
+def test_verify_finds_a_tampered_target(store: EventStore, shop_registry):
+    seed(store, 600)
+    report = migrate(store, shop_registry)
+    target = store.at_epoch(report.target_epoch)
+    victim = target.read_all_rows(batch_size=10).__next__()[5]
+    with target.engine.begin() as c:  # type: ignore[attr-defined]
+        c.exec_driver_sql(
+            target._q(f"UPDATE {target._table} SET data = ? WHERE global_position = ?"),  # type: ignore[attr-defined]
+            (b'{"tampered":true}', victim[2]),
+        )
+    v = verify(store, shop_registry)
+    assert not v.ok and v.differing_streams == [victim[0]]
+    with pytest.raises(VerificationFailed, match="1 stream"):
+        switch(store, shop_registry)
+
+
+def test_second_concurrent_run_is_refused(store: EventStore, shop_registry):
+    seed(store, 100)
+    with store.lock("migrate"):
+        errors: list[BaseException] = []
+
+        def second() -> None:
+            try:
+                with open_store(store._raw_url) as other:  # type: ignore[attr-defined]
+                    migrate(other, shop_registry)
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        t = threading.Thread(target=second)
+        t.start()
+        t.join()
+    assert len(errors) == 1 and isinstance(errors[0], Busy)
+
+
+def test_rollback_refuses_to_hide_new_events(store: EventStore, shop_registry):
+    seed(store, 200)
+    migrate(store, shop_registry)
+    switch(store, shop_registry)
+    store.append("order-new", [new_event("OrderCancelled", {"order_id": "n", "reason": "r", "cancelled_at": "t"})])
+    with pytest.raises(Exception, match="1 event"):
+        rollback(store)
+    report = rollback(store, force=True)
+    assert report.hidden_events == 1 and store.active_epoch() == 1
+    assert store.at_epoch(2).read_stream("order-new")  # hidden, not lost
+
+
+def test_next_migration_starts_from_the_new_active_epoch(store: EventStore, shop_registry):
+    seed(store, 300)
+    migrate(store, shop_registry)
+    switch(store, shop_registry)
+    again = migrate(store, shop_registry)
+    assert (again.source_epoch, again.target_epoch) == (2, 3)
+    assert Counter(again.before) == Counter(again.after)  # everything is at its head already
+    assert again.dropped == 0 and current_run(store).id == again.run_id
