@@ -1,0 +1,172 @@
+"""What one measured run does, inside its own fresh process (see ``bench/child.py``).
+
+Each function gets a spec (the store to work on, already prepared by the
+harness), does the timed work and returns at least ``events_read`` (events
+read from the source: the data set's N) and ``seconds`` (the timed part
+only: opening the store and importing modules are outside it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import time
+from typing import Any
+
+
+def _registry() -> Any:
+    import upcasters
+
+    return upcasters.registry.compile()
+
+
+def eventmig_migrate(spec: dict[str, Any]) -> dict[str, Any]:
+    from eventmig.migrate import migrate
+    from eventmig.stores import open_store
+
+    compiled = _registry()
+    store = open_store(spec["url"])
+    try:
+        started = time.perf_counter()
+        report = migrate(store, compiled)
+        seconds = time.perf_counter() - started
+    finally:
+        store.close()
+    if report.status != "completed" or report.quarantined:
+        raise RuntimeError(f"migrate ended {report.status} with {report.quarantined} quarantined")
+    return {"events_read": report.events_read, "seconds": seconds, "events_written": report.events_written}
+
+
+def eventmig_upcast_read(spec: dict[str, Any]) -> dict[str, Any]:
+    """``migrate --dry-run``: read and upcast everything, write nothing."""
+    from eventmig.migrate import migrate
+    from eventmig.stores import open_store
+
+    compiled = _registry()
+    store = open_store(spec["url"])
+    try:
+        started = time.perf_counter()
+        report = migrate(store, compiled, dry_run=True)
+        seconds = time.perf_counter() - started
+    finally:
+        store.close()
+    return {"events_read": report.events_read, "seconds": seconds, "events_upcast": report.events_written}
+
+
+def eventmig_verify(spec: dict[str, Any]) -> dict[str, Any]:
+    from eventmig.stores import open_store
+    from eventmig.verify import verify
+
+    compiled = _registry()
+    store = open_store(spec["url"])
+    try:
+        started = time.perf_counter()
+        report = verify(store, compiled)
+        seconds = time.perf_counter() - started
+    finally:
+        store.close()
+    if not report.ok:
+        raise RuntimeError("verify failed: " + "; ".join(report.problems))
+    return {
+        "events_read": report.source_events,
+        "seconds": seconds,
+        "target_events_read": report.target_events,
+    }
+
+
+# ---------------------------------------------------------------------- rebuild
+def rebuild_available() -> str | None:
+    """None if ``eventmig.rebuild`` offers a ``rebuild`` function, else why not."""
+    try:
+        module = importlib.import_module("eventmig.rebuild")
+    except ImportError as exc:
+        return f"not available: eventmig.rebuild cannot be imported ({exc})"
+    if not callable(getattr(module, "rebuild", None)):
+        return "not available: eventmig.rebuild has no rebuild() function"
+    try:
+        importlib.import_module("projections")
+    except ImportError as exc:
+        return f"not available: the reference projections cannot be imported ({exc})"
+    return None
+
+
+def eventmig_rebuild(spec: dict[str, Any]) -> dict[str, Any]:
+    from eventmig.rebuild import rebuild
+    from eventmig.stores import open_store
+
+    import projections
+
+    compiled = _registry()
+    store = open_store(spec["url"])
+    params = inspect.signature(rebuild).parameters
+    kwargs: dict[str, Any] = {}
+    if "workers" in params:
+        kwargs["workers"] = spec["workers"]
+    if "registry" in params:
+        kwargs["registry"] = compiled
+    elif "compiled" in params:
+        kwargs["compiled"] = compiled
+    if "read_models" in params:
+        kwargs["read_models"] = spec["url"]
+    try:
+        started = time.perf_counter()
+        report = rebuild(store, projections.projections, **kwargs)
+        seconds = time.perf_counter() - started
+    finally:
+        store.close()
+    events = getattr(report, "events_read", None) or spec["n"]
+    return {"events_read": events, "seconds": seconds}
+
+
+# ------------------------------------------------------------------ the floors
+def raw_copy(spec: dict[str, Any]) -> dict[str, Any]:
+    from . import raw
+
+    return raw.copy(spec["store"], spec["target"])
+
+
+def raw_read(spec: dict[str, Any]) -> dict[str, Any]:
+    from . import raw
+
+    return raw.read(spec["store"], spec["target"])
+
+
+def raw_fold(spec: dict[str, Any]) -> dict[str, Any]:
+    from . import raw
+
+    return raw.fold(spec["store"], spec["target"])
+
+
+# ------------------------------------------------------------ eventsourcing
+def es_load(spec: dict[str, Any]) -> dict[str, Any]:
+    from pathlib import Path
+
+    from . import dataset, es_baseline
+
+    return es_baseline.load(dataset.read_rows(Path(spec["source"])), spec["app_db"])
+
+
+def es_read(spec: dict[str, Any]) -> dict[str, Any]:
+    from . import es_baseline
+
+    return es_baseline.read(spec["app_db"])
+
+
+def es_project(spec: dict[str, Any]) -> dict[str, Any]:
+    from . import es_baseline
+
+    return es_baseline.project(spec["app_db"], spec["view_db"], spec["n"])
+
+
+CASES = {
+    "eventmig.migrate": eventmig_migrate,
+    "eventmig.upcast-read": eventmig_upcast_read,
+    "eventmig.verify": eventmig_verify,
+    "eventmig.rebuild": eventmig_rebuild,
+    "raw.copy": raw_copy,
+    "raw.read": raw_read,
+    "raw.fold": raw_fold,
+    "eventsourcing.load": es_load,
+    "eventsourcing.read": es_read,
+    "eventsourcing.project": es_project,
+}

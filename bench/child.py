@@ -1,0 +1,34 @@
+"""Entry point of one measured run: ``python -m bench.child SPEC.json RESULT.json``.
+
+The harness starts a fresh interpreter for every run, so each starts cold
+(no data cached in the process, no memory left over from a previous case)
+and its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import traceback
+
+
+def main(argv: list[str]) -> int:
+    spec_path, result_path = argv
+    with open(spec_path) as f:
+        spec = json.load(f)
+    from .cases import CASES
+
+    try:
+        result = CASES[spec["case"]](spec)
+        result["ok"] = True
+    except Exception as exc:  # noqa: BLE001 - reported to the harness, which marks the case failed
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    result["self_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open(result_path, "w") as f:
+        json.dump(result, f)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
