@@ -208,7 +208,9 @@ class Harness:
         spec = {"case": result.case, "store": result.store, "n": result.n, "workers": result.workers, **spec}
         for i in range(repeats):
             extra = prepare(i) if prepare else {}
+            load_before = round(os.getloadavg()[0], 2)
             run = run_in_child({**spec, **extra}, workdir=self.work, timeout=self.o.timeout)
+            run["loadavg_1m_before"] = load_before
             run.pop("traceback", None) if run.get("ok") else None
             result.runs.append(run)
             if not run.get("ok"):

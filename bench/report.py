@@ -37,6 +37,20 @@ def machine() -> dict[str, Any]:
     }
 
 
+def source_revision() -> str | None:
+    """The commit measured: ``BENCH_REVISION`` when run from an exported tree, else ``git describe``."""
+    if os.environ.get("BENCH_REVISION"):
+        return os.environ["BENCH_REVISION"]
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=dataset.REPO, capture_output=True, text=True, check=True,
+        ).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def versions(postgres_url: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "python": sys.version.split()[0],
@@ -111,6 +125,7 @@ def build(harness: Any, options: Any, started: dt.datetime, argv: list[str]) -> 
     return {
         "date": started.isoformat(timespec="seconds"),
         "command": "python -m bench " + " ".join(argv),
+        "revision": source_revision(),
         "machine": machine(),
         "versions": versions(options.postgres_url if "postgres" in options.stores else None),
         "options": {
@@ -168,7 +183,8 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         "# eventmig benchmark results",
         "",
-        f"Measured {data['date']} with `{data['command']}`; how to read this: `bench/README.md`.",
+        f"Measured {data['date']} at revision `{data.get('revision')}` with `{data['command']}`; "
+        "how to read this: `bench/README.md`.",
         "",
         f"- machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, {m['os']}",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
