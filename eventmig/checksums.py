@@ -42,7 +42,10 @@ def metadata_bytes(metadata: Mapping[str, Any]) -> bytes:
 
 
 class StreamDigests:
-    """Accumulates per-stream chained digests and (type, version) counts for one side."""
+    """Accumulates per-stream chained digests and (type, version) counts for one side.
+
+    Event hashes must be added in stream order (commit order will do).
+    """
 
     __slots__ = ("streams", "counts", "events")
 
@@ -52,19 +55,17 @@ class StreamDigests:
         self.events = 0
 
     def add(self, stream: str, type_: str, version: int, data: bytes, metadata: bytes) -> None:
-        h = event_hash(type_, version, data, metadata)
-        self.streams[stream] = _blake2b(self.streams.get(stream, b"") + h, digest_size=16).digest()
+        self.add_hashes([(stream, event_hash(type_, version, data, metadata))])
         self.counts[(type_, version)] += 1
-        self.events += 1
 
-    def merge(self, other: StreamDigests) -> None:
-        """Fold in the digests of streams that ``other`` saw and this side did not."""
-        overlap = self.streams.keys() & other.streams.keys()
-        if overlap:
-            raise ValueError(f"streams digested on both sides of a merge: {sorted(overlap)[:3]}")
-        self.streams.update(other.streams)
-        self.counts.update(other.counts)
-        self.events += other.events
+    def add_hashes(self, hashes: Iterable[tuple[str, bytes]]) -> None:
+        """Chain already computed event hashes into their streams' digests."""
+        streams, get = self.streams, self.streams.get
+        n = 0
+        for stream, h in hashes:
+            streams[stream] = _blake2b(get(stream, b"") + h, digest_size=16).digest()
+            n += 1
+        self.events += n
 
     def store_digest(self) -> str:
         return combine(self.streams.items())

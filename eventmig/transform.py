@@ -2,8 +2,9 @@
 
 Both jobs must treat every event identically, or verify would compare
 against something migrate never wrote; so the per-event logic lives here
-once. It is a pure function of a batch of rows, which is also what lets it
-run in worker processes.
+once. Its functions are pure functions of a batch of rows, which is what
+lets them run in worker processes (see :mod:`eventmig.parallel`), and they
+return compact tuples because results travel back to the parent.
 
 A row is a tuple in :class:`~eventmig.events.RecordedEvent` field order:
 ``(stream, version, position, event_id, type, data, metadata, recorded_at)``.
@@ -13,31 +14,25 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from .checksums import event_hash
 from .errors import UpcastError
 from .events import LINEAGE_KEY, canonical_json
 from .upcasting import CompiledRegistry, EventContext, Node
 
 Row = tuple[Any, ...]
 StreamMap = Mapping[str, str] | Callable[[str], str] | None
+#: an output ready to be numbered and written: (stream, event id, stored type, data, metadata, recorded at)
+Prepared = tuple[str, str, str, bytes, bytes, int]
 
 _decode = msgspec.json.Decoder().decode
+_encode_fast = msgspec.json.Encoder().encode
 _blake2b = hashlib.blake2b
-
-
-@dataclass
-class Upcast:
-    """One source event brought to its head schema(s), before it gets a target stream version."""
-
-    row: Row
-    stream: str
-    user_metadata: dict[str, Any]
-    outputs: list[tuple[str, int, bytes, tuple[str, ...]]]  # (type, version, canonical data, chain)
 
 
 @dataclass
@@ -93,62 +88,132 @@ class BatchCounts:
 
 
 @dataclass
-class BatchResult:
-    upcasts: list[Upcast]
-    failures: list[tuple[Row, str]]  # (row, reason): to quarantine
+class PreparedBatch:
+    """A batch upcast for writing: outputs in source commit order, failures to quarantine."""
+
+    outputs: list[Prepared]
+    failures: list[tuple[Row, str]]
     counts: BatchCounts
+
+
+@dataclass
+class DigestedBatch:
+    """A batch reduced to what verify compares: ``(stream, event hash)`` in commit order."""
+
+    hashes: list[tuple[str, bytes]]
+    counts: Counter[Node]
+    failed: list[str]  # event ids of source events that could not be upcast
 
 
 class Transformer:
     """Upcasts rows through a compiled registry and maps their stream names."""
 
-    def __init__(self, compiled: CompiledRegistry, stream_map: StreamMap = None) -> None:
+    def __init__(self, compiled: CompiledRegistry, stream_map: StreamMap = None, source_epoch: int = 0) -> None:
         self.compiled = compiled
         self.location = compiled.version_location
-        self.owned_keys = frozenset((*self.location.metadata_keys, LINEAGE_KEY))
+        self.source_epoch = source_epoch
+        self.owned_keys = (*self.location.metadata_keys, LINEAGE_KEY)
         if stream_map is None:
-            self.map_stream: Callable[[str], str] = _same
+            self.map_stream: Callable[[str], str] | None = None
         elif callable(stream_map):
             self.map_stream = stream_map
         else:
             mapping = dict(stream_map)
             self.map_stream = lambda s: mapping.get(s, s)
 
-    def transform(self, rows: list[Row]) -> BatchResult:
-        counts = BatchCounts(read=len(rows))
-        upcasts: list[Upcast] = []
-        failures: list[tuple[Row, str]] = []
-        compiled, location, owned = self.compiled, self.location, self.owned_keys
-        upcast, needs_context, map_stream = compiled.upcast, compiled.needs_context, self.map_stream
-        before, after = counts.before, counts.after
+    def _upcast_rows(
+        self, rows: list[Row], counts: BatchCounts, failures: list[tuple[Row, str]], canonical: bool = True
+    ) -> Iterator[tuple[Row, dict[str, Any], list[tuple[str, int, bytes, tuple[str, ...]]]]]:
+        """Yield ``(row, user metadata, outputs)`` per event that upcast; collect the rest."""
+        read_version, upcast = self.location.read, self.compiled.upcast
+        needs_context, owned = self.compiled.needs_context, self.owned_keys
+        before, reasons = counts.before, counts.reasons
         for row in rows:
-            stream, _version, _position, event_id, stored_type, data, metadata, recorded_at = row
             try:
-                meta = _decode(metadata) if metadata else {}
+                meta = _decode(row[6]) if row[6] else {}
                 if type(meta) is not dict:
                     raise UpcastError("metadata is not a JSON object")
-                type_, version = location.read(stored_type, meta)
-                before[(type_, version)] += 1
-                context = (
-                    EventContext(stream, type_, version, meta, event_id, recorded_at) if needs_context else None
-                )
-                outcome = upcast(type_, version, data, context)
+                node = read_version(row[4], meta)
+                before[node] += 1
+                context = EventContext(row[0], node[0], node[1], meta, row[3], row[7]) if needs_context else None
+                outcome = upcast(node[0], node[1], row[5], context, canonical=canonical)
             except (UpcastError, ValueError, msgspec.DecodeError) as exc:
                 reason = str(exc) if isinstance(exc, UpcastError) else f"unreadable event: {exc}"
                 failures.append((row, reason))
-                counts.reasons[_reason_kind(reason)] += 1
+                reasons[reason.split(":", 1)[0]] += 1
                 continue
-            if outcome.kind == "unknown":
+            kind = outcome.kind
+            if kind == "unknown":
                 counts.unknown += 1
-            elif outcome.kind == "dropped":
+            elif kind == "dropped":
                 counts.dropped += 1
-            for t, v, _, _ in outcome.events:
-                after[(t, v)] += 1
-            counts.written += len(outcome.events)
-            user_meta = {k: v for k, v in meta.items() if k not in owned} if owned & meta.keys() else meta
-            upcasts.append(Upcast(row, map_stream(stream), user_meta, outcome.events))
+                continue
+            for key in owned:
+                meta.pop(key, None)
+            yield row, meta, outcome.events
+
+    def prepare(self, rows: list[Row]) -> PreparedBatch:
+        """Upcast rows for writing: target metadata (with lineage) encoded, ids assigned.
+
+        The hottest loop of a migration, hence written flat, with locals bound up front.
+        """
+        counts = BatchCounts(read=len(rows))
+        failures: list[tuple[Row, str]] = []
+        outputs: list[Prepared] = []
+        append, after = outputs.append, counts.after
+        write_version, map_stream, epoch = self.location.write, self.map_stream, self.source_epoch
+        # what is written need not be canonical: verify canonicalises what it reads back
+        encode, lineage_key = _encode_fast, LINEAGE_KEY
+        for row, meta, events in self._upcast_rows(rows, counts, failures, canonical=False):
+            stream, source_version, position, event_id, _, _, _, recorded_at = row
+            source = {"epoch": epoch, "stream": stream, "version": source_version, "position": position, "event_id": event_id}
+            target_stream = map_stream(stream) if map_stream else stream
+            if len(events) == 1:
+                type_, version, data, chain = events[0]
+                stored_type = write_version(type_, version, meta)
+                meta[lineage_key] = {"source": source, "chain": chain}
+                append((target_stream, event_id, stored_type, data, encode(meta), recorded_at))
+                after[(type_, version)] += 1
+                continue
+            count = len(events)
+            for index, (type_, version, data, chain) in enumerate(events):
+                out_meta = dict(meta)
+                stored_type = write_version(type_, version, out_meta)
+                out_meta[lineage_key] = {"source": source, "chain": chain}
+                append((target_stream, target_event_id(event_id, index, count), stored_type, data,
+                        encode(out_meta), recorded_at))
+                after[(type_, version)] += 1
+        counts.written = len(outputs)
         counts.quarantined = len(failures)
-        return BatchResult(upcasts, failures, counts)
+        return PreparedBatch(outputs, failures, counts)
+
+    def digest_source(self, rows: list[Row]) -> DigestedBatch:
+        """What verify expects the target to hold for these source rows."""
+        counts = BatchCounts(read=len(rows))
+        failures: list[tuple[Row, str]] = []
+        hashes: list[tuple[str, bytes]] = []
+        append, after, map_stream = hashes.append, counts.after, self.map_stream
+        for row, meta, events in self._upcast_rows(rows, counts, failures):
+            stream = map_stream(row[0]) if map_stream else row[0]
+            meta_bytes = canonical_json(meta)
+            for type_, version, data, _chain in events:
+                append((stream, event_hash(type_, version, data, meta_bytes)))
+                after[(type_, version)] += 1
+        return DigestedBatch(hashes, after, [row[3] for row, _ in failures])
+
+    def digest_target(self, rows: list[Row]) -> DigestedBatch:
+        """What the target holds, hashed the same way as :meth:`digest_source`."""
+        hashes: list[tuple[str, bytes]] = []
+        counts: Counter[Node] = Counter()
+        append, read_version, owned = hashes.append, self.location.read, self.owned_keys
+        for stream, _version, _position, _event_id, stored_type, data, metadata, _recorded_at in rows:
+            meta = _decode(metadata) if metadata else {}
+            type_, version = read_version(stored_type, meta)
+            for key in owned:
+                meta.pop(key, None)
+            append((stream, event_hash(type_, version, canonical_json(_decode(data)), canonical_json(meta))))
+            counts[(type_, version)] += 1
+        return DigestedBatch(hashes, counts, [])
 
 
 def target_event_id(source_event_id: str, index: int, count: int) -> str:
@@ -163,26 +228,3 @@ def target_event_id(source_event_id: str, index: int, count: int) -> str:
     h = _blake2b(f"{source_event_id}/{index}".encode(), digest_size=16).hexdigest()
     variant = "89ab"[int(h[16], 16) & 3]
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
-
-
-def target_metadata(
-    upcast: Upcast, type_: str, version: int, chain: tuple[str, ...], location: Any, source_epoch: int
-) -> tuple[str, bytes]:
-    """The stored type name and metadata bytes of one output, with its lineage."""
-    stream, source_version, position, event_id = upcast.row[:4]
-    meta = dict(upcast.user_metadata)
-    stored_type = location.write(type_, version, meta)
-    meta[LINEAGE_KEY] = {
-        "source": {"epoch": source_epoch, "stream": stream, "version": source_version, "position": position, "event_id": event_id},
-        "chain": list(chain),
-    }
-    return stored_type, canonical_json(meta)
-
-
-def _same(stream: str) -> str:
-    return stream
-
-
-def _reason_kind(reason: str) -> str:
-    """Group quarantine reasons for the report: the text before the first colon."""
-    return reason.split(":", 1)[0]

@@ -30,19 +30,21 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Union
 
 import msgspec
 
 from .errors import RegistryError, UpcastError
 from .events import MetadataKey, VersionLocation, canonical_json
+from .events import encode_json as _encode
 from .events import version_location as parse_version_location
 
 Node = tuple[str, int]
 """An event schema: ``(event type, schema version)``."""
 
 _json_decode = msgspec.json.Decoder().decode
+_encode_fast = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True)
@@ -83,22 +85,20 @@ class Step:
     takes_context: bool
 
 
-@dataclass(frozen=True)
-class Upcasted:
-    """One event produced by a chain: its schema, payload object and the steps it went through."""
+Chained = tuple[str, int, Any, tuple[str, ...]]
+"""An event produced by a chain: (type, version, payload object, names of the steps it went through)."""
 
-    type: str
-    version: int
-    payload: Any  # a Struct or JSON builtins
-    path: tuple[str, ...]
+Chain = Callable[[Any, "EventContext | None"], list[Chained]]
 
 
-@dataclass
-class Outcome:
-    """The result of upcasting one stored event. ``kind`` tells the report how it was treated."""
+class Outcome(msgspec.Struct, gc=False):
+    """The result of upcasting one stored event. ``kind`` tells the report how it was treated.
+
+    ``events`` holds ``(type, version, canonical JSON bytes, step names)`` per output.
+    """
 
     kind: str  # "upcast" | "head" | "unknown" | "dropped"
-    events: list[tuple[str, int, bytes, tuple[str, ...]]] = field(default_factory=list)
+    events: list[tuple[str, int, bytes, tuple[str, ...]]]
 
 
 def _format_node(node: Node) -> str:
@@ -343,15 +343,20 @@ class CompiledRegistry:
             cls: msgspec.json.Decoder(cls) for cls in {s.input_type for s in steps.values()} if cls
         }
         self._head_decoders = {
-            (t, v): msgspec.json.Decoder(registry.schemas[(t, v)])
+            (t, v): msgspec.json.Decoder(registry.schemas[(t, v)]).decode
             for t, v in self.heads.items()
             if (t, v) in registry.schemas
         }
         #: whether any step reads the event's context, so callers build it only when needed
         self.needs_context = any(s.takes_context for s in steps.values())
-        self._chains: dict[Node, Callable[[Any, EventContext | None], list[Upcasted]]] = {}
+        self._chains: dict[Node, Chain] = {}
         for node in steps:
             self._chain(node)
+        # per stored node with a step: how its payload is decoded, and its chain
+        self._entries: dict[Node, tuple[Callable[[bytes], Any], Chain]] = {
+            node: (self._decoders[step.input_type].decode if step.input_type else _json_decode, self._chains[node])
+            for node, step in steps.items()
+        }
 
     # ------------------------------------------------------------------ info
     def knows(self, type: str) -> bool:
@@ -384,16 +389,19 @@ class CompiledRegistry:
 
     # --------------------------------------------------------------- running
     def upcast(
-        self, type: str, version: int, data: bytes, context: EventContext | None = None
+        self, type: str, version: int, data: bytes, context: EventContext | None = None, *, canonical: bool = True
     ) -> Outcome:
         """Bring one stored payload to its head schema(s).
 
+        Output payloads are canonical JSON (sorted keys), or, with
+        ``canonical=False``, msgspec's faster field-order encoding, for
+        writers whose output is canonicalised again wherever it is compared.
         Raises :class:`UpcastError` with a readable reason if the payload does
         not decode, a step fails or an output does not match its head schema.
         """
         node = (type, version)
-        chain = self._chains.get(node)
-        if chain is None:
+        entry = self._entries.get(node)
+        if entry is None:
             if not self.knows(type):
                 return Outcome("unknown", [(type, version, _canonical(data, node), ())])
             if not self.is_head(node):
@@ -401,22 +409,31 @@ class CompiledRegistry:
             payload = _canonical(data, node)
             self._validate_head(node, payload, ())
             return Outcome("head", [(type, version, payload, ())])
-        step = self.registry.steps[node]
+        encode = _encode if canonical else _encode_fast
+        decode, chain = entry
         try:
-            payload = self._decoders[step.input_type].decode(data) if step.input_type else _json_decode(data)
+            payload = decode(data)
         except msgspec.ValidationError as exc:
-            raise UpcastError(f"{_format_node(node)} payload does not match {step.input_type.__qualname__}: {exc}") from None
+            input_type = self.registry.steps[node].input_type
+            raise UpcastError(f"{_format_node(node)} payload does not match {input_type.__qualname__}: {exc}") from None
         except msgspec.DecodeError as exc:
             raise UpcastError(f"{_format_node(node)} payload is not valid JSON: {exc}") from None
-        produced = chain(payload, context)
         out = []
-        for ev in produced:
+        head_decoders = self._head_decoders
+        for t, v, obj, path in chain(payload, context):
             try:
-                encoded = canonical_json(ev.payload)
+                encoded = encode(obj)
             except (TypeError, msgspec.EncodeError) as exc:
-                raise UpcastError(f"output of {' -> '.join(ev.path)} cannot be encoded: {exc}") from None
-            self._validate_head((ev.type, ev.version), encoded, ev.path)
-            out.append((ev.type, ev.version, encoded, ev.path))
+                raise UpcastError(f"output of {' -> '.join(path)} cannot be encoded: {exc}") from None
+            decoder = head_decoders.get((t, v))
+            if decoder is not None:
+                try:
+                    decoder(encoded)
+                except msgspec.ValidationError as exc:
+                    raise UpcastError(
+                        f"{_format_node((t, v))} payload does not match its head schema (after {' -> '.join(path)}): {exc}"
+                    ) from None
+            out.append((t, v, encoded, path))
         return Outcome("upcast" if out else "dropped", out)
 
     def _validate_head(self, node: Node, encoded: bytes, path: tuple[str, ...]) -> None:
@@ -424,28 +441,40 @@ class CompiledRegistry:
         if decoder is None:
             return
         try:
-            decoder.decode(encoded)
+            decoder(encoded)
         except msgspec.ValidationError as exc:
             via = f" (after {' -> '.join(path)})" if path else ""
             raise UpcastError(f"{_format_node(node)} payload does not match its head schema{via}: {exc}") from None
 
-    def _chain(self, node: Node) -> Callable[[Any, EventContext | None], list[Upcasted]]:
+    def _chain(self, node: Node) -> Chain:
+        """The function running the steps from ``node`` to the heads, built once.
+
+        It passes payload objects from step to step (no JSON in between) and
+        returns ``(type, version, payload, path)`` tuples. The common case, a
+        step returning the one Struct or dict it declares, takes a short path.
+        """
         if node in self._chains:
             return self._chains[node]
         step = self.registry.steps[node]
         targets = set(step.targets)
         single_target = step.targets[0] if len(step.targets) == 1 else None
         nodes_of_struct = self.registry._nodes_of_struct
-        next_chains: dict[Node, Callable[[Any, EventContext | None], list[Upcasted]] | None] = {
+        next_chains: dict[Node, Chain | None] = {
             t: (self._chain(t) if t in self.registry.steps else None) for t in step.targets
         }
         next_input = {t: self.registry.steps[t].input_type for t in step.targets if t in self.registry.steps}
         fn, name, takes_context, input_type = step.fn, step.name, step.takes_context, step.input_type
+        path = (name,)
+        # the short path: what a single-target step returns when it does the obvious thing
+        fast_struct = self.registry.schemas.get(single_target) if single_target else None
+        fast_next = next_chains.get(single_target) if single_target else None
+        fast_ok = single_target is not None and (fast_next is None or next_input.get(single_target) is None)
 
-        def run(payload: Any, context: EventContext | None) -> list[Upcasted]:
-            if input_type is not None and not isinstance(payload, input_type):
-                payload = _convert(payload, input_type, node, name)
-            elif input_type is None and isinstance(payload, msgspec.Struct):
+        def run(payload: Any, context: EventContext | None) -> list[Chained]:
+            if input_type is not None:
+                if payload.__class__ is not input_type:
+                    payload = _convert(payload, input_type, node, name)
+            elif isinstance(payload, msgspec.Struct):
                 payload = msgspec.to_builtins(payload)
             try:
                 result = fn(payload, context) if takes_context else fn(payload)
@@ -453,7 +482,12 @@ class CompiledRegistry:
                 raise
             except Exception as exc:  # a failing step quarantines its event, it must not stop the run
                 raise UpcastError(f"upcaster {name} failed on {_format_node(node)}: {type(exc).__name__}: {exc}") from exc
-            out: list[Upcasted] = []
+            cls = result.__class__
+            if fast_ok and (cls is dict or cls is fast_struct):
+                if fast_next is None:
+                    return [(single_target[0], single_target[1], result, path)]
+                return [(t, v, obj, (name, *rest)) for t, v, obj, rest in fast_next(result, context)]
+            out: list[Chained] = []
             for target, obj in _outputs(result, single_target, nodes_of_struct, name):
                 if target not in targets:
                     raise UpcastError(
@@ -462,13 +496,13 @@ class CompiledRegistry:
                     )
                 chain = next_chains[target]
                 if chain is None:
-                    out.append(Upcasted(target[0], target[1], obj, (name,)))
+                    out.append((target[0], target[1], obj, path))
                     continue
                 want = next_input[target]
-                if want is not None and not isinstance(obj, want):
+                if want is not None and obj.__class__ is not want:
                     obj = _convert(obj, want, target, name)
-                for ev in chain(obj, context):
-                    out.append(Upcasted(ev.type, ev.version, ev.payload, (name, *ev.path)))
+                for t, v, o, rest in chain(obj, context):
+                    out.append((t, v, o, (name, *rest)))
             return out
 
         self._chains[node] = run

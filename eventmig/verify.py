@@ -10,20 +10,18 @@ explicitly before a migration counts as verified.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import msgspec
 
 from .checksums import StreamDigests, compare
 from .errors import ConfigError
-from .events import canonical_json
 from .migrate import current_run
+from .parallel import Workers, default_workers, slices
 from .progress import SILENT, Progress
 from .stores.base import EventStore, Run
 from .transform import Transformer
 from .upcasting import CompiledRegistry
 
-_decode = msgspec.json.Decoder().decode
 MAX_LISTED = 50
 
 
@@ -55,10 +53,15 @@ def verify(
     compiled: CompiledRegistry,
     *,
     batch_size: int = 5000,
+    workers: int | None = None,
     progress: Progress = SILENT,
     run: Run | None = None,
 ) -> VerifyReport:
-    """Compare the current migration's target epoch with its upcast source."""
+    """Compare the current migration's target epoch with its upcast source.
+
+    Worker processes upcast and hash slices of both sides; this process
+    chains the hashes per stream in commit order and compares.
+    """
     run = run or current_run(store)
     if run is None:
         raise ConfigError("nothing to verify: the active epoch has no migration; run `eventmig migrate` first")
@@ -69,28 +72,29 @@ def verify(
         problems.append(f"the upcasters changed since run {run.id}: migrate again with --restart")
     source = store.at_epoch(run.source_epoch)
     target = store.at_epoch(run.target_epoch)
-    transformer = Transformer(compiled, run.options.get("stream_map") or None)
+    transformer = Transformer(compiled, run.options.get("stream_map") or None, source_epoch=run.source_epoch)
     started = time.perf_counter()
 
     target_head = target.head_position()
-    expected = StreamDigests()
-    actual = StreamDigests()
+    expected, actual = StreamDigests(), StreamDigests()
     source_total = source.count_events(until=run.checkpoint) if run.checkpoint is not None else 0
-    source_read = 0
-    with progress.task(f"verify epoch {run.source_epoch} (upcast)", source_total) as task:
-        if run.checkpoint is not None:
-            for rows in source.read_all_rows(None, until=run.checkpoint, batch_size=batch_size):
-                _digest_expected(expected, transformer, rows)
-                source_read += len(rows)
-                task.advance(len(rows))
     target_total = target.count_events(until=target_head) if target_head is not None else 0
-    with progress.task(f"verify epoch {run.target_epoch} (stored)", target_total) as task:
-        if target_head is not None:
-            owned = transformer.owned_keys
-            location = compiled.version_location
-            for rows in target.read_all_rows(None, until=target_head, batch_size=batch_size):
-                _digest_actual(actual, rows, location, owned)
-                task.advance(len(rows))
+    tasks: list[tuple[str, str, tuple[int | None, int]]] = []
+    if run.checkpoint is not None:
+        tasks += [("source", "expected", r) for r in slices(source, None, run.checkpoint, batch_size)]
+    if target_head is not None:
+        tasks += [("target", "actual", r) for r in slices(target, None, target_head, batch_size)]
+    source_read = 0
+    functions = {"expected": transformer.digest_source, "actual": transformer.digest_target}
+    with progress.task(f"verify epochs {run.source_epoch} and {run.target_epoch}", source_total + target_total) as task, \
+            Workers(workers or default_workers(), {"source": source.reopen, "target": target.reopen}, functions) as pool:
+        for (source_name, _function, _range), (read, _last, digested) in zip(tasks, pool.map(iter(tasks))):
+            side = expected if source_name == "source" else actual
+            side.add_hashes(digested.hashes)
+            side.counts.update(digested.counts)
+            if source_name == "source":
+                source_read += read
+            task.advance(read)
 
     comparison = compare(expected, actual)
     if not comparison.ok:
@@ -121,23 +125,3 @@ def verify(
         target_head=target_head, seconds=round(seconds, 3),
         events_per_second=round(total / seconds, 1) if seconds else 0.0,
     )
-
-
-def _digest_expected(digests: StreamDigests, transformer: Transformer, rows: list[Any]) -> None:
-    result = transformer.transform(rows)
-    add = digests.add
-    for up in result.upcasts:
-        if up.outputs:
-            meta = canonical_json(up.user_metadata)
-            for type_, version, data, _chain in up.outputs:
-                add(up.stream, type_, version, data, meta)
-
-
-def _digest_actual(digests: StreamDigests, rows: list[Any], location: Any, owned: frozenset[str]) -> None:
-    add = digests.add
-    for stream, _version, _position, _event_id, stored_type, data, metadata, _recorded_at in rows:
-        meta = _decode(metadata) if metadata else {}
-        type_, version = location.read(stored_type, meta)
-        user_meta = {k: v for k, v in meta.items() if k not in owned}
-        add(stream, type_, version, canonical_json(_decode(data)), canonical_json(user_meta))
-

@@ -161,6 +161,30 @@ class EventStore(ABC):
         for batch in self.read_all(after, until=until, batch_size=batch_size):
             yield [msgspec.structs.astuple(e) for e in batch]
 
+    def position_after(self, after: int | None, count: int, *, until: int | None = None) -> int | None:
+        """The position of the ``count``-th event after ``after`` (or the last one up to ``until``).
+
+        Splits an epoch into slices that worker processes read on their own;
+        None when there is no event in ``(after, until]``.
+        """
+        last = None
+        seen = 0
+        for batch in self.read_all(after, until=until, batch_size=min(count, 10_000)):
+            for event in batch:
+                seen += 1
+                last = event.position
+                if seen == count:
+                    return last
+        return last
+
+    def reopen(self) -> EventStore:
+        """A new handle on the same store and epoch with connections of its own.
+
+        Worker processes call it after forking, since connections must never
+        be shared across processes.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot be reopened in a worker process")
+
     @abstractmethod
     def list_streams(self) -> Iterator[str]:
         """Names of the streams of this epoch."""

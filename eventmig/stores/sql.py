@@ -73,7 +73,10 @@ class SQLEventStore(EventStore):
 
     capabilities = Capabilities(first_stream_version=1, contiguous_positions=False, atomic_batches=True)
 
-    def __init__(self, url: str, *, table: str = "events", epoch: int | None = None, _engine: Engine | None = None) -> None:
+    def __init__(
+        self, url: str, *, table: str = "events", epoch: int | None = None, _engine: Engine | None = None,
+        _create_schema: bool = True,
+    ) -> None:
         self._raw_url = normalize_sql_url(url)
         try:
             parsed = make_url(self._raw_url)
@@ -89,7 +92,7 @@ class SQLEventStore(EventStore):
         self._owns_engine = _engine is None
         self.engine = _engine or self._create_engine(parsed)
         self._sqlite_path = parsed.database if self.dialect == "sqlite" else None
-        if _engine is None:
+        if _engine is None and _create_schema:
             self._ensure_schema()
         # a handle opened without an epoch follows the active one, as applications do: after a
         # switch it reads and writes the new epoch through the same table name
@@ -300,6 +303,24 @@ class SQLEventStore(EventStore):
             if len(rows) < batch_size:
                 return
             position = rows[-1][2]
+
+    def position_after(self, after: int | None, count: int, *, until: int | None = None) -> int | None:
+        bound = " AND global_position <= ?" if until is not None else ""
+        params: tuple[Any, ...] = (after if after is not None else -1,) + ((until,) if until is not None else ())
+        with self._read() as c:
+            position = c.exec_driver_sql(
+                self._q(f"SELECT global_position FROM {self._table} WHERE global_position > ?{bound} "
+                        "ORDER BY global_position LIMIT 1 OFFSET ?"),
+                params + (count - 1,),
+            ).scalar()
+            if position is None:
+                position = c.exec_driver_sql(
+                    self._q(f"SELECT max(global_position) FROM {self._table} WHERE global_position > ?{bound}"), params
+                ).scalar()
+        return position
+
+    def reopen(self) -> SQLEventStore:
+        return SQLEventStore(self._raw_url, table=self.table_base, epoch=self.epoch, _create_schema=False)
 
     def list_streams(self) -> Iterator[str]:
         with self._read() as c:

@@ -1,0 +1,115 @@
+"""Ordered parallel processing of an epoch's events in worker processes.
+
+Upcasting and hashing are pure Python CPU work, so threads would not help;
+worker processes do. To keep the parent free for writing, each worker reads
+its own slice of the source (a range of commit positions) through its own
+connection, processes it, and returns only the results. The parent keeps a
+bounded window of slices in flight, so memory stays flat however large the
+store, and consumes results in commit order, which is what checkpoints and
+stream numbering need.
+
+Workers are forked: they inherit the compiled registry and the function to
+run, so neither needs to be importable by name. Where fork is unavailable,
+or with one worker, the same functions run in the calling process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from .stores.base import EventStore
+
+Range = tuple[int | None, int]  # (after, until]: positions bounding one slice
+
+# In a worker: the store handles it reads from and the functions it runs, set before forking.
+_handles: dict[str, Callable[[], EventStore]] = {}
+_functions: dict[str, Callable[[list[tuple[Any, ...]]], Any]] = {}
+# keyed by process id too: a forked worker must never use (or close) a handle of its parent
+_opened: dict[tuple[int, str], EventStore] = {}
+
+
+def slices(store: EventStore, after: int | None, until: int, batch_size: int) -> Iterator[Range]:
+    """Consecutive ranges of about ``batch_size`` events covering ``(after, until]``."""
+    start = after
+    while True:
+        end = store.position_after(start, batch_size, until=until)
+        if end is None:
+            return
+        yield (start, end)
+        start = end
+        if end >= until:
+            return
+
+
+def _run_slice(task: tuple[str, str, int | None, int]) -> tuple[int, int, Any]:
+    handle_name, function_name, after, until = task
+    key = (os.getpid(), handle_name)
+    store = _opened.get(key)
+    if store is None:
+        store = _opened[key] = _handles[handle_name]()
+    rows = [row for batch in store.read_all_rows(after, until=until, batch_size=1_000_000) for row in batch]
+    return len(rows), until, _functions[function_name](rows)
+
+
+class Workers:
+    """A pool of forked workers running named functions over slices of named stores.
+
+    ``sources`` maps a name to a zero-argument factory opening a store
+    handle; it is called once per worker, after the fork, so no connection
+    is ever shared between processes.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        sources: dict[str, Callable[[], EventStore]],
+        functions: dict[str, Callable[[list[tuple[Any, ...]]], Any]],
+    ) -> None:
+        self.workers = workers
+        _handles.update(sources)
+        _functions.update(functions)
+        self._pool = None
+        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            self._pool = multiprocessing.get_context("fork").Pool(workers)
+
+    def map(self, tasks: Sequence[tuple[str, str, Range]] | Iterator[tuple[str, str, Range]]) -> Iterator[tuple[int, int, Any]]:
+        """Results of ``(source, function, (after, until))`` tasks, in task order.
+
+        Each result is ``(events read, last position, function result)``. At
+        most two slices per worker are in flight.
+        """
+        if self._pool is None:
+            for source, function, (after, until) in tasks:
+                yield _run_slice((source, function, after, until))
+            return
+        window: deque[Any] = deque()
+        limit = 2 * self.workers
+        for source, function, (after, until) in tasks:
+            window.append(self._pool.apply_async(_run_slice, ((source, function, after, until),)))
+            if len(window) >= limit:
+                yield window.popleft().get()
+        while window:
+            yield window.popleft().get()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+        pid = os.getpid()
+        for key in [k for k in _opened if k[0] == pid]:
+            _opened.pop(key).close()
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
