@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from . import registry
+
+# What the old shop stored, stated so that `eventmig check` generates only such
+# events: no price or total came near a billion euros (which also keeps their
+# cents well inside a 64-bit integer), and a shipment's address was always
+# "street|city|postcode".
+Euros = Annotated[float, msgspec.Meta(ge=0, le=1_000_000_000)]
+PackedAddress = Annotated[str, msgspec.Meta(pattern=r"^[^|]*\|[^|]*\|[^|]*$")]
 
 
 # ------------------------------------------------------------------ OrderPlaced
@@ -12,7 +21,7 @@ from . import registry
 class OrderPlacedV1(msgspec.Struct):
     order_id: str
     customer_id: str
-    total: float  # euros, as the first version of the shop stored money
+    total: Euros  # as the first version of the shop stored money
     placed_at: str
     channel: str
 
@@ -53,7 +62,7 @@ class ItemAddedV1(msgspec.Struct):
     sku: str
     name: str
     qty: int
-    price: float  # euros per unit
+    price: Euros  # per unit
 
 
 @registry.schema("LineItemAdded", 1)
@@ -75,7 +84,7 @@ def item_added_is_a_line_item(e: ItemAddedV1) -> LineItemAdded:
 class OrderShippedV1(msgspec.Struct):
     order_id: str
     carrier: str
-    address: str  # "street|city|postcode"
+    address: PackedAddress
     shipped_at: str
 
 

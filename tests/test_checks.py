@@ -1,0 +1,205 @@
+"""Property checks of whole registries: sound upcasters pass, broken ones are caught and shrunk."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import uuid
+
+import msgspec
+import pytest
+
+from eventmig import Registry
+from eventmig.testing.checks import CheckFailed, RegistryReport, assert_upcasters, check_upcasters
+
+EXAMPLES = 60
+
+
+def failure_of(report: RegistryReport, name: str):
+    failures = [f for n, f in report.failures if n.name == name]
+    assert failures, report.format()
+    return failures[0]
+
+
+def products(body) -> Registry:
+    """Product v1 -> v2 through a typed step returning ``body(event, Product)``."""
+    r = Registry()
+
+    @r.schema("Product", 1)
+    class ProductV1(msgspec.Struct):
+        sku: str
+        name: str
+        qty: int
+
+    @r.schema("Product", 2)
+    class Product(msgspec.Struct):
+        sku: str
+        name: str
+        initial: str
+        cents_per_item: int
+
+    @r.upcaster(name="products.v2")
+    def v2(e: ProductV1) -> Product:
+        return body(e, Product)
+
+    return r
+
+
+def test_the_reference_registry_holds(shop_registry) -> None:
+    report = check_upcasters(shop_registry, examples=EXAMPLES)
+    assert report.ok, report.format()
+    by_name = {n.name: n for n in report.nodes}
+    assert by_name["OrderPlaced v1"].examples > 0
+    assert by_name["OrderPlaced v1"].chain == [
+        "OrderPlaced v1 -> OrderPlaced v2 -> OrderPlaced v3 via upcasters.orders.order_total_in_cents, "
+        "fields OrderPlaced v2 -> v3"
+    ]
+    assert by_name["OrderPlaced v3"].role == "head"
+    assert msgspec.json.decode(msgspec.json.encode(report), type=RegistryReport) == report
+
+
+def test_a_step_that_crashes_on_an_empty_string_is_caught_with_the_minimal_example() -> None:
+    report = check_upcasters(products(lambda e, Product: Product(e.sku, e.name, e.name[0].upper(), 100)), examples=EXAMPLES)
+    assert not report.ok
+    failure = failure_of(report, "Product v1")
+    assert failure.property == "upcasts"
+    assert "IndexError" in failure.message
+    assert failure.example["data"]["name"] == ""  # shrunk: the one value that breaks it
+    assert failure.example["data"] == {"sku": "", "name": "", "qty": 0}
+    text = report.format()
+    assert "Product v1 -> Product v2 via products.v2" in text
+    assert '"name":""' in text
+
+
+def test_a_step_that_crashes_on_zero_is_caught_with_the_minimal_example() -> None:
+    failure = failure_of(check_upcasters(products(lambda e, Product: Product(e.sku, e.name, "x", 1000 // e.qty)), examples=EXAMPLES), "Product v1")
+    assert "ZeroDivisionError" in failure.message
+    assert failure.example["data"] == {"sku": "", "name": "", "qty": 0}
+
+
+def test_a_step_that_drops_a_required_field_is_caught() -> None:
+    r = Registry()
+
+    @r.schema("Line", 1)
+    class LineV1(msgspec.Struct):
+        sku: str
+        qty: int
+
+    @r.schema("Line", 2)
+    class Line(msgspec.Struct):
+        sku: str
+        quantity: int
+
+    r.fields("Line", 1, rename={"qty": "quantity"}, remove=["sku"])  # oops: sku is required in v2
+    failure = failure_of(check_upcasters(r, examples=EXAMPLES), "Line v1")
+    assert failure.property == "reaches heads"
+    assert "missing required field `sku`" in failure.message
+    assert failure.example["data"] == {"sku": "", "qty": 0}
+
+
+def test_nondeterministic_steps_are_caught() -> None:
+    def with_uuid(e, Product):
+        return Product(e.sku, e.name, str(uuid.uuid4()), 1)
+
+    def with_random(e, Product):
+        return Product(e.sku, e.name, "x", random.randint(0, 10**9))
+
+    for body in (with_uuid, with_random):
+        report = check_upcasters(products(body), examples=EXAMPLES)
+        failure = failure_of(report, "Product v1")
+        assert failure.property == "deterministic", report.format()
+        assert "different outputs" in failure.message
+        assert failure.example["data"] == {"sku": "", "name": "", "qty": 0}
+
+
+def test_a_chain_that_differs_from_its_steps_applied_one_by_one_is_caught() -> None:
+    """The chain hands Structs from step to step; a store holds JSON. An int in a float
+    field survives the first and not the second, so str() of it differs."""
+    r = Registry()
+
+    @r.schema("Reading", 1)
+    class ReadingV1(msgspec.Struct):
+        celsius: int
+
+    @r.schema("Reading", 2)
+    class ReadingV2(msgspec.Struct):
+        celsius: float
+
+    @r.schema("Reading", 3)
+    class Reading(msgspec.Struct):
+        label: str
+
+    @r.upcaster
+    def as_float(e: ReadingV1) -> ReadingV2:
+        return ReadingV2(e.celsius)  # still an int at run time
+
+    @r.upcaster
+    def labelled(e: ReadingV2) -> Reading:
+        return Reading(f"{e.celsius} C")
+
+    report = check_upcasters(r, examples=EXAMPLES)
+    failure = failure_of(report, "Reading v1")
+    assert failure.property == "stepwise"
+    assert '"0 C"' in failure.message and '"0.0 C"' in failure.message
+    assert failure.example["data"] == {"celsius": 0}
+    assert not [f for n, f in report.failures if n.name == "Reading v2"]
+
+
+def test_nodes_without_a_schema_are_reported_as_not_generated() -> None:
+    r = Registry()
+
+    @r.schema("Member", 1)
+    class Member(msgspec.Struct):
+        name: str
+
+    r.rename_type("User", 1, "Member")  # a dict step: User v1 has no schema
+    r.drop("Ping", 1)
+    report = check_upcasters(r, examples=10)
+    assert report.ok
+    assert [n.split(":")[0] for n in report.not_generated] == ["Ping v1", "User v1"]
+    user = next(n for n in report.nodes if n.name == "User v1")
+    assert not user.generated and user.examples == 0
+    assert "cannot generate without a schema" in user.note
+    assert "not generated: User v1" in report.format()
+
+
+def test_assert_upcasters_raises_an_assertion_error_with_the_report() -> None:
+    with pytest.raises(AssertionError) as caught:
+        assert_upcasters(products(lambda e, Product: Product(e.sku, e.name, e.name[0], 1)), examples=EXAMPLES)
+    assert isinstance(caught.value, CheckFailed)
+    assert "Product v1: property 'upcasts' failed" in str(caught.value)
+    assert "minimal example" in str(caught.value)
+
+
+def test_checks_are_reproducible_and_seedable() -> None:
+    registry = products(lambda e, Product: Product(e.sku, e.name, "x", 1000 // e.qty))
+    first = check_upcasters(registry, examples=EXAMPLES)
+    assert check_upcasters(registry, examples=EXAMPLES) == first
+    seeded = check_upcasters(registry, examples=EXAMPLES, seed=7)
+    assert seeded.failures[0][1].example == first.failures[0][1].example  # shrinking reaches the same minimum
+
+
+def test_a_failure_that_does_not_reproduce_is_reported_as_flaky() -> None:
+    r = Registry()
+
+    @r.schema("Note", 1)
+    class NoteV1(msgspec.Struct):
+        text: str
+
+    @r.schema("Note", 2)
+    class Note(msgspec.Struct):
+        text: str
+
+    calls = itertools.count()
+
+    @r.upcaster
+    def once(e: NoteV1) -> Note:
+        if next(calls) == 7:
+            raise RuntimeError("only the eighth call fails")
+        return Note(e.text)
+
+    report = check_upcasters(r, examples=EXAMPLES)
+    failure = failure_of(report, "Note v1")
+    assert failure.flaky
+    assert "only the eighth call fails" in failure.message
+    assert "(flaky)" in report.format()
