@@ -456,9 +456,12 @@ class SQLEventStore(EventStore):
             c.commit()
             if not got:
                 raise Busy(f"another eventmig job holds the {name!r} lock on {self.url}")
+            fd = c.connection.driver_connection.fileno()
+            _lock_fds.add(fd)
             try:
                 yield
             finally:
+                _lock_fds.discard(fd)
                 c.exec_driver_sql("SELECT pg_advisory_unlock(hashtext(%s))", (f"eventmig:{name}",))
                 c.commit()
 
@@ -584,6 +587,27 @@ def _first_line(exc: BaseException | None) -> str:
 
 _process_locks: dict[str, threading.Lock] = {}
 
+#: descriptors whose life is a lock's life (an flock'ed file, an advisory-locked session)
+_lock_fds: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child, close its copies of lock descriptors.
+
+    Otherwise a worker process would keep its parent's lock alive after the
+    parent is killed, and the job could not be resumed until the worker exited.
+    Closing the child's copy leaves the parent's lock untouched.
+    """
+    for fd in list(_lock_fds):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _lock_fds.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
 
 @contextmanager
 def _file_lock(path: str | None, name: str, url: str) -> Iterator[None]:
@@ -606,6 +630,8 @@ def _file_lock(path: str | None, name: str, url: str) -> Iterator[None]:
             raise Busy(f"another eventmig job holds the {name!r} lock on {url}") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
+        _lock_fds.add(fd)
         yield
     finally:
+        _lock_fds.discard(fd)
         os.close(fd)
