@@ -521,7 +521,9 @@ class SQLEventStore(EventStore):
     def _bulk_insert(self, c: Connection, table: str, events: Sequence[TargetEvent]) -> None:
         if self.dialect == "postgresql":
             cursor = c.connection.driver_connection.cursor()
-            with cursor.copy(f"COPY {table} ({_EVENT_COLUMNS}) FROM STDIN") as copy:
+            # binary COPY: no text escaping of the payload bytes on either side
+            with cursor.copy(f"COPY {table} ({_EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "int8", "text", "text", "bytea", "bytea", "int8"])
                 write_row = copy.write_row
                 for event in events:
                     write_row(event)
