@@ -19,15 +19,26 @@ def main(argv: list[str]) -> int:
         spec = json.load(f)
     from .cases import CASES
 
+    before = _cpu()
     try:
         result = CASES[spec["case"]](spec)
         result["ok"] = True
+        # CPU time of this process and its reaped workers over the case (imports excluded)
+        result["cpu_seconds"] = round(_cpu() - before, 3)
     except Exception as exc:  # noqa: BLE001 - reported to the harness, which marks the case failed
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     result["self_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with open(result_path, "w") as f:
         json.dump(result, f)
     return 0 if result["ok"] else 1
+
+
+def _cpu() -> float:
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 if __name__ == "__main__":

@@ -115,6 +115,9 @@ def run_in_child(spec: dict[str, Any], *, timeout: float = 4 * 3600, workdir: Pa
     rss_max = usage.ru_maxrss / 1024  # KiB -> MiB
     rss_tree = sampler.peak_bytes / 2**20
     result.update(
+        # CPU time of the whole process (interpreter start and imports included); the case's own
+        # share, measured inside the child around the job, is ``cpu_seconds``
+        process_cpu_seconds=round(usage.ru_utime + usage.ru_stime, 3),
         rss_max_mb=round(rss_max, 1), rss_tree_mb=round(rss_tree, 1),
         peak_rss_mb=round(max(rss_max, rss_tree), 1), processes=sampler.max_processes,
     )
@@ -179,6 +182,7 @@ class CaseResult:
             "events": events,
             "seconds": round(seconds, 3),
             "events_per_s": round(events / seconds, 1) if seconds else None,
+            "cpu_seconds": round(statistics.median(r.get("cpu_seconds", 0) for r in ok), 3),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in ok),
             "peak_rss_mb_median": round(statistics.median(r["peak_rss_mb"] for r in ok), 1),
             "processes": max(r.get("processes", 1) for r in ok),

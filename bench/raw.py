@@ -26,7 +26,7 @@ from . import readmodel
 
 BATCH = 5000
 _decode = msgspec.json.decode
-_encode = msgspec.json.Encoder(order="sorted").encode
+_encode = msgspec.json.Encoder().encode
 _to_builtins = msgspec.to_builtins
 
 

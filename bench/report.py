@@ -262,8 +262,9 @@ def markdown(data: dict[str, Any]) -> str:
     for r in all_results:
         s = r["median"]
         runs = ", ".join(f"{x['seconds']:.2f}" for x in r["runs"] if x.get("ok"))
+        load = ", ".join(f"{x['loadavg_1m_before']:.1f}" for x in r["runs"] if "loadavg_1m_before" in x)
         lines.append(
             f"| {r['case']} | {r['store']} | {_n(r['n'])} | {r['workers'] or ''} | {r['status']} | "
-            f"{s.get('seconds', '–')} | {_rate(s or None)} | {_mb(s or None)} | {runs} |"
+            f"{s.get('seconds', '–')} | {_rate(s or None)} | {s.get('cpu_seconds', '–')} | {_mb(s or None)} | {runs} | {load} |"
         )
     return "\n".join(lines) + "\n"
