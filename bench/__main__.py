@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=dataset.DEFAULT_SEED)
     p.add_argument("--postgres", default=dataset.POSTGRES_URL, help="PostgreSQL server URL (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="directory of the results files (default: bench/)")
+    p.add_argument("--merge", action="store_true",
+                   help="re-measure the selected cases and merge them into the existing results file "
+                        "(cases measured now replace the same case, store, size and workers; the rest stay)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: 2,000 events, 1 repeat, no scaling run; writes results-quick.{md,json}")
     return p
@@ -79,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     data = report.build(bench, options, started, argv)
     data["wall_seconds"] = round(time.perf_counter() - t0, 1)
     out = args.out or dataset.BENCH_DIR
-    json_path, md_path = report.write(data, out, "results-quick" if args.quick else "results")
+    stem = "results-quick" if args.quick else "results"
+    if args.merge and (out / f"{stem}.json").exists():
+        data = report.merge(json.loads((out / f"{stem}.json").read_text()), data)
+    json_path, md_path = report.write(data, out, stem)
     print(f"wrote {md_path} and {json_path} in {data['wall_seconds']:.0f} s")
     failed = [r for r in data["results"] if r["status"] == "failed"]
     for r in failed:

@@ -189,7 +189,10 @@ class CaseResult:
         }
 
     def as_json(self) -> dict[str, Any]:
+        from .report import source_revision
+
         return {
+            "revision": source_revision(),
             "case": self.case, "task": self.task, "impl": self.impl, "store": self.store, "n": self.n,
             "workers": self.workers, "status": self.status, "note": self.note, "scaling": self.scaling,
             "median": self.summary(), "runs": self.runs,

@@ -12,12 +12,14 @@ work to worker processes, their share shows up as time waiting on them, and
 from __future__ import annotations
 
 import argparse
+import inspect
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from . import cases, dataset
 
@@ -28,7 +30,11 @@ def _label(n: int) -> str:
     return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k"
 
 
-def profile(task: str, n: int, work: Path, out: Path, interval: float = 0.001) -> Path:
+def _kwargs(fn: Any, workers: int | None) -> dict[str, Any]:
+    return {"workers": workers} if workers is not None and "workers" in inspect.signature(fn).parameters else {}
+
+
+def profile(task: str, n: int, work: Path, out: Path, interval: float = 0.001, workers: int | None = 1) -> Path:
     from pyinstrument import Profiler
 
     from eventmig.migrate import migrate
@@ -42,10 +48,11 @@ def profile(task: str, n: int, work: Path, out: Path, interval: float = 0.001) -
     try:
         if task == "verify":
             migrate(store, compiled)
+        job = migrate if task == "migrate" else verify
         profiler = Profiler(interval=interval)
         started = time.perf_counter()
         profiler.start()
-        report = migrate(store, compiled) if task == "migrate" else verify(store, compiled)
+        report = job(store, compiled, **_kwargs(job, workers))
         profiler.stop()
         seconds = time.perf_counter() - started
     finally:
@@ -53,12 +60,14 @@ def profile(task: str, n: int, work: Path, out: Path, interval: float = 0.001) -
         dataset.remove_sqlite(db)
     del report
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{task}-sqlite-{_label(n)}.txt"
+    suffix = f"-{workers}w" if workers is not None else ""
+    path = out / f"{task}-sqlite-{_label(n)}{suffix}.txt"
     text = profiler.output_text(unicode=False, color=False, show_all=False)
     path.write_text(
-        f"# eventmig {task}, SQLite, {n:,} events: {seconds:.1f} s under the profiler "
-        f"({n / seconds:,.0f} ev/s; the profiler's sampling slows it a little)\n"
-        f"# python -m bench.profile --size {_label(n).lower()} --tasks {task}\n\n{text}"
+        f"# eventmig {task}, SQLite, {n:,} events, workers={workers if workers is not None else 'default'}: "
+        f"{seconds:.1f} s under the profiler ({n / seconds:,.0f} ev/s; sampling slows it a little)\n"
+        f"# python -m bench.profile --size {_label(n).lower()} --tasks {task}"
+        f"{f' --workers {workers}' if workers is not None else ' --workers default'}\n\n{text}"
     )
     return path
 
@@ -90,7 +99,7 @@ def profile_plain(task: str, n: int, work: Path) -> None:
         compiled = cases._registry()
         if task == "verify":
             migrate(store, compiled)
-        migrate(store, compiled) if task == "migrate" else verify(store, compiled)
+        (migrate if task == "migrate" else verify)(store, compiled)
     finally:
         store.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -101,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="1m")
     p.add_argument("--tasks", default="migrate,verify")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--workers", default="1",
+                   help="worker processes of the job: 1 keeps all the work in the profiled process "
+                        "(default); 'default' lets the job choose")
     p.add_argument("--py-spy", action="store_true", help="also record worker processes with py-spy")
     args = p.parse_args(argv)
     from .__main__ import _sizes
@@ -109,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="eventmig-profile-"))
     try:
         for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
-            print(f"profiling {task} on SQLite, {n:,} events -> {profile(task, n, work, args.out)}", flush=True)
+            workers = None if args.workers == "default" else int(args.workers)
+            path = profile(task, n, work, args.out, workers=workers)
+            print(f"profiling {task} on SQLite, {n:,} events -> {path}", flush=True)
             if args.py_spy:
                 print(f"  py-spy flame graph -> {py_spy(task, n, args.out)}", flush=True)
     finally:

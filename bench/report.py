@@ -140,6 +140,32 @@ def build(harness: Any, options: Any, started: dt.datetime, argv: list[str]) -> 
     }
 
 
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The old results with the newly measured cases put in (replacing the same case, store, size, workers)."""
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["case"], r["store"], r["n"], r["workers"], r.get("scaling", False))
+
+    fresh = {key(r) for r in new["results"]}
+    merged = dict(old)
+    merged["results"] = [r for r in old["results"] if key(r) not in fresh] + new["results"]
+    order = {c: i for i, c in enumerate(CASE_ORDER)}
+    merged["results"].sort(key=lambda r: (r.get("scaling", False), r["n"], ["sqlite", "postgres"].index(r["store"]),
+                                          order.get(r["case"], 99), r["workers"] or 0))
+    merged["datasets"] = {**old.get("datasets", {}), **new["datasets"]}
+    merged["postgres_load_seconds"] = {**old.get("postgres_load_seconds", {}), **new.get("postgres_load_seconds", {})}
+    merged["updates"] = [*old.get("updates", []), {
+        "date": new["date"], "revision": new.get("revision"), "command": new["command"],
+        "cases": sorted({f"{r['case']} {r['store']} {r['n']}" + (f" {r['workers']}w" if r["workers"] else "")
+                         for r in new["results"]}),
+    }]
+    merged["targets"] = targets(merged["results"])
+    return merged
+
+
+CASE_ORDER = ["eventmig.migrate", "raw.copy", "raw.read", "eventmig.upcast-read", "eventmig.verify", "eventmig.rebuild",
+              "raw.fold", "eventsourcing.load", "eventsourcing.read", "eventsourcing.project"]
+
+
 def write(data: dict[str, Any], out_dir: Path, stem: str = "results") -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
@@ -202,6 +228,9 @@ def markdown(data: dict[str, Any]) -> str:
     if data.get("postgres_load_seconds"):
         lines.append("- PostgreSQL load through `write_batch` (not compared): " + ", ".join(
             f"{_n(int(n))} in {s:.1f} s" for n, s in data["postgres_load_seconds"].items()))
+    for u in data.get("updates", []):
+        lines.append(f"- updated {u['date']} at revision `{u['revision']}` with `{u['command']}`: "
+                     + ", ".join(u["cases"]))
     notes = sorted({r["note"] for r in all_results if r["status"] != "ok" and r["note"]})
     for note in notes:
         lines.append(f"- **{note}**")
