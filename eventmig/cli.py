@@ -190,6 +190,67 @@ def plan(
 
 @app.command()
 @reports_errors
+def check(
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    examples: Annotated[int, typer.Option("--examples", min=1, help="Generated events per schema for the property checks.")] = 100,
+    sample: Annotated[int, typer.Option("--sample", min=0, help="Stored events per (type, version) to upcast in a dry run.")] = 100,
+    no_store: Annotated[bool, typer.Option("--no-store", help="Check the registry only, not the store.")] = False,
+    seed: Annotated[int | None, typer.Option("--seed", help="Randomize generation with this seed (default: derandomized, the same on every run).", show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """CI gate: property-check the upcasters and check that every stored (type, version) reaches a head."""
+    with _progress(as_json) as progress:
+        report = command.check(_settings(config, store), examples=examples, sample=sample, scan_store=not no_store,
+                               seed=seed, progress=progress)
+    if as_json:
+        _emit_json(report)
+    else:
+        _print_check(report)
+    if not report.ok:
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _print_check(report: command.CheckReport) -> None:
+    props = report.properties
+    table = Table(title=f"Property checks ({props.examples} examples per schema)")
+    for col in ("schema", "role", "examples", "result"):
+        table.add_column(col, justify="right" if col == "examples" else "left")
+    for node in props.nodes:
+        if node.failures:
+            result, style = "FAILED: " + ", ".join(f.property for f in node.failures), "red"
+        elif not node.generated:
+            result, style = "not generated", "yellow"
+        else:
+            result, style = "ok", None
+        table.add_row(node.name, node.role, f"{node.examples:,}" if node.generated else "-", result, style=style)
+    out.print(table)
+    for line in props.format().splitlines()[:-1 - len(props.not_generated)]:
+        err.print(Text(line, style="red"))
+    for item in props.not_generated:
+        out.print(Text(f"not generated: {item}", style="yellow"))
+    if report.store is not None:
+        s = report.store
+        stored = Table(title=f"Stored in epoch {s.epoch} of {s.url}")
+        for col in ("type", "version", "events", "treatment", "detail"):
+            stored.add_column(col, justify="right" if col == "events" else "left")
+        for p in s.stored:
+            stored.add_row(p.type, str(p.version), f"{p.events:,}", p.treatment, p.detail,
+                           style="red" if p.treatment == "no path" else None)
+        out.print(stored)
+        out.print(f"{s.sampled:,} of {s.events:,} stored events sampled (up to {s.sample_per_version:,} per version) "
+                  f"and upcast without writing: {len(s.failed):,} failed")
+        for f in s.failed[:20]:
+            err.print(Text(f"failed: {f.stream}@{f.stream_version} ({f.type}, {f.event_id}): {f.reason}", style="red"))
+        if s.uncovered:
+            err.print(Text("no path to a head: " + ", ".join(s.uncovered), style="red"))
+    else:
+        out.print(f"store not checked: {report.store_skipped}")
+    out.print(Text("check passed" if report.ok else "check FAILED", style="green" if report.ok else "red"))
+
+
+@app.command()
+@reports_errors
 def migrate(
     config: ConfigOpt = None,
     store: StoreOpt = None,

@@ -21,11 +21,11 @@ from . import migrate as _migrate
 from . import verify as _verify
 from .config import Settings, load_registry
 from .demo import seed
-from .errors import ConfigError
+from .errors import ConfigError, UpcastError
 from .progress import SILENT, Progress
 from .stores import EventStore, open_store
 from .stores.base import EpochInfo, Run, Switch
-from .upcasting import CompiledRegistry
+from .upcasting import CompiledRegistry, EventContext
 
 _decode = msgspec.json.Decoder().decode
 
@@ -104,6 +104,161 @@ def _treatment(compiled: CompiledRegistry, t: str, v: int, n: int) -> StoredPair
     if not step.targets:
         return StoredPair(t, v, n, "dropped", step.name)
     return StoredPair(t, v, n, "upcast", " | ".join(" -> ".join(f"{a} v{b}" for a, b in p) for p in compiled.paths((t, v))))
+
+
+# ----------------------------------------------------------------------- check
+class SampledFailure(msgspec.Struct):
+    """A stored event that failed to upcast in the dry run of ``check``."""
+
+    stream: str
+    stream_version: int
+    event_id: str
+    type: str
+    reason: str
+
+
+class StoreCheck(msgspec.Struct):
+    """What ``check`` found in the store: every stored (type, version) and a dry run of a sample."""
+
+    url: str
+    epoch: int
+    events: int
+    stored: list[StoredPair]
+    uncovered: list[str]
+    sample_per_version: int
+    sampled: int
+    failed: list[SampledFailure]
+
+
+class CheckReport(msgspec.Struct):
+    ok: bool
+    #: the property checks of the registry (an ``eventmig.testing.checks.RegistryReport``)
+    properties: Any
+    store: StoreCheck | None
+    #: why no store was checked (``--no-store``, or a SQLite file that does not exist)
+    store_skipped: str | None = None
+
+
+def check(
+    settings: Settings,
+    *,
+    examples: int = 100,
+    sample: int = 100,
+    scan_store: bool = True,
+    seed: int | None = None,
+    progress: Progress = SILENT,
+) -> CheckReport:
+    """The CI gate: the registry compiles, its property checks hold, and the store is covered.
+
+    The property checks run ``examples`` generated events per schema
+    (derandomized unless ``seed`` is given). With a store, every stored
+    (type, version) must have a path to a head, and up to ``sample`` events
+    of each are upcast as ``migrate`` would, writing nothing. A SQLite store
+    whose file does not exist is not a store to check (and is not created).
+    """
+    if examples < 1 or sample < 0:
+        raise ConfigError("--examples must be at least 1 and --sample at least 0")
+    compiled = load_registry(settings)
+    try:
+        from .testing.checks import check_upcasters
+    except ModuleNotFoundError as exc:
+        if exc.name != "hypothesis":
+            raise
+        raise ConfigError("eventmig check needs hypothesis: pip install 'eventmig[test]'") from None
+    registry = compiled.registry
+    nodes = set(registry.schemas) | set(registry.steps) | {t for s in registry.steps.values() for t in s.targets}
+    with progress.task("property checks", len(nodes)) as task:
+        properties = check_upcasters(
+            compiled, examples=examples, derandomize=seed is None, seed=seed, on_node=lambda _: task.advance(1)
+        )
+    store_check = None
+    skipped = "not requested (--no-store)" if not scan_store else _missing_sqlite(settings.store)
+    if skipped is None:
+        with open_configured_store(settings) as store:
+            store_check = _check_store(store, compiled, sample, progress)
+    ok = properties.ok and (store_check is None or not (store_check.uncovered or store_check.failed))
+    return CheckReport(ok, properties, store_check, skipped)
+
+
+def _missing_sqlite(url: str) -> str | None:
+    """Why a SQLite URL names no store to check, or None for any other store."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return None
+    path = url[len(prefix):].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return f"{url} is an in-memory database: nothing is stored there"
+    if not os.path.exists(path):
+        return f"{url} does not exist: no stored events to check"
+    return None
+
+
+def _check_store(store: EventStore, compiled: CompiledRegistry, sample: int, progress: Progress) -> StoreCheck:
+    counts, rows = sample_stored(store, compiled, sample, progress=progress)
+    stored = [_treatment(compiled, t, v, n) for (t, v), n in sorted(counts.items())]
+    uncovered = [f"{p.type} v{p.version}" for p in stored if p.treatment == "no path"]
+    failed = []
+    for row in rows:
+        reason = _upcast_failure(compiled, row)
+        if reason is not None:
+            failed.append(SampledFailure(row[0], row[1], row[3], row[4], reason))
+    return StoreCheck(store.url, store.epoch, sum(counts.values()), stored, uncovered, sample, len(rows), failed)
+
+
+def _upcast_failure(compiled: CompiledRegistry, row: tuple[Any, ...]) -> str | None:
+    """Why one stored row would be quarantined by ``migrate`` (read and upcast as it does), or None."""
+    stream, _version, _position, event_id, stored_type, data, metadata, recorded_at = row
+    try:
+        meta = _decode(metadata) if metadata else {}
+        if type(meta) is not dict:
+            return "metadata is not a JSON object"
+        type_, version = compiled.version_location.read(stored_type, meta)
+        context = EventContext(stream, type_, version, meta, event_id, recorded_at)
+        compiled.upcast(type_, version, data, context)
+    except UpcastError as exc:
+        return str(exc)
+    except (ValueError, msgspec.DecodeError) as exc:
+        return f"unreadable event: {exc}"
+    return None
+
+
+def sample_stored(
+    store: EventStore, compiled: CompiledRegistry, per_version: int, *, progress: Progress = SILENT
+) -> tuple[Counter[tuple[str, int]], list[tuple[Any, ...]]]:
+    """Count the active epoch's events per (type, version), as :func:`stored_versions`, and
+    sample up to ``per_version`` rows of each, uniformly (reservoir sampling, fixed seed).
+
+    Sampling per version rather than overall keeps the rare old versions,
+    the ones most likely to break, in the sample.
+    """
+    import random
+
+    rng = random.Random(0)
+    counts: Counter[tuple[str, int]] = Counter()
+    reservoirs: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+    location = compiled.version_location
+    head = store.head_position()
+    if head is None:
+        return counts, []
+    with progress.task("scan and sample stored events", store.count_events(until=head)) as task:
+        for rows in store.read_all_rows(None, until=head, batch_size=10_000):
+            for row in rows:
+                try:
+                    meta = _decode(row[6]) if row[6] else {}
+                    node = location.read(row[4], meta if isinstance(meta, dict) else {})
+                except (ValueError, msgspec.DecodeError):
+                    node = (row[4], 0)  # unreadable version: reported as v0
+                counts[node] += 1
+                if per_version:
+                    kept = reservoirs.setdefault(node, [])
+                    if len(kept) < per_version:
+                        kept.append(row)
+                    else:
+                        j = rng.randrange(counts[node])
+                        if j < per_version:
+                            kept[j] = row
+            task.advance(len(rows))
+    return counts, [row for node in sorted(reservoirs) for row in reservoirs[node]]
 
 
 # --------------------------------------------------------------------- migrate
