@@ -124,7 +124,7 @@ def build(harness: Any, options: Any, started: dt.datetime, argv: list[str]) -> 
     results = [r.as_json() for r in harness.results]
     return {
         "date": started.isoformat(timespec="seconds"),
-        "command": "python -m bench " + " ".join(argv),
+        "command": " ".join(["python -m bench", *_without_out(argv)]),
         "revision": source_revision(),
         "machine": machine(),
         "versions": versions(options.postgres_url if "postgres" in options.stores else None),
@@ -138,6 +138,19 @@ def build(harness: Any, options: Any, started: dt.datetime, argv: list[str]) -> 
         "results": results,
         "targets": targets(results),
     }
+
+
+def _without_out(argv: list[str]) -> list[str]:
+    """The command line minus ``--out DIR`` (where the files went is not part of what was measured)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif not arg.startswith("--out="):
+            out.append(arg)
+    return out
 
 
 def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
