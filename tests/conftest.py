@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from eventmig.stores import EventStore, open_store
+from eventmig.testing.plugin import check_reachable, fresh_schema
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("EVENTMIG_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -26,42 +25,31 @@ if str(REPO) not in sys.path:  # the reference service (upcasters/, projections/
     sys.path.insert(0, str(REPO))
 
 
+# The schema-per-test and skip-or-fail logic is eventmig's pytest plugin's
+# (eventmig/testing/plugin.py), which service teams use too; here it gets the
+# suite's server, which has a default, and the plugin's own fixtures
+# (eventmig_postgres_store...) get the same one.
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
     """The PostgreSQL server URL, once checked reachable."""
-    engine = sa.create_engine(POSTGRES_URL)
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except sa.exc.OperationalError as exc:
-        message = f"PostgreSQL at {POSTGRES_URL} is unreachable: {str(exc.orig).splitlines()[0]}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    finally:
-        engine.dispose()
-    return POSTGRES_URL
+    return check_reachable(POSTGRES_URL)
+
+
+@pytest.fixture(scope="session")
+def eventmig_postgres_server(postgres_server: str) -> str:
+    return postgres_server
 
 
 @pytest.fixture
 def postgres_url(postgres_server: str) -> Iterator[str]:
     """A URL whose connections use a fresh schema, dropped after the test."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(postgres_server)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in postgres_server else "?"
-    try:
-        yield f"{postgres_server}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        engine.dispose()
+    with fresh_schema(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'events.db'}"
+def sqlite_url(eventmig_sqlite_url: str) -> str:
+    return eventmig_sqlite_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
