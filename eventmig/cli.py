@@ -225,10 +225,11 @@ def _print_check(report: command.CheckReport) -> None:
             result, style = "ok", None
         table.add_row(node.name, node.role, f"{node.examples:,}" if node.generated else "-", result, style=style)
     out.print(table)
+    # the failures with their shrunk examples, on stdout with the tables so that a CI log keeps them in order
     for line in props.format().splitlines()[:-1 - len(props.not_generated)]:
-        err.print(Text(line, style="red"))
+        out.print(Text(line, style="red"), soft_wrap=True)
     for item in props.not_generated:
-        out.print(Text(f"not generated: {item}", style="yellow"))
+        out.print(Text(f"not generated: {item}", style="yellow"), soft_wrap=True)
     if report.store is not None:
         s = report.store
         stored = Table(title=f"Stored in epoch {s.epoch} of {s.url}")
@@ -239,13 +240,16 @@ def _print_check(report: command.CheckReport) -> None:
                            style="red" if p.treatment == "no path" else None)
         out.print(stored)
         out.print(f"{s.sampled:,} of {s.events:,} stored events sampled (up to {s.sample_per_version:,} per version) "
-                  f"and upcast without writing: {len(s.failed):,} failed")
+                  f"and upcast without writing: {len(s.failed):,} failed", soft_wrap=True)
         for f in s.failed[:20]:
-            err.print(Text(f"failed: {f.stream}@{f.stream_version} ({f.type}, {f.event_id}): {f.reason}", style="red"))
+            out.print(Text(f"failed: {f.stream}@{f.stream_version} ({f.type}, {f.event_id}): {f.reason}", style="red"),
+                      soft_wrap=True)
+        if len(s.failed) > 20:
+            out.print(Text(f"... and {len(s.failed) - 20:,} more (--json lists them all)", style="red"))
         if s.uncovered:
-            err.print(Text("no path to a head: " + ", ".join(s.uncovered), style="red"))
+            out.print(Text("no path to a head: " + ", ".join(s.uncovered), style="red"), soft_wrap=True)
     else:
-        out.print(f"store not checked: {report.store_skipped}")
+        out.print(f"store not checked: {report.store_skipped}", soft_wrap=True)
     out.print(Text("check passed" if report.ok else "check FAILED", style="green" if report.ok else "red"))
 
 

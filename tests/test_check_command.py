@@ -130,8 +130,8 @@ def test_stored_versions_without_a_path_and_failing_stored_events_fail_the_check
 
     human = eventmig("check", "--store", sqlite_url, "--examples", "5")
     assert human.returncode == 1
-    assert "no path to a head: OrderPlaced v7" in human.stderr
-    assert "failed: order-1@2" in human.stderr
+    assert "no path to a head: OrderPlaced v7" in human.stdout
+    assert "failed: order-1@2" in human.stdout
 
     with open_store(sqlite_url) as store:  # a dry run: nothing written
         assert store.head_position() == before and len(store.epochs()) == 1
