@@ -147,6 +147,24 @@ def load_registry(settings: Settings) -> CompiledRegistry:
     return registry.compile()
 
 
+def load_projections(settings: Settings) -> list[Any]:
+    """Import the service's projections: a list (or tuple) of :class:`~eventmig.projections.Projection`."""
+    from .projections import Projection
+
+    if not settings.projections:
+        raise ConfigError(
+            "no projections configured: set projections = \"package:projections\" under [tool.eventmig] "
+            "in pyproject.toml (or EVENTMIG_PROJECTIONS), or run `eventmig init`"
+        )
+    found = import_object(settings.projections, settings.root, "projections")
+    if not isinstance(found, (list, tuple)):
+        raise ConfigError(f"{settings.projections} is a {type(found).__name__}, not a list of projections")
+    wrong = [repr(p) for p in found if not isinstance(p, Projection)]
+    if wrong:
+        raise ConfigError(f"{settings.projections} holds things that are not projections: {', '.join(wrong[:3])}")
+    return list(found)
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:

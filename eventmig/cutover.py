@@ -9,9 +9,17 @@ would otherwise be left behind, and the switch refuses instead.
 applications have appended to the current one since the switch (those
 events exist only there) unless forced; forced, they stay in the retired
 epoch, not lost but no longer active.
+
+Read models have the same pair: :func:`swap_read_models` makes a rebuild's
+verified shadow tables live, :func:`rollback_read_models` puts the previous
+tables back.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -21,6 +29,10 @@ from .progress import SILENT, Progress
 from .stores.base import EventStore
 from .upcasting import CompiledRegistry
 from .verify import VerifyReport, verify
+
+if TYPE_CHECKING:
+    from .projections import Projection
+    from .readmodels import LiveModel, ReadModelDB, RebuildRun
 
 
 class SwitchReport(msgspec.Struct):
@@ -74,3 +86,120 @@ def rollback(store: EventStore, *, force: bool = False) -> SwitchReport:
             )
         flip = store.switch_epoch(last.from_epoch, kind="rollback", expect_heads={active: head})
         return SwitchReport("rollback", flip.from_epoch, flip.to_epoch, flip.at, hidden_events=appended)
+
+
+# ------------------------------------------------------------------ read models
+# A rebuild's shadow tables replace the live ones in one transaction of
+# renames (SQLite and PostgreSQL both have transactional DDL); the live
+# tables become ``<table>__prev``, so rolling back is the same swap again.
+
+
+class ReadModelSwap(msgspec.Struct):
+    projection: str
+    from_version: int | None
+    to_version: int
+    run_id: str
+    tables: list[str]
+
+
+class ReadModelRollbackReport(msgspec.Struct):
+    kind: str  # "rollback"
+    read_models: str
+    swaps: list[ReadModelSwap]
+    at: float
+
+
+def swap_read_models(db: ReadModelDB, runs: Sequence[RebuildRun], projections: Mapping[str, Projection]) -> list[ReadModelSwap]:
+    """Make verified shadow tables live, all in one transaction; the replaced tables are kept as ``__prev``."""
+    from .readmodels import PREVIOUS_SUFFIX
+
+    now = time.time()
+    done: list[ReadModelSwap] = []
+    with db.write() as conn:
+        live = db.live_models(conn)
+        for run in runs:
+            model = live.get(run.projection)
+            for table, shadow in run.tables.items():
+                if not db.table_exists(shadow, conn):
+                    raise StoreError(f"shadow table {shadow} of run {run.id} is missing; rebuild {run.projection} again")
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}{PREVIOUS_SUFFIX}")
+                if db.table_exists(table, conn):
+                    conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {table}{PREVIOUS_SUFFIX}")
+                conn.exec_driver_sql(f"ALTER TABLE {shadow} RENAME TO {table}")
+            db.drop_tables(conn, [db.state_table(run.id, p) for p in range(run.partitions)])
+            _record_read_model(
+                db, conn, run.projection, version=run.version, run_id=run.id, tables=list(run.tables),
+                previous=model, at=now, kind="swap",
+            )
+            run.status = "swapped"
+            run.updated_at = now
+            db.save_run(run, conn)
+            done.append(ReadModelSwap(run.projection, model.version if model else None, run.version, run.id, list(run.tables)))
+    return done
+
+
+def rollback_read_models(db: ReadModelDB, names: Sequence[str] | None = None) -> ReadModelRollbackReport:
+    """Put back the read-model tables the last swap replaced (all projections, or the named ones).
+
+    The tables rolled back from become the ``__prev`` ones, so a second
+    rollback undoes the first.
+    """
+    from .readmodels import PREVIOUS_SUFFIX
+    from .rebuild import LOCK as REBUILD_LOCK
+
+    now = time.time()
+    swaps: list[ReadModelSwap] = []
+    with db.lock(REBUILD_LOCK), db.write() as conn:
+        live = db.live_models(conn)
+        if names:
+            unknown = [n for n in names if n not in live]
+            if unknown:
+                raise ConfigError(f"no swapped read models named {', '.join(unknown)} in {db.url}")
+            chosen = [live[n] for n in names]
+        else:
+            chosen = [m for m in live.values() if m.previous_run_id is not None]
+        if not chosen:
+            raise ConfigError(f"nothing to roll back: no read model in {db.url} has previous tables")
+        for model in chosen:
+            missing = [t for t in model.tables if not db.table_exists(t + PREVIOUS_SUFFIX, conn)]
+            if model.previous_run_id is None or missing:
+                raise ConfigError(
+                    f"nothing to roll back for {model.projection}: its previous tables "
+                    f"({', '.join(t + PREVIOUS_SUFFIX for t in missing) or 'none recorded'}) do not exist"
+                )
+            for table in model.tables:
+                conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {table}__rollback")
+                conn.exec_driver_sql(f"ALTER TABLE {table}{PREVIOUS_SUFFIX} RENAME TO {table}")
+                conn.exec_driver_sql(f"ALTER TABLE {table}__rollback RENAME TO {table}{PREVIOUS_SUFFIX}")
+            assert model.previous_version is not None
+            _record_read_model(
+                db, conn, model.projection, version=model.previous_version, run_id=model.previous_run_id,
+                tables=model.tables, previous=model, at=now, kind="rollback",
+            )
+            swaps.append(ReadModelSwap(model.projection, model.version, model.previous_version, model.previous_run_id, model.tables))
+    return ReadModelRollbackReport("rollback", db.url, swaps, now)
+
+
+def _record_read_model(
+    db: ReadModelDB, conn: Any, projection: str, *, version: int, run_id: str, tables: list[str],
+    previous: LiveModel | None, at: float, kind: str,
+) -> None:
+    conn.exec_driver_sql(
+        db.q(
+            "INSERT INTO eventmig_read_models (projection, version, run_id, tables, previous_version, previous_run_id, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (projection) DO UPDATE SET version = excluded.version, "
+            "run_id = excluded.run_id, tables = excluded.tables, previous_version = excluded.previous_version, "
+            "previous_run_id = excluded.previous_run_id, updated_at = excluded.updated_at"
+        ),
+        (
+            projection, version, run_id, msgspec.json.encode(tables).decode(),
+            previous.version if previous else None, previous.run_id if previous else None, at,
+        ),
+    )
+    conn.exec_driver_sql(
+        db.q(
+            "INSERT INTO eventmig_read_model_swaps (kind, projection, from_version, to_version, run_id, at) "
+            "VALUES (?, ?, ?, ?, ?, ?)"
+        ),
+        (kind, projection, previous.version if previous else None, version, run_id, at),
+    )

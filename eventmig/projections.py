@@ -1,0 +1,696 @@
+"""Projections: read models and aggregate snapshots, as folds by key over the events.
+
+A projection says which event types it handles, the key an event belongs to,
+the state a key starts from, how an event evolves that state, and the rows a
+state becomes in its SQLAlchemy table(s)::
+
+    import sqlalchemy as sa
+    from eventmig.projections import Projection
+
+    metadata = sa.MetaData()
+    order_summary_table = sa.Table(
+        "order_summary", metadata,
+        sa.Column("order_id", sa.Text, primary_key=True),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("item_count", sa.Integer, nullable=False),
+    )
+
+    class OrderSummary(msgspec.Struct):
+        status: str = "new"
+        item_count: int = 0
+
+    order_summary = Projection(
+        "order_summary", version=1, tables=[order_summary_table], state=OrderSummary, key="order_id",
+    )
+
+    @order_summary.on(OrderPlaced)
+    def placed(s: OrderSummary, e: OrderPlaced) -> OrderSummary:
+        s.status = "placed"
+        return s
+
+    @order_summary.on(LineItemAdded)
+    def item(s: OrderSummary, e: LineItemAdded) -> None:
+        s.item_count += e.quantity          # mutating in place and returning None is fine too
+
+    @order_summary.rows
+    def summary_rows(order_id: str, s: OrderSummary):
+        return [(order_id, s.status, s.item_count)]   # tuples in column order, or dicts
+
+Handlers receive events decoded by msgspec into the *head* schema Struct of
+their type, as registered in the service's upcaster registry (events stored
+at older schema versions are upcast on the way); types without a schema
+arrive as dicts. A handler that declares a third parameter also receives an
+:class:`EventInfo` (stream, stream version, position, recorded time).
+
+``key`` is a field name of the events (``"order_id"``), :data:`STREAM` (the
+event's stream), or a function of the event; it may return None to skip an
+event. Keys are strings or ints. State is anything msgspec encodes: a rebuild
+persists the states of the keys it touched with every checkpoint, which is
+what lets it resume after a kill and keep only a bounded number of them in
+memory. Declare the state's type with ``state=`` (a Struct with defaults for
+every field makes a good one: it is also the initial state) or pass
+``initial=`` and ``state_type=``.
+
+A rebuild partitions a projection's keys across worker processes. A
+projection whose keys depend on one another (a key function that must
+remember earlier events) declares ``global_order=True``: it is folded by one
+worker, in commit order, and its key function may take a second argument,
+an :class:`Index`, a small persisted mapping for such memories.
+
+:class:`Snapshots` are the same mechanism keyed by stream, writing each
+aggregate's state encoded by msgspec; :func:`load_snapshot` reads one back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Annotated, Any, NamedTuple
+
+import msgspec
+import sqlalchemy as sa
+
+from .errors import ConfigError, UpcastError
+from .events import MetadataKey, TypeSuffix
+from .upcasting import CompiledRegistry, EventContext
+
+__all__ = [
+    "STREAM",
+    "EventInfo",
+    "Index",
+    "Projection",
+    "Snapshot",
+    "Snapshots",
+    "load_snapshot",
+    "replay",
+]
+
+
+class _StreamKey:
+    """The key of an event is its stream's name (aggregate snapshots, per-stream read models)."""
+
+    def __repr__(self) -> str:
+        return "STREAM"
+
+    def __reduce__(self) -> str:
+        return "STREAM"
+
+
+#: ``key=STREAM``: events are keyed by their stream.
+STREAM: Any = _StreamKey()
+
+
+class EventInfo(NamedTuple):
+    """Where an event sits, for handlers that declare a third parameter."""
+
+    stream: str
+    version: int  # the event's version within its stream
+    position: int  # its commit position (opaque: compare, never compute)
+    recorded_at: int  # microseconds since the Unix epoch
+
+
+Handler = Callable[..., Any]
+
+
+class Projection:
+    """A read model: a fold by key over events, and the rows each key's state becomes."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        version: int,
+        tables: Sequence[sa.Table],
+        key: str | Callable[..., Any] = STREAM,
+        state: type | None = None,
+        initial: Callable[[], Any] | None = None,
+        state_type: Any = None,
+        global_order: bool = False,
+        cache_size: int | None = None,
+    ) -> None:
+        if not name.isidentifier():
+            raise ConfigError(f"projection name must be an identifier, got {name!r}")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ConfigError(f"projection {name}: version must be an int >= 1, got {version!r}")
+        if not tables:
+            raise ConfigError(f"projection {name}: give at least one table")
+        for table in tables:
+            if not isinstance(table, sa.Table):
+                raise ConfigError(f"projection {name}: {table!r} is not a sqlalchemy.Table")
+            if not table.primary_key.columns:
+                raise ConfigError(f"projection {name}: table {table.name} needs a primary key (rows are compared by it)")
+            if not table.name.isidentifier():
+                raise ConfigError(f"projection {name}: table name {table.name!r} must be an identifier")
+        if initial is None:
+            if state is None:
+                raise ConfigError(f"projection {name}: give state= (a type whose call makes the initial state) or initial=")
+            initial = state
+        self.name = name
+        self.version = version
+        self.tables: tuple[sa.Table, ...] = tuple(tables)
+        self.key = key
+        self.initial: Callable[[], Any] = initial
+        self.state_type: Any = state_type if state_type is not None else (state if state is not None else Any)
+        self.global_order = global_order
+        self.cache_size = cache_size
+        self._handlers: dict[Any, Handler] = {}  # event type (name or Struct class) -> handler
+        self._rows: Callable[[Any, Any], Iterable[Any]] | None = None
+        if callable(key) and key is not STREAM and _arity(key) >= 2 and not global_order:
+            raise ConfigError(
+                f"projection {name}: a key function taking an index needs global_order=True "
+                "(partitioned workers cannot share one)"
+            )
+
+    def __repr__(self) -> str:
+        return f"<Projection {self.name} v{self.version}>"
+
+    # ------------------------------------------------------------ declaring
+    def on(self, *event_types: str | type) -> Callable[[Handler], Handler]:
+        """Decorator: the handler evolving a state with events of these types.
+
+        Types are names (``"OrderPlaced"``) or head schema Structs. The handler
+        returns the new state, or None when it changed the state in place.
+        """
+        if not event_types:
+            raise ConfigError(f"projection {self.name}: on() needs at least one event type")
+
+        def register(fn: Handler) -> Handler:
+            for event_type in event_types:
+                if event_type in self._handlers:
+                    raise ConfigError(f"projection {self.name}: two handlers for {_type_label(event_type)}")
+                self._handlers[event_type] = fn
+            return fn
+
+        return register
+
+    def rows(self, fn: Callable[[Any, Any], Iterable[Any]]) -> Callable[[Any, Any], Iterable[Any]]:
+        """Decorator: ``rows(key, state)``, the rows of one key as tuples in column order or dicts.
+
+        With several tables, return ``{table name: rows}``.
+        """
+        self._rows = fn
+        return fn
+
+    # ---------------------------------------------------------- introspection
+    @property
+    def handlers(self) -> Mapping[Any, Handler]:
+        return dict(self._handlers)
+
+    def rows_of(self, key: Any, state: Any) -> dict[str, list[tuple[Any, ...]]]:
+        """The rows of one key per table name, as tuples in column order."""
+        if self._rows is None:
+            raise ConfigError(f"projection {self.name} has no rows function: decorate one with @{self.name}.rows")
+        produced = self._rows(key, state)
+        if produced is None:
+            return {}
+        if isinstance(produced, Mapping):
+            unknown = set(produced) - {t.name for t in self.tables}
+            if unknown:
+                raise ConfigError(f"projection {self.name}: rows for unknown table(s) {sorted(unknown)}")
+            return {t.name: [self._tuple(t, r) for r in produced.get(t.name, ())] for t in self.tables}
+        if len(self.tables) > 1:
+            raise ConfigError(f"projection {self.name} has several tables: its rows function must return {{table: rows}}")
+        table = self.tables[0]
+        return {table.name: [self._tuple(table, r) for r in produced]}
+
+    def _tuple(self, table: sa.Table, row: Any) -> tuple[Any, ...]:
+        if type(row) is tuple:
+            if len(row) != len(table.columns):
+                raise ConfigError(
+                    f"projection {self.name}: a row of {table.name} has {len(row)} values for {len(table.columns)} columns"
+                )
+            return row
+        if isinstance(row, Mapping):
+            try:
+                return tuple(row[c.name] for c in table.columns)
+            except KeyError as exc:
+                raise ConfigError(f"projection {self.name}: a row of {table.name} lacks column {exc.args[0]!r}") from None
+        if isinstance(row, (list, msgspec.Struct)):
+            return self._tuple(table, tuple(row) if isinstance(row, list) else msgspec.structs.astuple(row))
+        raise ConfigError(f"projection {self.name}: rows must be tuples or dicts, got {type(row).__name__}")
+
+    def fingerprint(self) -> str:
+        """Identifies the projection's code: a resumed rebuild must run the same code."""
+        from .upcasting import _code_fingerprint
+
+        parts = [self.name, str(self.version), repr(self.global_order), _state_label(self.state_type)]
+        parts += [_code_fingerprint(self.key) if callable(self.key) else repr(self.key)]
+        for event_type, fn in sorted(self._handlers.items(), key=lambda kv: _type_label(kv[0])):
+            parts.append(f"{_type_label(event_type)}={_code_fingerprint(fn)}")
+        parts.append(_code_fingerprint(self._rows) if self._rows else "-")
+        for table in self.tables:
+            parts.append(f"{table.name}({','.join(f'{c.name}:{c.type!r}' for c in table.columns)})")
+        return hashlib.blake2b("\n".join(parts).encode(), digest_size=12).hexdigest()
+
+
+class Snapshot(NamedTuple):
+    """An aggregate's state as of ``version`` of its stream."""
+
+    aggregate_id: str
+    version: int
+    state: Any
+    projection_version: int
+
+
+class Snapshots(Projection):
+    """Aggregate snapshots: one row per stream with the state its events folded into.
+
+    The table (``name`` unless ``table=`` says otherwise) holds the aggregate
+    id (its stream), the stream version the state reflects, the state
+    encoded with msgspec (MessagePack), and the projection's version.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        state: type,
+        *,
+        version: int,
+        table: str | None = None,
+        metadata: sa.MetaData | None = None,
+        initial: Callable[[], Any] | None = None,
+        cache_size: int | None = None,
+    ) -> None:
+        table_name = table or name
+        snapshot_table = sa.Table(
+            table_name,
+            metadata if metadata is not None else sa.MetaData(),
+            sa.Column("aggregate_id", sa.Text, primary_key=True),
+            sa.Column("version", sa.BigInteger, nullable=False),
+            sa.Column("state", sa.LargeBinary, nullable=False),
+            sa.Column("projection_version", sa.Integer, nullable=False),
+        )
+        super().__init__(
+            name, version=version, tables=[snapshot_table], key=STREAM, state=state, initial=initial,
+            state_type=state, cache_size=cache_size,
+        )
+        self.tracks_version = True
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decoder = msgspec.msgpack.Decoder(state)
+        self._rows = self._snapshot_rows
+
+    def _snapshot_rows(self, key: Any, state: Any) -> list[tuple[Any, ...]]:
+        version, aggregate = state
+        return [(key, version, self._encode(aggregate), self.version)]
+
+    def decode_state(self, data: bytes) -> Any:
+        """The aggregate's state from the bytes of a snapshot row."""
+        return self._decoder.decode(data)
+
+
+def load_snapshot(connection: sa.Connection | sa.Engine | str, snapshots: Snapshots, aggregate_id: str) -> Snapshot | None:
+    """Read one aggregate's snapshot back into its state type (None if there is none).
+
+    ``connection`` is a SQLAlchemy connection or engine on the read-model
+    database, or its URL.
+    """
+    table = snapshots.tables[0]
+    query = sa.select(table.c.version, table.c.state, table.c.projection_version).where(table.c.aggregate_id == aggregate_id)
+    if isinstance(connection, str):
+        from .readmodels import normalize_url
+
+        engine = sa.create_engine(normalize_url(connection))
+        try:
+            with engine.connect() as conn:
+                row = conn.execute(query).first()
+        finally:
+            engine.dispose()
+    elif isinstance(connection, sa.Engine):
+        with connection.connect() as conn:
+            row = conn.execute(query).first()
+    else:
+        row = connection.execute(query).first()
+    if row is None:
+        return None
+    return Snapshot(aggregate_id, row[0], snapshots.decode_state(bytes(row[1])), row[2])
+
+
+class Index:
+    """A small persisted mapping a global-order projection's key function keeps memories in.
+
+    Say, which customer placed an order, so that a payment, which names
+    only the order, reaches the customer's totals. A rebuild persists it
+    with the states, so it survives a resume; forget entries you no longer
+    need (``pop``) to keep it small.
+    """
+
+    __slots__ = ("_data", "_dirty", "_load")
+
+    def __init__(self, load: Callable[[Any], Any] | None = None) -> None:
+        self._data: dict[Any, Any] = {}
+        self._dirty: dict[Any, Any] = {}
+        self._load = load
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = self._data.get(key, _MISSING)
+        if value is _MISSING:
+            value = self._load(key) if self._load is not None else _MISSING
+            if value is _MISSING or value is _DELETED:
+                return default
+            self._data[key] = value
+        return value
+
+    def __getitem__(self, key: Any) -> Any:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: Any) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._data[key] = value
+        self._dirty[key] = value
+
+    def pop(self, key: Any, default: Any = None) -> Any:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        del self._data[key]
+        self._dirty[key] = _DELETED
+        return value
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class _Sentinel:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_MISSING: Any = _Sentinel("MISSING")
+_DELETED: Any = _Sentinel("DELETED")
+
+
+# ====================================================================== binding
+class Slot(NamedTuple):
+    """One projection's part in handling one head event type."""
+
+    projection: Projection
+    index: int  # position of the projection in the bound list
+    handler: Handler
+    wants_info: bool
+    key_kind: int  # KEY_STREAM | KEY_GETTER | KEY_FUNCTION | KEY_INDEXED
+    key: Callable[..., Any] | None
+
+
+KEY_STREAM, KEY_GETTER, KEY_FUNCTION, KEY_INDEXED = range(4)
+
+
+class Route(NamedTuple):
+    """How events of one head type reach the projections that handle it."""
+
+    type: str
+    decode: Callable[[bytes], Any]
+    slots: tuple[Slot, ...]
+    needs_event: bool  # False when every slot is keyed by stream and the event is decoded only if needed
+
+
+class Binding:
+    """Projections bound to a registry: decoders per head type and the slots each event reaches.
+
+    Stored events are routed by their stored type and schema version: head
+    events are decoded straight into their Struct; older ones go through
+    the registry's chains first; types no projection handles are skipped
+    without decoding anything.
+    """
+
+    def __init__(self, projections: Sequence[Projection], compiled: CompiledRegistry) -> None:
+        self.projections = list(projections)
+        self.compiled = compiled
+        names = [p.name for p in self.projections]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"two projections share a name: {sorted({n for n in names if names.count(n) > 1})}")
+        tables = [t.name for p in self.projections for t in p.tables]
+        if len(set(tables)) != len(tables):
+            raise ConfigError(f"two projections write the same table: {sorted({n for n in tables if tables.count(n) > 1})}")
+        registry = compiled.registry
+        struct_nodes = {cls: node for node, cls in registry.schemas.items()}
+        slots: dict[str, list[Slot]] = {}
+        for index, projection in enumerate(self.projections):
+            if not projection._handlers:
+                raise ConfigError(f"projection {projection.name} handles no event type: decorate handlers with @{projection.name}.on(...)")
+            bound: set[str] = set()
+            for event_type, handler in projection._handlers.items():
+                type_name = self._type_name(projection, event_type, struct_nodes)
+                if type_name in bound:
+                    raise ConfigError(f"projection {projection.name}: two handlers for {type_name}")
+                bound.add(type_name)
+                struct = self._head_struct(type_name)
+                slots.setdefault(type_name, []).append(
+                    Slot(projection, index, handler, _arity(handler) >= 3, *self._key(projection, struct))
+                )
+        self.routes: dict[str, Route] = {}
+        for type_name, type_slots in slots.items():
+            struct = self._head_struct(type_name)
+            decode = msgspec.json.Decoder(struct).decode if struct is not None else msgspec.json.Decoder().decode
+            needs_event = any(s.key_kind != KEY_STREAM for s in type_slots)
+            self.routes[type_name] = Route(type_name, decode, tuple(type_slots), needs_event)
+        self._structs = {t: self._head_struct(t) for t in self.routes}
+        self._stored: dict[str, Any] = {}  # stored type name -> (type, fixed version or None) | None
+        location = compiled.version_location
+        self._suffix = location if isinstance(location, TypeSuffix) else None
+        self._meta_key = location.key if isinstance(location, MetadataKey) else None
+        self._meta_key_bytes = f'"{self._meta_key}"'.encode() if self._meta_key else b""
+        self.version_key_bytes = self._meta_key_bytes
+        self._version_decoder = (
+            msgspec.json.Decoder(
+                msgspec.defstruct(
+                    "_Version", [("v", Annotated[int, msgspec.Meta(ge=1)], 1)], rename={"v": self._meta_key}
+                )
+            ).decode
+            if self._meta_key
+            else None
+        )
+
+    # -------------------------------------------------------------- building
+    def _type_name(self, projection: Projection, event_type: Any, struct_nodes: dict[type, tuple[str, int]]) -> str:
+        if isinstance(event_type, str):
+            return event_type
+        node = struct_nodes.get(event_type)
+        if node is None:
+            raise ConfigError(
+                f"projection {projection.name} handles {_type_label(event_type)}, which is not a schema of the upcaster registry"
+            )
+        if not self.compiled.is_head(node):
+            raise ConfigError(
+                f"projection {projection.name} handles {node[0]} v{node[1]} ({_type_label(event_type)}), "
+                f"not the head schema v{self.compiled.heads.get(node[0])}: projections see head events only"
+            )
+        return node[0]
+
+    def _head_struct(self, type_name: str) -> type | None:
+        head = self.compiled.heads.get(type_name)
+        return self.compiled.registry.schema_of((type_name, head)) if head is not None else None
+
+    def _key(self, projection: Projection, struct: type | None) -> tuple[int, Callable[..., Any] | None]:
+        key = projection.key
+        if key is STREAM:
+            return KEY_STREAM, None
+        if isinstance(key, str):
+            if struct is not None:
+                if key not in struct.__struct_fields__:
+                    raise ConfigError(f"projection {projection.name}: key field {key!r} is not a field of {struct.__qualname__}")
+                return KEY_GETTER, operator.attrgetter(key)
+            return KEY_GETTER, _dict_key(key)
+        if callable(key):
+            return (KEY_INDEXED if _arity(key) >= 2 else KEY_FUNCTION), key
+        raise ConfigError(f"projection {projection.name}: key must be a field name, STREAM or a function, got {key!r}")
+
+    # --------------------------------------------------------------- routing
+    def handled_types(self) -> set[str]:
+        return set(self.routes)
+
+    def resolve(self, stored_type: str, metadata: bytes) -> tuple[str, int] | None:
+        """(type, schema version) of a stored event, or None if no projection can use it.
+
+        Events whose type can never become a handled type are recognised from
+        the stored type alone, without reading their metadata.
+        """
+        entry = self._stored.get(stored_type, _MISSING)
+        if entry is _MISSING:
+            entry = self._stored[stored_type] = self._classify(stored_type)
+        if entry is None:
+            return None
+        type_name, version = entry
+        if version is not None:
+            return type_name, version
+        if self._meta_key_bytes not in metadata:
+            return type_name, 1
+        return type_name, self._metadata_version(metadata)
+
+    def _classify(self, stored_type: str) -> tuple[str, int | None] | None:
+        if self._suffix is not None:
+            type_name, version = self._suffix.read(stored_type, {})
+        else:
+            type_name, version = stored_type, None
+        reachable = self._reachable_types(type_name)
+        if not reachable & self.routes.keys():
+            return None
+        return type_name, version
+
+    def _reachable_types(self, type_name: str) -> set[str]:
+        """Head types a stored event of ``type_name`` (any version) can become."""
+        steps = self.compiled.registry.steps
+        found: set[str] = {type_name}
+        todo = [node for node in steps if node[0] == type_name]
+        seen: set[tuple[str, int]] = set()
+        while todo:
+            node = todo.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            for target in steps[node].targets:
+                found.add(target[0])
+                if target in steps:
+                    todo.append(target)
+        return found
+
+    def _metadata_version(self, metadata: bytes) -> int:
+        assert self._version_decoder is not None
+        try:
+            return self._version_decoder(metadata).v
+        except msgspec.ValidationError as exc:
+            raise UpcastError(f"metadata {self._meta_key!r}: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise UpcastError(f"metadata is not a JSON object: {exc}") from None
+
+    def metadata_version(self) -> Callable[[bytes], int] | None:
+        """A fast reader of the schema version in metadata bytes (None: it is not kept in metadata)."""
+        if self._version_decoder is None:
+            return None
+        key, decode = self._meta_key_bytes, self._version_decoder
+
+        def version(metadata: bytes) -> int:
+            return decode(metadata).v if key in metadata else 1
+
+        return version
+
+    def entry(self, stored_type: str) -> tuple[str, int | None, int] | None:
+        """(type, version fixed by the stored type name or None, head version) for a stored type name.
+
+        Types unknown to the registry are their own head (version 0 stands for both).
+        """
+        classified = self._classify(stored_type)
+        if classified is None:
+            return None
+        type_name, version = classified
+        if not self.compiled.knows(type_name):
+            return type_name, 0, 0
+        return type_name, version, self.compiled.heads.get(type_name, -1)
+
+    def head_events(self, row: Sequence[Any], type_name: str, version: int) -> list[tuple[Route, Any]]:
+        """The head events a stored event of an older schema becomes, decoded, with their routes."""
+        compiled = self.compiled
+        context = None
+        if compiled.needs_context:
+            stream, stream_version, _position, event_id, _type, _data, metadata, recorded_at = row
+            context = EventContext(
+                stream, type_name, version, msgspec.json.decode(metadata) if metadata else {}, event_id, recorded_at
+            )
+        outcome = compiled.upcast(type_name, version, row[5], context)
+        out = []
+        for t, _v, payload, _path in outcome.events:
+            route = self.routes.get(t)
+            if route is not None:
+                out.append((route, route.decode(payload)))
+        return out
+
+    def is_head(self, type_name: str, version: int) -> bool:
+        head = self.compiled.heads.get(type_name)
+        return head is None and not self.compiled.knows(type_name) or head == version
+
+
+def _dict_key(field: str) -> Callable[[Any], Any]:
+    def key(event: Any) -> Any:
+        return event.get(field) if isinstance(event, dict) else getattr(event, field, None)
+
+    return key
+
+
+def _arity(fn: Callable[..., Any]) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return 3
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)
+
+
+def _type_label(event_type: Any) -> str:
+    return event_type if isinstance(event_type, str) else getattr(event_type, "__qualname__", repr(event_type))
+
+
+def _state_label(state_type: Any) -> str:
+    if isinstance(state_type, type) and issubclass(state_type, msgspec.Struct):
+        return f"{state_type.__qualname__}({','.join(state_type.__struct_fields__)})"
+    return repr(state_type)
+
+
+# ====================================================================== replay
+def replay(
+    projections: Sequence[Projection], compiled: CompiledRegistry, rows: Iterable[Sequence[Any]]
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Fold events into rows, sequentially and all in memory: the reference a rebuild must equal.
+
+    ``rows`` are stored events as tuples in :class:`~eventmig.RecordedEvent`
+    field order (what ``EventStore.read_all_rows`` yields), in commit order.
+    Returns the rows of every table, keyed by table name. Meant for tests of
+    projections and of the rebuilder, not for large stores.
+    """
+    binding = Binding(projections, compiled)
+    states: list[dict[Any, Any]] = [{} for _ in binding.projections]
+    indexes = [Index() for _ in binding.projections]
+    for row in rows:
+        for route, event in _events_of(binding, row):
+            for slot in route.slots:
+                key = _key_of(slot, row, event, indexes[slot.index])
+                if key is None:
+                    continue
+                table = states[slot.index]
+                projection = slot.projection
+                tracks = getattr(projection, "tracks_version", False)
+                if key in table:
+                    state = table[key]
+                else:
+                    state = [0, projection.initial()] if tracks else projection.initial()
+                current = state[1] if tracks else state
+                info = EventInfo(row[0], row[1], row[2], row[7])
+                new = slot.handler(current, event, info) if slot.wants_info else slot.handler(current, event)
+                if new is None:
+                    new = current
+                table[key] = [row[1], new] if tracks else new
+    out: dict[str, list[tuple[Any, ...]]] = {t.name: [] for p in binding.projections for t in p.tables}
+    for projection, table in zip(binding.projections, states):
+        for key, state in table.items():
+            for name, produced in projection.rows_of(key, state).items():
+                out[name].extend(produced)
+    return out
+
+
+def _events_of(binding: Binding, row: Sequence[Any]) -> list[tuple[Route, Any]]:
+    resolved = binding.resolve(row[4], row[6])
+    if resolved is None:
+        return []
+    type_name, version = resolved
+    route = binding.routes.get(type_name)
+    if binding.is_head(type_name, version):
+        return [(route, route.decode(row[5]))] if route is not None else []
+    return binding.head_events(row, type_name, version)
+
+
+def _key_of(slot: Slot, row: Sequence[Any], event: Any, index: Index) -> Any:
+    kind = slot.key_kind
+    if kind == KEY_STREAM:
+        return row[0]
+    if kind == KEY_INDEXED:
+        return slot.key(event, index)  # type: ignore[misc]
+    return slot.key(event)  # type: ignore[misc]

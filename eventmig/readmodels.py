@@ -1,0 +1,578 @@
+"""The read-model database: shadow tables, rebuild bookkeeping, row digests, swaps.
+
+A rebuild never writes to the tables applications read. It writes *shadow*
+tables (``<table>__<run id>``) next to them, then verifies them against the
+live tables by row digests and swaps them in with one transaction of renames
+(SQLite and PostgreSQL both have transactional DDL). The live tables it
+replaces are kept as ``<table>__prev``, so a rollback is another swap.
+
+Bookkeeping lives in the same database, so that a partition's checkpoint
+commits in the same transaction as the states it covers:
+
+* ``eventmig_rebuilds``: one run per projection rebuild (version, code
+  fingerprint, partition count, epoch and position replayed up to, status);
+* ``eventmig_rebuild_partitions``: each partition's checkpoint and counts;
+* ``eventmig_read_models``: the version and run of each projection's live
+  tables, and of the previous ones;
+* ``eventmig_read_model_swaps``: the history of swaps and rollbacks.
+
+Workers keep the states of the keys they fold in per-partition state tables
+(``eventmig_rbs_<run>_<partition>``: key, msgspec-encoded state), dropped
+once the rebuild is swapped in or abandoned.
+
+SQLAlchemy provides engines, URLs and DDL from the projections' ``Table``
+definitions; bulk paths use the driver: ``executemany`` on SQLite, ``COPY``
+on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from .checksums import combine
+from .errors import Busy, ConfigError, StoreError
+
+_json = msgspec.json.Encoder()
+_encode_row = msgspec.json.Encoder(order="sorted").encode
+_blake2b = hashlib.blake2b
+
+PREVIOUS_SUFFIX = "__prev"
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` mean the psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+class RebuildRun(msgspec.Struct):
+    """One projection's rebuild: which code, into which shadow tables, up to where."""
+
+    id: str
+    projection: str
+    version: int
+    fingerprint: str
+    status: str  # "running" | "folded" | "verified" | "swapped" | "abandoned"
+    partitions: int
+    epoch: int
+    until: int | None  # the last commit position replayed (None: the epoch was empty)
+    started_at: float
+    updated_at: float
+    tables: dict[str, str]  # live name -> shadow name
+    stats: dict[str, Any] = {}
+
+
+class Partition(msgspec.Struct):
+    run_id: str
+    partition: int
+    checkpoint: int | None  # position of the last event folded, None before the first batch
+    events: int
+    keys: int
+    status: str  # "folding" | "folded" | "done"
+
+
+class LiveModel(msgspec.Struct):
+    projection: str
+    version: int
+    run_id: str
+    tables: list[str]
+    previous_version: int | None
+    previous_run_id: str | None
+    updated_at: float
+
+
+class SwapRecord(msgspec.Struct):
+    id: int
+    kind: str  # "swap" | "rollback"
+    projection: str
+    from_version: int | None
+    to_version: int
+    run_id: str
+    at: float
+
+
+class TableDiff(msgspec.Struct):
+    """How a shadow table differs from the live one, by primary key."""
+
+    table: str
+    live_rows: int
+    rows: int
+    live_digest: str | None
+    digest: str
+    added: int = 0
+    removed: int = 0
+    changed: int = 0
+    sample: list[str] = []  # primary keys of some differing rows, as JSON
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+
+class ReadModelDB:
+    """A connection to the read-model database (SQLite or PostgreSQL)."""
+
+    def __init__(self, url: str) -> None:
+        raw = normalize_url(url)
+        try:
+            parsed = make_url(raw)
+        except sa.exc.ArgumentError:
+            raise ConfigError(f"not a read-model database URL: {url!r}") from None
+        self.url = parsed.render_as_string(hide_password=True)
+        self.raw_url = raw
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigError(f"unsupported read-model database {self.url}: use sqlite:/// or postgresql+psycopg://")
+        self.sqlite_path = parsed.database if self.dialect == "sqlite" else None
+        self.engine = self._create_engine(parsed)
+        self._ensure_schema()
+
+    def reopen(self) -> ReadModelDB:
+        """A handle of its own, for a worker process (connections never cross a fork)."""
+        return ReadModelDB(self.raw_url)
+
+    # -------------------------------------------------------------- set-up
+    def _create_engine(self, parsed: sa.URL) -> Engine:
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                directory = os.path.dirname(os.path.abspath(parsed.database))
+                if not os.path.isdir(directory):
+                    raise ConfigError(f"cannot open {self.url}: directory {directory} does not exist")
+            engine = sa.create_engine(parsed, connect_args={"timeout": 60})
+
+            @sa.event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (DDL included)
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=60000")
+                # rebuilds commit large batches: checkpoint (and fsync) the WAL less often than every 4 MB
+                cur.execute("PRAGMA wal_autocheckpoint=16384")
+                cur.close()
+
+            @sa.event.listens_for(engine, "begin")
+            def _on_begin(conn: Connection) -> None:
+                write = conn.get_execution_options().get("eventmig_write")
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        else:
+            engine = sa.create_engine(parsed, pool_pre_ping=True)
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except sa.exc.DBAPIError as exc:
+            engine.dispose()
+            raise StoreError(f"cannot connect to {self.url}: {_first_line(exc.orig)}") from None
+        return engine
+
+    def _ensure_schema(self) -> None:
+        big = "BIGINT" if self.dialect == "postgresql" else "INTEGER"
+        serial = "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY" if self.dialect == "postgresql" else "INTEGER PRIMARY KEY"
+        with self.write() as c:
+            if self.dialect == "postgresql":
+                c.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('eventmig:read-model-schema:' || current_schema()))")
+            c.exec_driver_sql(
+                "CREATE TABLE IF NOT EXISTS eventmig_rebuilds (id TEXT PRIMARY KEY, projection TEXT NOT NULL, "
+                "version INTEGER NOT NULL, fingerprint TEXT NOT NULL, status TEXT NOT NULL, partitions INTEGER NOT NULL, "
+                f"epoch INTEGER NOT NULL, until_position {big}, started_at DOUBLE PRECISION NOT NULL, "
+                "updated_at DOUBLE PRECISION NOT NULL, tables TEXT NOT NULL, stats TEXT NOT NULL)"
+            )
+            c.exec_driver_sql(
+                "CREATE TABLE IF NOT EXISTS eventmig_rebuild_partitions (run_id TEXT NOT NULL, partition INTEGER NOT NULL, "
+                f"checkpoint {big}, events {big} NOT NULL, keys {big} NOT NULL, status TEXT NOT NULL, "
+                "PRIMARY KEY (run_id, partition))"
+            )
+            c.exec_driver_sql(
+                "CREATE TABLE IF NOT EXISTS eventmig_read_models (projection TEXT PRIMARY KEY, version INTEGER NOT NULL, "
+                "run_id TEXT NOT NULL, tables TEXT NOT NULL, previous_version INTEGER, previous_run_id TEXT, "
+                "updated_at DOUBLE PRECISION NOT NULL)"
+            )
+            c.exec_driver_sql(
+                f"CREATE TABLE IF NOT EXISTS eventmig_read_model_swaps (id {serial}, kind TEXT NOT NULL, "
+                "projection TEXT NOT NULL, from_version INTEGER, to_version INTEGER NOT NULL, run_id TEXT NOT NULL, "
+                "at DOUBLE PRECISION NOT NULL)"
+            )
+
+    # ------------------------------------------------------------- helpers
+    def q(self, sql: str) -> str:
+        """SQL written with ``?`` placeholders, in the driver's style."""
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (on SQLite it takes the write lock up front)."""
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(eventmig_write=True)
+                with conn.begin():
+                    yield conn
+        except sa.exc.DBAPIError as exc:
+            raise StoreError(f"{self.url}: {_first_line(exc.orig)}") from None
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                with conn.begin():
+                    yield conn
+        except sa.exc.DBAPIError as exc:
+            raise StoreError(f"{self.url}: {_first_line(exc.orig)}") from None
+
+    def table_exists(self, name: str, conn: Connection | None = None) -> bool:
+        if conn is None:
+            with self.read() as c:
+                return self.table_exists(name, c)
+        if self.dialect == "sqlite":
+            sql = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+        else:
+            sql = "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = %s"
+        return bool(conn.exec_driver_sql(sql, (name,)).scalar())
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock across processes that dies with its holder."""
+        if self.dialect == "postgresql":
+            with self.engine.connect() as c:
+                key = f"eventmig:{name}:"
+                got = c.exec_driver_sql("SELECT pg_try_advisory_lock(hashtext(%s || current_schema()))", (key,)).scalar()
+                c.commit()
+                if not got:
+                    raise Busy(f"another eventmig job holds the {name!r} lock on {self.url}")
+                try:
+                    yield
+                finally:
+                    c.exec_driver_sql("SELECT pg_advisory_unlock(hashtext(%s || current_schema()))", (key,))
+                    c.commit()
+        else:
+            from .stores.sql import _file_lock
+
+            with _file_lock(self.sqlite_path, name, self.url):
+                yield
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> ReadModelDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------- bookkeeping
+    def save_run(self, run: RebuildRun, conn: Connection | None = None) -> None:
+        if conn is None:
+            with self.write() as c:
+                return self.save_run(run, c)
+        conn.exec_driver_sql(
+            self.q(
+                "INSERT INTO eventmig_rebuilds (id, projection, version, fingerprint, status, partitions, epoch, "
+                "until_position, started_at, updated_at, tables, stats) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, "
+                "stats = excluded.stats"
+            ),
+            (
+                run.id, run.projection, run.version, run.fingerprint, run.status, run.partitions, run.epoch, run.until,
+                run.started_at, run.updated_at, _json.encode(run.tables).decode(), _json.encode(run.stats).decode(),
+            ),
+        )
+
+    def runs(self, projection: str | None = None, conn: Connection | None = None) -> list[RebuildRun]:
+        if conn is None:
+            with self.read() as c:
+                return self.runs(projection, c)
+        sql = (
+            "SELECT id, projection, version, fingerprint, status, partitions, epoch, until_position, started_at, "
+            "updated_at, tables, stats FROM eventmig_rebuilds"
+        )
+        params: tuple[Any, ...] = ()
+        if projection is not None:
+            sql += " WHERE projection = ?"
+            params = (projection,)
+        rows = conn.exec_driver_sql(self.q(sql + " ORDER BY started_at, id"), params).fetchall()
+        return [
+            RebuildRun(*row[:10], tables=msgspec.json.decode(row[10]), stats=msgspec.json.decode(row[11])) for row in rows
+        ]
+
+    def create_partitions(self, run_id: str, partitions: int, conn: Connection) -> None:
+        conn.exec_driver_sql(
+            self.q("INSERT INTO eventmig_rebuild_partitions VALUES (?, ?, NULL, 0, 0, 'folding')"),
+            [(run_id, p) for p in range(partitions)],
+        )
+
+    def partitions(self, run_id: str, conn: Connection | None = None) -> list[Partition]:
+        if conn is None:
+            with self.read() as c:
+                return self.partitions(run_id, c)
+        rows = conn.exec_driver_sql(
+            self.q(
+                "SELECT run_id, partition, checkpoint, events, keys, status FROM eventmig_rebuild_partitions "
+                "WHERE run_id = ? ORDER BY partition"
+            ),
+            (run_id,),
+        ).fetchall()
+        return [Partition(*row) for row in rows]
+
+    def live_models(self, conn: Connection | None = None) -> dict[str, LiveModel]:
+        if conn is None:
+            with self.read() as c:
+                return self.live_models(c)
+        rows = conn.exec_driver_sql(
+            "SELECT projection, version, run_id, tables, previous_version, previous_run_id, updated_at "
+            "FROM eventmig_read_models"
+        ).fetchall()
+        return {
+            r[0]: LiveModel(r[0], r[1], r[2], msgspec.json.decode(r[3]), r[4], r[5], r[6]) for r in rows
+        }
+
+    def swaps(self) -> list[SwapRecord]:
+        with self.read() as c:
+            rows = c.exec_driver_sql(
+                "SELECT id, kind, projection, from_version, to_version, run_id, at FROM eventmig_read_model_swaps ORDER BY id"
+            ).fetchall()
+        return [SwapRecord(*row) for row in rows]
+
+    # ---------------------------------------------------------- raw writes
+    def raw(self, conn: Connection) -> Any:
+        return conn.connection.driver_connection
+
+    def bulk_insert(self, conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        raw = self.raw(conn)
+        cols = ", ".join(columns)
+        if self.dialect == "postgresql":
+            with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+                write_row = copy.write_row
+                for row in rows:
+                    write_row(row)
+        else:
+            cursor = raw.cursor()
+            cursor.executemany(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(columns))})", rows)
+            cursor.close()
+
+    # ------------------------------------------------------- state tables
+    @staticmethod
+    def state_table(run_id: str, partition: int) -> str:
+        return f"eventmig_rbs_{run_id}_{partition}"
+
+    def create_state_table(self, conn: Connection, name: str) -> None:
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql(f"CREATE UNLOGGED TABLE IF NOT EXISTS {name} (key TEXT PRIMARY KEY, state BYTEA NOT NULL)")
+        else:
+            conn.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {name} (key TEXT PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID")
+
+    def put_states(self, conn: Connection, name: str, items: Sequence[tuple[str, bytes]], deleted: Sequence[str] = ()) -> None:
+        """Insert or replace states (and delete some keys) in one partition's state table."""
+        raw = self.raw(conn)
+        if self.dialect == "postgresql":
+            with raw.cursor() as cursor:
+                if deleted:
+                    cursor.execute(f"DELETE FROM {name} WHERE key = ANY(%s)", (list(deleted),))
+                if items:
+                    cursor.execute(
+                        "CREATE TEMP TABLE IF NOT EXISTS eventmig_rbs_stage (key TEXT, state BYTEA) ON COMMIT DELETE ROWS"
+                    )
+                    with cursor.copy("COPY eventmig_rbs_stage (key, state) FROM STDIN") as copy:
+                        write_row = copy.write_row
+                        for item in items:
+                            write_row(item)
+                    cursor.execute(
+                        f"INSERT INTO {name} (key, state) SELECT key, state FROM eventmig_rbs_stage "
+                        "ON CONFLICT (key) DO UPDATE SET state = excluded.state"
+                    )
+                    cursor.execute("TRUNCATE eventmig_rbs_stage")
+        else:
+            cursor = raw.cursor()
+            if deleted:
+                cursor.executemany(f"DELETE FROM {name} WHERE key = ?", [(k,) for k in deleted])
+            if items:
+                cursor.executemany(f"INSERT OR REPLACE INTO {name} (key, state) VALUES (?, ?)", items)
+            cursor.close()
+
+    def get_states(self, conn: Connection, name: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """The stored states of those keys that have one."""
+        raw = self.raw(conn)
+        found: dict[str, bytes] = {}
+        if self.dialect == "postgresql":
+            with raw.cursor() as cursor:
+                for chunk in _chunks(keys, 5000):
+                    cursor.execute(f"SELECT key, state FROM {name} WHERE key = ANY(%s)", (list(chunk),))
+                    found.update((k, bytes(s)) for k, s in cursor.fetchall())
+        else:
+            cursor = raw.cursor()
+            for chunk in _chunks(keys, 500):
+                cursor.execute(f"SELECT key, state FROM {name} WHERE key IN ({', '.join('?' * len(chunk))})", chunk)
+                found.update(cursor.fetchall())
+            cursor.close()
+        return found
+
+    def scan_states(self, conn: Connection, name: str, batch: int = 5000) -> Iterator[list[tuple[str, bytes]]]:
+        """Every state of a partition, in key order, in batches (keyset pages: memory stays flat)."""
+        raw = self.raw(conn)
+        last = ""
+        order = ' COLLATE "C"' if self.dialect == "postgresql" else ""
+        sql = self.q(f"SELECT key, state FROM {name} WHERE key{order} > ? ORDER BY key{order} LIMIT ?")
+        while True:
+            cursor = raw.cursor()
+            cursor.execute(sql, (last, batch))
+            rows = cursor.fetchall()
+            cursor.close()
+            if not rows:
+                return
+            yield rows
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
+
+    def drop_tables(self, conn: Connection, names: Iterable[str]) -> None:
+        for name in names:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+
+    # ------------------------------------------------------------- digests
+    def compare(self, conn: Connection, table: sa.Table, live: str | None, shadow: str, sample: int = 10) -> TableDiff:
+        """Row digests of the shadow table against the live one, joined on the primary key.
+
+        Both tables are read in primary-key order and merged, so memory stays
+        flat whatever their size.
+        """
+        columns = [c.name for c in table.columns]
+        pk = [columns.index(c.name) for c in table.primary_key.columns]
+        shadow_rows = self._ordered_rows(conn, table, shadow)
+        if live is None:
+            digest, rows = digest_rows(shadow_rows, pk)
+            return TableDiff(table.name, 0, rows, None, digest, added=rows, sample=[])
+        live_rows = self._ordered_rows(conn, table, live)
+        return merge_compare(table.name, live_rows, shadow_rows, pk, sample)
+
+    def _ordered_rows(self, conn: Connection, table: sa.Table, name: str) -> Iterator[tuple[Any, ...]]:
+        columns = [c.name for c in table.columns]
+        order = []
+        for c in table.primary_key.columns:
+            text = isinstance(c.type, (sa.String, sa.Text))
+            order.append(f'{c.name} COLLATE "C"' if text and self.dialect == "postgresql" else c.name)
+        sql = f"SELECT {', '.join(columns)} FROM {name} ORDER BY {', '.join(order)}"
+        raw = self.raw(conn)
+        if self.dialect == "postgresql":
+            cursor = raw.cursor(name=f"eventmig_cmp_{name}"[:60])
+            cursor.itersize = 5000
+        else:
+            cursor = raw.cursor()
+        try:
+            cursor.execute(sql)
+            while True:
+                rows = cursor.fetchmany(5000)
+                if not rows:
+                    return
+                yield from rows
+        finally:
+            cursor.close()
+
+
+# ------------------------------------------------------------------ digests
+def row_key(row: Sequence[Any], pk: Sequence[int]) -> str:
+    return _encode_row([_plain(row[i]) for i in pk]).decode()
+
+
+def row_hash(row: Sequence[Any]) -> bytes:
+    return _blake2b(_encode_row([_plain(v) for v in row]), digest_size=16).digest()
+
+
+def _plain(value: Any) -> Any:
+    """One representation per value whichever side it came from (SQLite has no booleans)."""
+    if value.__class__ is bool:
+        return int(value)
+    if value.__class__ is memoryview:
+        return bytes(value)
+    return value
+
+
+def digest_rows(rows: Iterable[Sequence[Any]], pk: Sequence[int]) -> tuple[str, int]:
+    """Order-independent digest of rows keyed by their primary key, and their count."""
+    n = 0
+
+    def items() -> Iterator[tuple[str, bytes]]:
+        nonlocal n
+        for row in rows:
+            n += 1
+            yield row_key(row, pk), row_hash(row)
+
+    digest = combine(items())
+    return digest, n
+
+
+def digest_table_rows(table: sa.Table, rows: Iterable[Sequence[Any]]) -> str:
+    """The digest :meth:`ReadModelDB.compare` computes, of rows given in memory (tests, replays)."""
+    columns = [c.name for c in table.columns]
+    return digest_rows(rows, [columns.index(c.name) for c in table.primary_key.columns])[0]
+
+
+def merge_compare(
+    name: str, live: Iterator[tuple[Any, ...]], shadow: Iterator[tuple[Any, ...]], pk: Sequence[int], sample: int = 10
+) -> TableDiff:
+    diff = TableDiff(name, 0, 0, None, "")
+    live_total = shadow_total = 0
+    mod = 1 << 128
+
+    def part(key: str, h: bytes) -> int:
+        return int.from_bytes(_blake2b(key.encode() + b"\n" + h, digest_size=16).digest(), "big")
+
+    def note(key: str) -> None:
+        if len(diff.sample) < sample:
+            diff.sample.append(key)
+
+    def pk_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(row[i] for i in pk)
+
+    a = next(live, None)
+    b = next(shadow, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and pk_of(a) < pk_of(b)):
+            key, h = row_key(a, pk), row_hash(a)
+            live_total += part(key, h)
+            diff.live_rows += 1
+            diff.removed += 1
+            note(key)
+            a = next(live, None)
+        elif a is None or pk_of(b) < pk_of(a):
+            key, h = row_key(b, pk), row_hash(b)
+            shadow_total += part(key, h)
+            diff.rows += 1
+            diff.added += 1
+            note(key)
+            b = next(shadow, None)
+        else:
+            key = row_key(a, pk)
+            ha, hb = row_hash(a), row_hash(b)
+            live_total += part(key, ha)
+            shadow_total += part(key, hb)
+            diff.live_rows += 1
+            diff.rows += 1
+            if ha != hb:
+                diff.changed += 1
+                note(key)
+            a = next(live, None)
+            b = next(shadow, None)
+    diff.live_digest = f"{live_total % mod:032x}"
+    diff.digest = f"{shadow_total % mod:032x}"
+    return diff
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,988 @@
+"""The parallel rebuilder: replay the active epoch into shadow read-model tables, verify, swap.
+
+How the work is cut:
+
+* each projection's keys are hashed (CRC-32, stable across processes) into
+  ``partitions`` buckets, fixed when its run starts so that a resumed run
+  finds every key's state where it left it; a ``global_order`` projection
+  has one partition;
+* each worker process owns some partitions (of every projection rebuilt)
+  and reads the whole epoch itself, in commit order, through the store's
+  batched raw-row reader. It skips events of types no projection handles
+  without decoding them, events of stream-keyed projections in partitions
+  it does not own without decoding them either, decodes the rest with one
+  typed msgspec decoder per head type (upcasting events stored at older
+  schema versions on the way), and folds them in memory. Reading in commit
+  order keeps every key's events in stream order;
+* after each batch a worker commits, in one transaction, the states of the
+  keys the batch touched (encoded with msgspec into its partitions' state
+  tables) and each partition's checkpoint. A killed rebuild resumes from
+  these checkpoints, reloading states on demand; the same mechanism lets a
+  worker keep only a bounded number of states in memory (least recently
+  touched ones are dropped: they are already stored);
+* when a partition has folded every event up to the run's end position, the
+  worker turns its states into rows and bulk-writes them into the shadow
+  tables, in one transaction with the partition's "done" mark.
+
+Then the parent verifies (row digests of shadow against live tables, see
+:meth:`ReadModelDB.compare`) and swaps the shadow tables in (see
+:func:`eventmig.cutover.swap_read_models`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import queue as queue_module
+import signal
+import time
+import uuid
+import zlib
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from .errors import ConfigError, EventmigError, ExitCode, UpcastError
+from .progress import SILENT, Progress
+from .projections import (
+    KEY_INDEXED,
+    KEY_STREAM,
+    Binding,
+    EventInfo,
+    Index,
+    Projection,
+    _MISSING,
+    _DELETED,
+)
+from .readmodels import LiveModel, Partition, ReadModelDB, RebuildRun, TableDiff
+from .stores.base import EventStore
+from .upcasting import CompiledRegistry, Registry
+
+LOCK = "rebuild"
+#: events folded between two commits of states and checkpoints
+DEFAULT_BATCH_SIZE = 50_000
+#: events per read from the store
+READ_PAGE = 10_000
+#: states a worker keeps in memory per partition; older ones are reloaded from the state table when touched again
+DEFAULT_CACHE_KEYS = 20_000
+
+
+class RebuildFailed(EventmigError):
+    """A worker failed; the message says why, the exit code is the original error's."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.RUNTIME) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# ====================================================================== reports
+class TableReport(msgspec.Struct):
+    table: str
+    rows: int
+    live_rows: int
+    digest: str
+    live_digest: str | None
+    added: int
+    removed: int
+    changed: int
+    sample: list[str]
+
+
+class ProjectionReport(msgspec.Struct):
+    name: str
+    version: int
+    live_version: int | None
+    run_id: str
+    partitions: int
+    resumed: bool
+    keys: int
+    status: str  # "swapped" | "verified" | "refused"
+    tables: list[TableReport]
+    problems: list[str] = []
+
+
+class RebuildReport(msgspec.Struct):
+    ok: bool
+    store: str
+    read_models: str
+    epoch: int
+    until: int | None
+    events_read: int
+    seconds: float
+    events_per_second: float
+    workers: int
+    swapped: bool
+    projections: list[ProjectionReport]
+    #: seconds spent folding into shadow tables, verifying them, swapping them in
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    problems: list[str] = []
+
+
+# ======================================================================== API
+def rebuild(
+    store: EventStore,
+    projections: Sequence[Projection],
+    *,
+    registry: CompiledRegistry | Registry,
+    read_models: str | ReadModelDB | None = None,
+    names: Sequence[str] | None = None,
+    workers: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    accept_changes: bool = False,
+    swap: bool = True,
+    restart: bool = False,
+    progress: Progress = SILENT,
+) -> RebuildReport:
+    """Rebuild projections from the store's active epoch into their read-model tables.
+
+    ``names`` selects projections (default: all). ``read_models`` is the
+    read-model database (URL or handle; default: the store's own database).
+    Shadow tables are verified against the live ones and swapped in unless
+    ``swap`` is false; a projection whose version changed may only replace
+    rows that differ with ``accept_changes``. ``restart`` abandons unfinished
+    runs instead of resuming them.
+    """
+    if batch_size < 1:
+        raise ConfigError("batch size must be at least 1")
+    compiled = registry.compile() if isinstance(registry, Registry) else registry
+    selected = select_projections(projections, names)
+    workers = workers or os.cpu_count() or 1
+    if workers < 1:
+        raise ConfigError("workers must be at least 1")
+    owns_db = not isinstance(read_models, ReadModelDB)
+    db = read_models if isinstance(read_models, ReadModelDB) else ReadModelDB(read_models or _store_url(store))
+    try:
+        with db.lock(LOCK):
+            return _rebuild(store, selected, compiled, db, workers, batch_size, accept_changes, swap, restart, progress)
+    finally:
+        if owns_db:
+            db.close()
+
+
+def select_projections(projections: Sequence[Projection], names: Sequence[str] | None) -> list[Projection]:
+    by_name = {p.name: p for p in projections}
+    if not names:
+        if not by_name:
+            raise ConfigError("no projections configured: list them in the projections module ([tool.eventmig] projections)")
+        return list(by_name.values())
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ConfigError(f"unknown projection(s) {', '.join(unknown)}; known: {', '.join(sorted(by_name)) or 'none'}")
+    return [by_name[n] for n in dict.fromkeys(names)]
+
+
+def _store_url(store: EventStore) -> str:
+    url = getattr(store, "_raw_url", None)
+    if not url:
+        raise ConfigError("give the read-model database URL (read_models=...)")
+    return url
+
+
+# ================================================================== the job
+class _Job:
+    """The runs of one rebuild invocation and what they need."""
+
+    def __init__(self) -> None:
+        self.runs: list[RebuildRun] = []
+        self.projections: dict[str, Projection] = {}
+        self.resumed: dict[str, bool] = {}
+        self.notes: list[str] = []
+
+
+def _rebuild(
+    store: EventStore,
+    selected: list[Projection],
+    compiled: CompiledRegistry,
+    db: ReadModelDB,
+    workers: int,
+    batch_size: int,
+    accept_changes: bool,
+    swap: bool,
+    restart: bool,
+    progress: Progress,
+) -> RebuildReport:
+    started = time.perf_counter()
+    binding = Binding(selected, compiled)  # validates the projections against the registry up front
+    epoch = store.active_epoch()
+    source = store.at_epoch(epoch)
+    head = source.head_position()
+    job = _plan(db, selected, epoch, head, workers, restart)
+    units = [
+        _Unit(run, p) for run in job.runs for p in db.partitions(run.id) if p.status != "done"
+    ]
+    events_read = 0
+    if units:
+        events_read = _execute(source, db, binding, job, units, workers, batch_size, progress)
+    for run in job.runs:
+        if run.status == "running":
+            _finish_shadow(db, job.projections[run.projection], run)
+    folded = time.perf_counter()
+    reports, problems = _verify(db, job, accept_changes)
+    verified = time.perf_counter()
+    swapped = False
+    if swap and not problems:
+        from .cutover import swap_read_models
+
+        swap_read_models(db, job.runs, {p.name: p for p in selected})
+        swapped = True
+        for r in reports:
+            r.status = "swapped"
+    timings = {
+        "fold": round(folded - started, 3),
+        "verify": round(verified - folded, 3),
+        "swap": round(time.perf_counter() - verified, 3) if swapped else 0.0,
+    }
+    seconds = time.perf_counter() - started
+    return RebuildReport(
+        ok=not problems,
+        store=store.url,
+        read_models=db.url,
+        epoch=epoch,
+        until=max((r.until for r in job.runs if r.until is not None), default=None),
+        events_read=events_read,
+        seconds=round(seconds, 3),
+        events_per_second=round(events_read / seconds, 1) if seconds else 0.0,
+        workers=min(workers, max(1, len(units))) if units else 0,
+        swapped=swapped,
+        projections=reports,
+        timings=timings,
+        notes=job.notes,
+        problems=problems,
+    )
+
+
+def _plan(db: ReadModelDB, selected: list[Projection], epoch: int, head: int | None, workers: int, restart: bool) -> _Job:
+    """Resume each projection's unfinished run, or start a new one with its shadow tables."""
+    job = _Job()
+    with db.write() as conn:
+        existing = db.runs(conn=conn)
+        for projection in selected:
+            job.projections[projection.name] = projection
+            fingerprint = projection.fingerprint()
+            run = None
+            for old in existing:
+                if old.projection != projection.name or old.status not in ("running", "folded", "verified"):
+                    continue
+                reason = None
+                if restart:
+                    reason = "--restart"
+                elif old.fingerprint != fingerprint:
+                    reason = "the projection's code changed since it started"
+                elif old.epoch != epoch:
+                    reason = f"it replays epoch {old.epoch} and epoch {epoch} is now active"
+                elif old.status != "running" and old.until != head:
+                    reason = "events were appended since it finished"
+                if reason is None and run is None:
+                    run = old
+                    continue
+                _abandon(db, conn, old)
+                job.notes.append(f"{projection.name}: abandoned run {old.id} ({reason or 'superseded'})")
+            if run is None:
+                run = _new_run(db, conn, projection, fingerprint, epoch, head, workers)
+                job.resumed[projection.name] = False
+            else:
+                job.resumed[projection.name] = True
+                job.notes.append(f"{projection.name}: resuming run {run.id}")
+            job.runs.append(run)
+    return job
+
+
+def _new_run(
+    db: ReadModelDB, conn: sa.Connection, projection: Projection, fingerprint: str, epoch: int, head: int | None,
+    workers: int,
+) -> RebuildRun:
+    run_id = uuid.uuid4().hex[:12]
+    partitions = 1 if projection.global_order else workers
+    now = time.time()
+    tables = {str(t.name): f"{t.name}__{run_id}" for t in projection.tables}
+    run = RebuildRun(
+        id=run_id, projection=projection.name, version=projection.version, fingerprint=fingerprint, status="running",
+        partitions=partitions, epoch=epoch, until=head, started_at=now, updated_at=now, tables=tables,
+    )
+    for table in projection.tables:
+        shadow = shadow_table(table, tables[table.name], run_id)
+        conn.execute(CreateTable(shadow))  # secondary indexes come after the bulk load
+    for p in range(partitions):
+        db.create_state_table(conn, db.state_table(run_id, p))
+    db.create_partitions(run_id, partitions, conn)
+    db.save_run(run, conn)
+    return run
+
+
+def _abandon(db: ReadModelDB, conn: sa.Connection, run: RebuildRun) -> None:
+    db.drop_tables(conn, list(run.tables.values()) + [db.state_table(run.id, p) for p in range(run.partitions)])
+    run.status = "abandoned"
+    run.updated_at = time.time()
+    db.save_run(run, conn)
+
+
+def shadow_table(table: sa.Table, name: str, suffix: str) -> sa.Table:
+    """A copy of ``table`` named ``name``, its named indexes and constraints suffixed (names are per schema)."""
+    copy = table.to_metadata(sa.MetaData(), name=name)
+    for index in copy.indexes:
+        if index.name and not str(index.name).startswith("ix_"):
+            index.name = f"{index.name}__{suffix}"
+        elif index.name:
+            index.name = None  # regenerated from the new table name
+    for constraint in copy.constraints:
+        if constraint.name and not isinstance(constraint, sa.PrimaryKeyConstraint):
+            constraint.name = f"{constraint.name}__{suffix}"
+    if copy.primary_key.name:
+        copy.primary_key.name = f"{copy.primary_key.name}__{suffix}"
+    return copy
+
+
+def _finish_shadow(db: ReadModelDB, projection: Projection, run: RebuildRun) -> None:
+    """All partitions are in: build the shadow tables' secondary indexes, mark the run folded."""
+    with db.write() as conn:
+        for table in projection.tables:
+            shadow = shadow_table(table, run.tables[table.name], run.id)
+            for index in shadow.indexes:
+                conn.execute(CreateIndex(index, if_not_exists=True))
+        parts = db.partitions(run.id, conn)
+        run.status = "folded"
+        run.updated_at = time.time()
+        run.stats = {"keys": sum(p.keys for p in parts), "events": max((p.events for p in parts), default=0)}
+        db.save_run(run, conn)
+
+
+# ================================================================ verification
+def _verify(db: ReadModelDB, job: _Job, accept_changes: bool) -> tuple[list[ProjectionReport], list[str]]:
+    reports: list[ProjectionReport] = []
+    problems: list[str] = []
+    with db.read() as conn:
+        live = db.live_models(conn)
+        for run in job.runs:
+            projection = job.projections[run.projection]
+            model: LiveModel | None = live.get(projection.name)
+            tables: list[TableReport] = []
+            any_live = False
+            for table in projection.tables:
+                live_name = table.name if db.table_exists(table.name, conn) else None
+                any_live = any_live or live_name is not None
+                diff = db.compare(conn, table, live_name, run.tables[table.name])
+                tables.append(_table_report(diff))
+            differs = any(t.added or t.removed or t.changed for t in tables) and any_live
+            live_version = model.version if model is not None else None
+            report = ProjectionReport(
+                name=projection.name, version=projection.version, live_version=live_version, run_id=run.id,
+                partitions=run.partitions, resumed=job.resumed.get(projection.name, False),
+                keys=int(run.stats.get("keys", 0)), status="verified", tables=tables,
+            )
+            if differs:
+                summary = ", ".join(
+                    f"{t.table}: {t.added} added, {t.removed} removed, {t.changed} changed" for t in tables
+                    if t.added or t.removed or t.changed
+                )
+                if live_version == projection.version:
+                    report.problems.append(
+                        f"{projection.name} v{projection.version} rows differ from the live tables although its version "
+                        f"did not change ({summary}): bump the projection's version if the change is intended"
+                    )
+                elif not accept_changes:
+                    was = f"v{live_version}" if live_version is not None else "unversioned tables"
+                    report.problems.append(
+                        f"{projection.name} v{projection.version} (live: {was}) changes rows ({summary}): "
+                        "pass --accept-changes to swap them in"
+                    )
+            if report.problems:
+                report.status = "refused"
+                problems.extend(report.problems)
+            reports.append(report)
+    with db.write() as conn:
+        for run in job.runs:
+            if run.status == "folded":
+                run.status = "verified"
+                run.updated_at = time.time()
+                db.save_run(run, conn)
+    return reports, problems
+
+
+def _table_report(diff: TableDiff) -> TableReport:
+    return TableReport(
+        str(diff.table), diff.rows, diff.live_rows, diff.digest, diff.live_digest, diff.added, diff.removed, diff.changed,
+        list(diff.sample),
+    )
+
+
+# ==================================================================== workers
+class _Unit:
+    """One partition of one run, as a worker folds it."""
+
+    def __init__(self, run: RebuildRun, partition: Partition) -> None:
+        self.run = run
+        self.partition = partition.partition
+        self.checkpoint = partition.checkpoint
+        self.events = partition.events
+        self.keys = partition.keys
+        self.folded = partition.status == "folded"
+        self.until = run.until
+        self.state_table = ReadModelDB.state_table(run.id, partition.partition)
+
+    @property
+    def label(self) -> str:
+        return f"{self.run.projection}" + (f" p{self.partition}" if self.run.partitions > 1 else "")
+
+
+def _assign(units: list[_Unit], workers: int) -> list[list[_Unit]]:
+    """Partitions spread round-robin; single-partition (global-order) runs go to the least loaded worker."""
+    workers = max(1, min(workers, len(units)))
+    slots: list[list[_Unit]] = [[] for _ in range(workers)]
+    parted = sorted((u for u in units if u.run.partitions > 1), key=lambda u: (u.partition, u.run.projection))
+    for u in parted:
+        slots[u.partition % workers].append(u)
+    for u in (u for u in units if u.run.partitions == 1):
+        min(reversed(slots), key=len).append(u)
+    return [s for s in slots if s]
+
+
+def _execute(
+    source: EventStore, db: ReadModelDB, binding: Binding, job: _Job, units: list[_Unit], workers: int, batch_size: int,
+    progress: Progress,
+) -> int:
+    plan = _assign(units, workers)
+    totals = [_events_to_read(source, slot) for slot in plan]
+    if len(plan) == 1:
+        with progress.task(_label(plan[0]), totals[0]) as task:
+            return _fold_units(source, db, binding, job, plan[0], batch_size, task.advance)
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise ConfigError("parallel rebuilds need the fork start method (Linux, macOS); use --workers 1")
+    ctx = multiprocessing.get_context("fork")
+    messages = ctx.Queue()
+    # engines are recreated in every worker; make sure none of ours is shared mid-use
+    db.engine.dispose()
+    source_engine = getattr(source, "engine", None)
+    if source_engine is not None:
+        source_engine.dispose()
+    procs = []
+    for i, slot in enumerate(plan):
+        proc = ctx.Process(
+            target=_worker_main, args=(i, source, db, binding, job, slot, batch_size, messages), daemon=True,
+            name=f"eventmig-rebuild-{i}",
+        )
+        procs.append(proc)
+    from contextlib import ExitStack
+
+    events_read = 0
+    with ExitStack() as stack:
+        tasks = [stack.enter_context(progress.task(_label(slot), total)) for slot, total in zip(plan, totals)]
+        for proc in procs:
+            proc.start()
+        done: set[int] = set()
+        failure: tuple[str, int] | None = None
+        try:
+            while len(done) < len(procs) and failure is None:
+                try:
+                    message = messages.get(timeout=0.2)
+                except queue_module.Empty:
+                    for i, proc in enumerate(procs):
+                        if i not in done and not proc.is_alive() and proc.exitcode != 0:
+                            failure = (f"rebuild worker {i} died (exit code {proc.exitcode})", int(ExitCode.RUNTIME))
+                    continue
+                kind, i, payload = message
+                if kind == "progress":
+                    tasks[i].advance(payload)
+                elif kind == "done":
+                    done.add(i)
+                    events_read = max(events_read, payload)
+                elif kind == "error":
+                    failure = payload
+        finally:
+            if failure is not None or len(done) < len(procs):
+                for proc in procs:
+                    if proc.is_alive():
+                        proc.kill()
+            for proc in procs:
+                proc.join()
+        if failure is not None:
+            raise RebuildFailed(failure[0], ExitCode(failure[1]))
+    return events_read
+
+
+def _label(slot: list[_Unit]) -> str:
+    return "rebuild " + ", ".join(u.label for u in slot)
+
+
+def _events_to_read(source: EventStore, slot: list[_Unit]) -> int | None:
+    pending = [u for u in slot if not u.folded and u.until is not None]
+    if not pending:
+        return 0
+    after = min((u.checkpoint for u in pending), key=lambda c: -1 if c is None else c)
+    return source.count_events(after=after, until=max(u.until for u in pending if u.until is not None))
+
+
+def _worker_main(
+    i: int, source: EventStore, db: ReadModelDB, binding: Binding, job: _Job, slot: list[_Unit], batch_size: int,
+    messages: Any,
+) -> None:
+    _die_with_parent()
+    parent = os.getppid()
+    try:
+        store = source.reopen()
+        own_db = db.reopen()
+
+        def advance(n: int) -> None:
+            if os.getppid() != parent:
+                os._exit(1)  # the parent is gone: stop, the checkpoints are committed
+            messages.put(("progress", i, n))
+
+        events = _fold_units(store, own_db, binding, job, slot, batch_size, advance)
+        messages.put(("done", i, events))
+    except EventmigError as exc:
+        messages.put(("error", i, (str(exc), int(exc.exit_code))))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent in one line
+        messages.put(("error", i, (f"rebuild worker {i}: {type(exc).__name__}: {exc}", int(ExitCode.RUNTIME))))
+    finally:
+        messages.close()
+        messages.join_thread()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker if the rebuild process dies (SIGKILL included)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _fold_units(
+    store: EventStore, db: ReadModelDB, binding: Binding, job: _Job, units: list[_Unit], batch_size: int,
+    advance: Callable[[int], None],
+) -> int:
+    folder = _Folder(db, binding, job, units)
+    pending = [u for u in units if not u.folded and u.until is not None]
+    events = 0
+    if pending:
+        after = min((u.checkpoint for u in pending), key=lambda c: -1 if c is None else c)
+        until = max(u.until for u in pending if u.until is not None)
+        since_commit = 0
+        for rows in store.read_all_rows(after, until=until, batch_size=min(batch_size, READ_PAGE)):
+            folder.fold(rows)
+            events += len(rows)
+            since_commit += len(rows)
+            if since_commit >= batch_size:
+                folder.commit()
+                since_commit = 0
+            advance(len(rows))
+        folder.commit()
+    folder.mark_folded()
+    for unit in units:
+        folder.finalize(unit)
+    return events
+
+
+_crc32 = zlib.crc32
+
+
+def key_partition(key: Any, partitions: int) -> int:
+    """The partition of a key: stable across processes and runs (Python's ``hash`` is not)."""
+    if key.__class__ is str:
+        return _crc32(key.encode()) % partitions
+    return _crc32(str(key).encode()) % partitions
+
+
+def encode_key(key: Any) -> str:
+    if key.__class__ is str:
+        return "s" + key
+    if key.__class__ is int:
+        return "i" + str(key)
+    raise ConfigError(f"projection keys must be str or int, got {type(key).__name__} {key!r}")
+
+
+def decode_key(text: str) -> Any:
+    return text[1:] if text[0] == "s" else int(text[1:])
+
+
+class _ProjectionSlots:
+    """A worker's units of one projection, found by key partition."""
+
+    __slots__ = ("projection", "partitions", "owned", "single", "tracks", "initial", "encode", "decode", "cap", "index")
+
+    def __init__(self, projection: Projection, partitions: int) -> None:
+        self.projection = projection
+        self.partitions = partitions
+        self.owned: dict[int, _UnitState] = {}
+        self.single: _UnitState | None = None
+        self.tracks = getattr(projection, "tracks_version", False)
+        self.initial = projection.initial
+        state_type = projection.state_type
+        if self.tracks:
+            state_type = tuple[int, state_type]
+        self.encode = msgspec.msgpack.Encoder().encode
+        self.decode = msgspec.msgpack.Decoder(state_type).decode
+        self.cap = projection.cache_size or DEFAULT_CACHE_KEYS
+        self.index: Index | None = None
+
+
+class _UnitState:
+    __slots__ = ("unit", "cache", "dirty", "complete", "slots", "index", "new_keys", "pending_events", "pending_checkpoint")
+
+    def __init__(self, unit: _Unit, slots: _ProjectionSlots) -> None:
+        self.unit = unit
+        self.cache: dict[Any, Any] = {}
+        self.dirty: set[Any] = set()
+        # every stored state is in memory: a key not in the cache is new (a fresh run that never evicted)
+        self.complete = unit.checkpoint is None
+        self.slots = slots
+        self.index: Index | None = None
+        self.new_keys = 0  # since the last commit, as are the two below
+        self.pending_events = 0
+        self.pending_checkpoint: int | None = unit.checkpoint
+
+
+class _Folder:
+    """Folds batches of stored events into the states of a worker's units, and stores them."""
+
+    def __init__(self, db: ReadModelDB, binding: Binding, job: _Job, units: list[_Unit]) -> None:
+        self.db = db
+        self.binding = binding
+        self.units = units
+        self.states: dict[int, _UnitState] = {}
+        by_projection: dict[str, _ProjectionSlots] = {}
+        for unit in units:
+            projection = job.projections[unit.run.projection]
+            slots = by_projection.get(projection.name)
+            if slots is None:
+                slots = by_projection[projection.name] = _ProjectionSlots(projection, unit.run.partitions)
+            state = _UnitState(unit, slots)
+            slots.owned[unit.partition] = state
+            if unit.run.partitions == 1:
+                slots.single = state
+            self.states[id(unit)] = state
+            if projection.global_order:
+                state.index = Index(self._index_loader(state))
+        self.slots = [by_projection.get(p.name) for p in binding.projections]
+        # per head type: the (route slot, projection slots) pairs this worker folds
+        self.active: dict[str, list[tuple[Any, _ProjectionSlots]]] = {}
+        for type_name, route in binding.routes.items():
+            pairs = [(s, self.slots[s.index]) for s in route.slots if self.slots[s.index] is not None]
+            if pairs:
+                self.active[type_name] = pairs  # type: ignore[assignment]
+        self._kinds: dict[str, Any] = {}
+        self._touched: dict[int, _UnitState] = {}
+        self._flats: dict[str, tuple[tuple[Any, ...], ...]] = {}
+        self._version_of = binding.metadata_version()
+        self._conn: sa.Connection | None = None
+
+    def _classify(self, stored_type: str) -> Any:
+        """How to treat events of a stored type name; None: skip them, no projection here can use them.
+
+        Otherwise ``(stream filter, type, fixed version, head version, head decoder, head pairs)``:
+        the filter is () or ``(partitions, owned)`` when only stream-keyed projections use these
+        events, so a worker skips other workers' streams before decoding anything.
+        """
+        binding = self.binding
+        entry = binding.entry(stored_type)
+        if entry is None:
+            return None
+        type_name, fixed, head = entry
+        reachable = binding._reachable_types(type_name) & self.active.keys()
+        if not reachable:
+            return None
+        pairs = [pair for t in reachable for pair in self.active[t]]
+        counts = {ps.partitions for _slot, ps in pairs}
+        stream_filter: tuple[Any, ...] = ()
+        if all(slot.key_kind == KEY_STREAM and ps.single is None for slot, ps in pairs) and len(counts) == 1:
+            stream_filter = (counts.pop(), frozenset(set().union(*(ps.owned for _slot, ps in pairs))))
+        route = binding.routes.get(type_name)
+        decode = route.decode if route is not None and type_name in self.active else None
+        return (stream_filter, type_name, fixed, head, decode, self._flat(type_name))
+
+    def _flat(self, type_name: str) -> tuple[tuple[Any, ...], ...]:
+        """The pairs of a head type as flat tuples: unpacking one beats a dozen attribute lookups per event."""
+        flat = self._flats.get(type_name)
+        if flat is None:
+            flat = self._flats[type_name] = tuple(
+                (slot.key_kind, slot.key, slot.handler, slot.wants_info, ps.single, ps.owned, ps.partitions, ps.tracks,
+                 ps.initial)
+                for slot, ps in self.active.get(type_name, ())
+            )
+        return flat
+
+    # -------------------------------------------------------------- folding
+    def fold(self, rows: list[tuple[Any, ...]]) -> None:
+        """Fold one page of stored events (in commit order); :meth:`commit` stores the result."""
+        positions = None
+        groups: dict[tuple[int, int], list[_UnitState]] = {}
+        last = rows[-1][2]
+        for state in self.states.values():
+            unit = state.unit
+            if unit.folded or unit.until is None:
+                continue
+            if positions is None:
+                positions = [r[2] for r in rows]
+            lo = 0 if unit.checkpoint is None else bisect_right(positions, unit.checkpoint)
+            hi = len(rows) if unit.until is None or last <= unit.until else bisect_right(positions, unit.until)
+            if lo < hi:
+                groups.setdefault((lo, hi), []).append(state)
+                state.pending_events += hi - lo
+                state.pending_checkpoint = rows[hi - 1][2]
+                self._touched[id(state)] = state
+        for (lo, hi), members in groups.items():
+            self._fold_range(rows, lo, hi, members)
+
+    def _fold_range(self, rows: list[tuple[Any, ...]], lo: int, hi: int, members: list[_UnitState]) -> None:
+        """Fold rows[lo:hi] into the states of ``members``.
+
+        The hot loop of a rebuild, hence its shape. When every state the
+        members ever stored is in memory (a fresh run that never evicted),
+        events are applied as they are decoded; otherwise keys are gathered
+        first, the states not in memory are loaded in bulk, then applied.
+        """
+        binding = self.binding
+        kinds = self._kinds
+        classify = self._classify
+        version_of = self._version_of
+        member_ids = {id(m) for m in members} if len(members) < len(self.states) else None
+        direct = all(m.complete for m in members)
+        work: list[tuple[_UnitState, Any, Any, Any, EventInfo | None, int]] = []
+        append = work.append
+        missing: dict[int, set[Any]] = {}
+        crc = _crc32
+        flat = self._flat
+        for row in rows[lo:hi] if (lo, hi) != (0, len(rows)) else rows:
+            entry = kinds.get(row[4], _MISSING)
+            if entry is _MISSING:
+                entry = kinds[row[4]] = classify(row[4])
+            if entry is None:
+                continue  # no projection of this worker uses events of this stored type
+            stream_filter, type_name, version, head, decode, pairs = entry
+            stream = row[0]
+            if stream_filter and crc(stream.encode()) % stream_filter[0] not in stream_filter[1]:
+                continue  # another worker's stream
+            try:
+                if version is None:
+                    version = version_of(row[6]) if version_of is not None else 1
+                if version == head:
+                    if decode is None:
+                        continue
+                    events: Any = ((pairs, decode(row[5])),)
+                else:
+                    events = [(flat(r.type), e) for r, e in binding.head_events(row, type_name, version)]
+            except (msgspec.DecodeError, msgspec.ValidationError, UpcastError) as exc:
+                raise RebuildFailed(
+                    f"cannot decode event {row[3]} ({row[4]} at {stream}@{row[1]}, position {row[2]}): {exc}"
+                ) from None
+            for pairs, event in events:
+                for kind, keyfn, handler, wants_info, state, owned, partitions, tracks, initial in pairs:
+                    if kind == KEY_STREAM:
+                        key = stream
+                    elif kind == KEY_INDEXED:
+                        if state is None or (member_ids is not None and id(state) not in member_ids):
+                            continue
+                        key = keyfn(event, state.index)
+                    else:
+                        key = keyfn(event)
+                    if key is None:
+                        continue
+                    if state is None:
+                        state = owned.get(crc(key.encode() if key.__class__ is str else str(key).encode()) % partitions)
+                        if state is None:
+                            continue
+                    if member_ids is not None and id(state) not in member_ids:
+                        continue
+                    info = EventInfo(stream, row[1], row[2], row[7]) if wants_info else None
+                    if not direct:
+                        if not state.complete and key not in state.cache:
+                            missing.setdefault(id(state), set()).add(key)
+                        append((state, key, handler, event, info, row[1]))
+                        continue
+                    # applied here, as in _apply below
+                    cache = state.cache
+                    current = cache.get(key, _MISSING)
+                    if tracks:
+                        if current is _MISSING:
+                            current = cache[key] = [0, initial()]
+                            state.new_keys += 1
+                        new = handler(current[1], event, info) if wants_info else handler(current[1], event)
+                        if new is not None:
+                            current[1] = new
+                        current[0] = row[1]
+                    else:
+                        if current is _MISSING:
+                            current = initial()
+                            state.new_keys += 1
+                        new = handler(current, event, info) if wants_info else handler(current, event)
+                        cache[key] = current if new is None else new
+                    state.dirty.add(key)
+        if work:
+            if missing:
+                self._load_states(missing)
+            self._apply(work)
+
+    @staticmethod
+    def _apply(work: list[tuple[_UnitState, Any, Any, Any, EventInfo | None, int]]) -> None:
+        for state, key, handler, event, info, version in work:
+            cache = state.cache
+            current = cache.get(key, _MISSING)
+            ps = state.slots
+            if ps.tracks:
+                if current is _MISSING:
+                    current = cache[key] = [0, ps.initial()]
+                    state.new_keys += 1
+                new = handler(current[1], event, info) if info is not None else handler(current[1], event)
+                if new is not None:
+                    current[1] = new
+                current[0] = version
+            else:
+                if current is _MISSING:
+                    current = ps.initial()
+                    state.new_keys += 1
+                new = handler(current, event, info) if info is not None else handler(current, event)
+                cache[key] = current if new is None else new
+            state.dirty.add(key)
+
+    def _load_states(self, missing: dict[int, set[Any]]) -> None:
+        conn = self._read_conn()
+        by_id = {id(s): s for s in self.states.values()}
+        for state_id, keys in missing.items():
+            state = by_id[state_id]
+            encoded = {encode_key(k): k for k in keys}
+            found = self.db.get_states(conn, state.unit.state_table, list(encoded))
+            decode = state.slots.decode
+            for text, data in found.items():
+                value = decode(data)
+                state.cache[encoded[text]] = list(value) if state.slots.tracks else value
+
+    def _index_loader(self, state: _UnitState) -> Callable[[Any], Any]:
+        decode = msgspec.msgpack.decode
+
+        def load(key: Any) -> Any:
+            if state.complete:
+                return _MISSING
+            found = self.db.get_states(self._read_conn(), state.unit.state_table, ["#" + encode_key(key)])
+            return decode(next(iter(found.values()))) if found else _MISSING
+
+        return load
+
+    def _read_conn(self) -> sa.Connection:
+        if self._conn is None:
+            self._conn = self.db.engine.connect()
+        return self._conn
+
+    def _release_read_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # ------------------------------------------------------------ committing
+    def commit(self) -> None:
+        """Store the states touched since the last commit with their partitions' checkpoints, atomically."""
+        touched = list(self._touched.values())
+        if not touched:
+            return
+        self._release_read_conn()  # SQLite: an open read transaction would block our own write
+        encode_index = msgspec.msgpack.encode
+        with self.db.write() as conn:
+            for state in touched:
+                unit = state.unit
+                encode = state.slots.encode
+                cache = state.cache
+                items = [(encode_key(k), encode(cache[k])) for k in state.dirty]
+                deleted: list[str] = []
+                if state.index is not None and state.index._dirty:
+                    for k, v in state.index._dirty.items():
+                        if v is _DELETED:
+                            deleted.append("#" + encode_key(k))
+                        else:
+                            items.append(("#" + encode_key(k), encode_index(v)))
+                self.db.put_states(conn, unit.state_table, items, deleted)
+                conn.exec_driver_sql(
+                    self.db.q(
+                        "UPDATE eventmig_rebuild_partitions SET checkpoint = ?, events = ?, keys = ? "
+                        "WHERE run_id = ? AND partition = ?"
+                    ),
+                    (state.pending_checkpoint, unit.events + state.pending_events, unit.keys + state.new_keys,
+                     unit.run.id, unit.partition),
+                )
+        for state in touched:
+            unit = state.unit
+            unit.checkpoint = state.pending_checkpoint
+            unit.events += state.pending_events
+            unit.keys += state.new_keys
+            state.pending_events = state.new_keys = 0
+            if state.index is not None:
+                state.index._dirty.clear()
+                if len(state.index._data) > state.slots.cap:
+                    state.index._data.clear()
+                    state.complete = False
+            self._evict(state)
+        self._touched.clear()
+
+    def _evict(self, state: _UnitState) -> None:
+        cache = state.cache
+        for key in state.dirty:  # least recently touched first: move this batch's keys to the end
+            cache[key] = cache.pop(key)
+        state.dirty.clear()
+        cap = state.slots.cap
+        if len(cache) > cap:
+            drop = len(cache) - (cap * 3) // 4
+            victims = []
+            for key in cache:
+                victims.append(key)
+                if len(victims) == drop:
+                    break
+            for key in victims:
+                del cache[key]
+            state.complete = False
+
+    def mark_folded(self) -> None:
+        with self.db.write() as conn:
+            for state in self.states.values():
+                unit = state.unit
+                if unit.folded:
+                    continue
+                unit.folded = True
+                conn.exec_driver_sql(
+                    self.db.q("UPDATE eventmig_rebuild_partitions SET status = 'folded' WHERE run_id = ? AND partition = ?"),
+                    (unit.run.id, unit.partition),
+                )
+
+    # ------------------------------------------------------------ finishing
+    def finalize(self, unit: _Unit) -> None:
+        """Turn a folded partition's states into rows in the shadow tables, with its "done" mark, atomically."""
+        state = self.states[id(unit)]
+        projection = state.slots.projection
+        decode = state.slots.decode
+        tracks = state.slots.tracks
+        columns = {t.name: [c.name for c in t.columns] for t in projection.tables}
+        self._release_read_conn()
+        with self.db.write() as conn:
+            status = conn.exec_driver_sql(
+                self.db.q("SELECT status FROM eventmig_rebuild_partitions WHERE run_id = ? AND partition = ?"),
+                (unit.run.id, unit.partition),
+            ).scalar()
+            if status == "done":
+                return
+            for batch in self.db.scan_states(conn, unit.state_table):
+                out: dict[str, list[tuple[Any, ...]]] = {name: [] for name in columns}
+                for text, data in batch:
+                    if text[0] == "#":
+                        continue
+                    value = decode(data)
+                    if tracks:
+                        value = list(value)
+                    for name, produced in projection.rows_of(decode_key(text), value).items():
+                        out[name].extend(produced)
+                for name, produced in out.items():
+                    try:
+                        self.db.bulk_insert(conn, unit.run.tables[name], columns[name], produced)
+                    except Exception as exc:
+                        if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
+                            raise RebuildFailed(
+                                f"projection {projection.name}: two keys produced rows with the same primary key in "
+                                f"{name}: {str(exc).splitlines()[0]}"
+                            ) from None
+                        raise
+            conn.exec_driver_sql(
+                self.db.q("UPDATE eventmig_rebuild_partitions SET status = 'done' WHERE run_id = ? AND partition = ?"),
+                (unit.run.id, unit.partition),
+            )
+        state.cache.clear()
