@@ -53,6 +53,7 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pyproject.toml
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Event store URL (env EVENTMIG_STORE).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Events per batch.", show_default=False)]
+ReadModelsOpt = Annotated[str | None, typer.Option("--read-models", "--read-models-url", help="Read-model database URL (env EVENTMIG_READ_MODELS; default: the store's).", show_default=False)]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -336,15 +337,79 @@ def rollback(
     config: ConfigOpt = None,
     store: StoreOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Roll back even if events were appended since the switch.")] = False,
+    read_models: Annotated[bool, typer.Option("--read-models", help="Put back the read-model tables the last rebuild swap replaced, instead.")] = False,
+    read_models_url: Annotated[str | None, typer.Option("--read-models-url", help="Read-model database URL (env EVENTMIG_READ_MODELS; default: the store's).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Make the epoch that was active before the last switch active again."""
-    report = command.rollback(_settings(config, store), force=force)
+    """Make the epoch that was active before the last switch active again (or, with --read-models, the previous read-model tables)."""
+    report = command.rollback(_settings(config, store, read_models=read_models_url), force=force, read_models=read_models)
     if as_json:
         return _emit_json(report)
+    if isinstance(report, command.cutover.ReadModelRollbackReport):
+        for swap in report.swaps:
+            out.print(Text(f"rolled back: {swap.projection} v{swap.to_version} (run {swap.run_id}) is live again "
+                           f"(was v{swap.from_version}); tables {', '.join(swap.tables)}", style="green"))
+        return None
     out.print(Text(f"rolled back: epoch {report.to_epoch} is active (was {report.from_epoch})", style="green"))
     if report.hidden_events:
         err.print(Text(f"{report.hidden_events} event(s) appended after the switch remain only in epoch {report.from_epoch}", style="yellow"))
+
+
+@app.command()
+@reports_errors
+def rebuild(
+    names: Annotated[list[str] | None, typer.Argument(help="Projections to rebuild (default: all).", show_default=False)] = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    read_models: ReadModelsOpt = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Worker processes (default: the number of cores).", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Events folded between two checkpoints (default 50,000).", show_default=False)] = None,
+    accept_changes: Annotated[bool, typer.Option("--accept-changes", help="Swap in a new projection version even though rows differ.")] = False,
+    no_swap: Annotated[bool, typer.Option("--no-swap", help="Stop after verification; a later rebuild swaps the verified tables in.")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Abandon unfinished rebuilds instead of resuming them.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay the active epoch into shadow read-model tables in parallel, verify them, swap them in."""
+    with _progress(as_json) as progress:
+        report = command.rebuild(
+            _settings(config, store, read_models=read_models), names=names, workers=workers, batch_size=batch_size,
+            accept_changes=accept_changes, swap=not no_swap, restart=restart, progress=progress,
+        )
+    if as_json:
+        _emit_json(report)
+    else:
+        _print_rebuild(report)
+    if not report.ok:
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _print_rebuild(report: Any) -> None:
+    for note in report.notes:
+        err.print(Text(note, style="yellow"))
+    table = Table(title=f"Rebuild of epoch {report.epoch} up to position {report.until}")
+    for col, justify in (("read model", "left"), ("version", "left"), ("rows", "right"), ("added", "right"),
+                         ("removed", "right"), ("changed", "right"), ("status", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for p in report.projections:
+        version = f"v{p.live_version}->v{p.version}" if p.live_version is not None else f"v{p.version} (new)"
+        for t in p.tables:
+            name = t.table if t.table == p.name else f"{p.name}: {t.table}"
+            table.add_row(name, version, f"{t.rows:,}", f"{t.added:,}", f"{t.removed:,}", f"{t.changed:,}", p.status,
+                          style="red" if p.status == "refused" else None)
+    out.print(table)
+    for p in report.projections:
+        for t in p.tables:
+            if t.sample and (t.removed or t.changed or t.live_rows):
+                err.print(Text(f"{t.table}: differing keys include {', '.join(t.sample[:5])}", style="yellow"))
+    timings = ", ".join(f"{k} {v:.2f} s" for k, v in report.timings.items())
+    out.print(f"read {report.events_read:,} events with {report.workers} worker(s) in {report.seconds:.2f} s "
+              f"({report.events_per_second:,.0f} events/s; {timings})")
+    for problem in report.problems:
+        err.print(Text(problem, style="red"))
+    if report.ok:
+        out.print(Text("swapped in" if report.swapped else "verified; not swapped (--no-swap)", style="green"))
+    else:
+        out.print(Text("swap refused", style="red"))
 
 
 @app.command()

@@ -18,11 +18,13 @@ import msgspec
 
 from . import cutover
 from . import migrate as _migrate
+from . import rebuild as _rebuild
 from . import verify as _verify
-from .config import Settings, load_registry
+from .config import Settings, load_projections, load_registry
 from .demo import seed
 from .errors import ConfigError, UpcastError
 from .progress import SILENT, Progress
+from .readmodels import ReadModelDB
 from .stores import EventStore, open_store
 from .stores.base import EpochInfo, Run, Switch
 from .upcasting import CompiledRegistry, EventContext
@@ -304,9 +306,38 @@ def switch(settings: Settings, *, progress: Progress = SILENT) -> cutover.Switch
         return cutover.switch(store, compiled, batch_size=settings.batch_size, progress=progress)
 
 
-def rollback(settings: Settings, *, force: bool = False) -> cutover.SwitchReport:
+def rollback(
+    settings: Settings, *, force: bool = False, read_models: bool = False, names: list[str] | None = None
+) -> cutover.SwitchReport | cutover.ReadModelRollbackReport:
+    """Undo the last switch of epochs or, with ``read_models``, the last swap of read-model tables."""
+    if read_models:
+        with ReadModelDB(settings.read_models_url) as db:
+            return cutover.rollback_read_models(db, names)
     with open_configured_store(settings) as store:
         return cutover.rollback(store, force=force)
+
+
+# --------------------------------------------------------------------- rebuild
+def rebuild(
+    settings: Settings,
+    *,
+    names: list[str] | None = None,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    accept_changes: bool = False,
+    swap: bool = True,
+    restart: bool = False,
+    progress: Progress = SILENT,
+) -> _rebuild.RebuildReport:
+    """Replay the active epoch into the projections' shadow tables, verify them, swap them in."""
+    compiled = load_registry(settings)
+    projections = load_projections(settings)
+    with open_configured_store(settings) as store:
+        return _rebuild.rebuild(
+            store, projections, registry=compiled, read_models=settings.read_models_url, names=names,
+            workers=workers or settings.workers, batch_size=batch_size or _rebuild.DEFAULT_BATCH_SIZE,
+            accept_changes=accept_changes, swap=swap, restart=restart, progress=progress,
+        )
 
 
 # ---------------------------------------------------------------------- status
@@ -505,7 +536,7 @@ def demo(
     url = store_url or DEFAULT_DEMO_STORE
     if store_url is None:
         _remove_sqlite_files(url)
-    demo_settings = Settings(**{**settings.__dict__, "store": url})
+    demo_settings = Settings(**{**settings.__dict__, "store": url, "read_models": None})
     steps: list[DemoStep] = []
     with open_configured_store(demo_settings) as store:
         if store.head_position() is not None or len(store.epochs()) > 1:
@@ -531,7 +562,25 @@ def demo(
     s = switch(demo_settings, progress=progress)
     steps.append(_step("switch", s.verification.source_events + s.verification.target_events if s.verification else 0,
                        started, f"epoch {s.from_epoch} -> {s.to_epoch}"))
+    if not demo_settings.projections:
+        return DemoReport(url, steps, True)
+    r = rebuild(demo_settings, progress=progress)
+    tables = [t for p in r.projections for t in p.tables]
+    rows = sum(t.rows for t in tables)
+    steps.append(_timed("rebuild", r.events_read, r.timings.get("fold", 0.0),
+                        f"{len(r.projections)} projections, {r.workers} workers, {rows} rows"))
+    steps.append(_timed("verify read models", r.events_read, r.timings.get("verify", 0.0),
+                        f"{len(tables)} tables, {rows + sum(t.live_rows for t in tables)} rows compared"
+                        + ("" if r.ok else ": " + "; ".join(r.problems))))
+    if not r.ok:
+        return DemoReport(url, steps, False)
+    steps.append(_timed("swap", r.events_read, r.timings.get("swap", 0.0),
+                        ", ".join(p.name for p in r.projections) + " live"))
     return DemoReport(url, steps, True)
+
+
+def _timed(name: str, events: int, seconds: float, result: str) -> DemoStep:
+    return DemoStep(name, events, round(seconds, 3), round(events / seconds, 1) if seconds else 0.0, result)
 
 
 def _step(name: str, events: int, started: float, result: str) -> DemoStep:
