@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 def eventmig(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTMIG_")}
     return subprocess.run([sys.executable, "-m", "eventmig", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, check=False, timeout=300)
 
 
 def as_json(result: subprocess.CompletedProcess) -> dict:

@@ -10,7 +10,12 @@ import msgspec
 import pytest
 
 from eventmig import Registry
-from eventmig.testing.checks import CheckFailed, RegistryReport, assert_upcasters, check_upcasters
+from eventmig.testing.checks import (
+    CheckFailed,
+    RegistryReport,
+    assert_upcasters,
+    check_upcasters,
+)
 
 EXAMPLES = 60
 
@@ -51,8 +56,10 @@ def test_the_reference_registry_holds(shop_registry) -> None:
     by_name = {n.name: n for n in report.nodes}
     assert by_name["OrderPlaced v1"].examples > 0
     assert by_name["OrderPlaced v1"].chain == [
-        "OrderPlaced v1 -> OrderPlaced v2 -> OrderPlaced v3 via upcasters.orders.order_total_in_cents, "
-        "fields OrderPlaced v2 -> v3"
+        (
+            "OrderPlaced v1 -> OrderPlaced v2 -> OrderPlaced v3 via upcasters.orders.order_total_in_cents, "
+            "fields OrderPlaced v2 -> v3"
+        )
     ]
     assert by_name["OrderPlaced v3"].role == "head"
     assert msgspec.json.decode(msgspec.json.encode(report), type=RegistryReport) == report

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+
 import msgspec
 import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
+import upcasters as shop  # the reference service, on sys.path through conftest
 from eventmig import Registry, TypeSuffix
 from eventmig.events import RecordedEvent
-from eventmig.testing.events import generatable_nodes, stored_events, stream_histories, to_new_events
-
-import upcasters as shop  # the reference service, on sys.path through conftest
+from eventmig.testing.events import (
+    generatable_nodes,
+    stored_events,
+    stream_histories,
+    to_new_events,
+)
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -82,7 +88,7 @@ def test_histories_are_consecutive_streams_of_mixed_types_and_versions(history: 
     assert [e.version for e in history] == list(range(1, len(history) + 1))
     positions = [e.position for e in history]
     assert positions == sorted(set(positions))
-    assert all(a.recorded_at <= b.recorded_at for a, b in zip(history, history[1:]))
+    assert all(a.recorded_at <= b.recorded_at for a, b in itertools.pairwise(history))
     assert len({e.event_id for e in history}) == len(history)
 
 

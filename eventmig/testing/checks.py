@@ -38,7 +38,7 @@ from typing import Any
 import msgspec
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
-from hypothesis.errors import FailedHealthCheck, Unsatisfiable
+from hypothesis.errors import FailedHealthCheck, Flaky, Unsatisfiable
 
 from ..errors import UpcastError
 from ..events import RecordedEvent, canonical_json
@@ -72,7 +72,7 @@ class NodeReport(msgspec.Struct):
     #: each route to a head, e.g. "OrderPlaced v1 -> OrderPlaced v2 via upcasters.orders.order_total_in_cents"
     chain: list[str]
     generated: bool
-    examples: int = 0
+    examples: int = 0  # test cases run, shrinking included
     note: str = ""
     failures: list[Failure] = []
 
@@ -240,7 +240,7 @@ def _check_event(compiled: CompiledRegistry, node: Node, event: RecordedEvent) -
         # the chain validates its outputs against the head schemas itself
         prop = "reaches heads" if "does not match its head schema" in str(exc) else "upcasts"
         raise _PropertyFailed(prop, str(exc), event) from None
-    except Exception as exc:  # not wrapped by the chain: the engine itself or an encoder failed
+    except Exception as exc:  # noqa: BLE001 (not wrapped by the chain: the engine itself or an encoder failed)
         raise _PropertyFailed("upcasts", f"{type(exc).__name__}: {exc}", event) from None
 
     for t, v, data, path in first.events:
@@ -259,7 +259,7 @@ def _check_event(compiled: CompiledRegistry, node: Node, event: RecordedEvent) -
 
     try:
         second = compiled.upcast(node[0], node[1], event.data, context)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (whatever the service code raises is the finding)
         raise _PropertyFailed("deterministic", f"failed the second time only: {exc}", event) from None
     if _produced(first.events) != _produced(second.events):
         raise _PropertyFailed(
@@ -307,7 +307,7 @@ def _stepwise(
             location.write(t, v, meta)
             target_context = EventContext(event.stream, t, v, meta, event.event_id, event.recorded_at)
             produced.extend(_produced(compiled.upcast(t, v, data, target_context).events))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (whatever the service code raises is the finding)
         raise _PropertyFailed(
             "stepwise", f"{step.name} followed by upcasting its outputs from their own versions failed: "
             f"{type(exc).__name__}: {exc}", event,
@@ -345,8 +345,6 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
 
 
 def _is_flaky(group: BaseExceptionGroup) -> bool:
-    from hypothesis.errors import Flaky
-
     return isinstance(group, Flaky)
 
 

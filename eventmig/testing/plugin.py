@@ -149,7 +149,7 @@ def check_reachable(url: str) -> str:
 
     try:
         engine = sa.create_engine(url)
-    except Exception as exc:  # e.g. the driver is not installed
+    except Exception as exc:  # noqa: BLE001 (e.g. the driver is not installed)
         _unavailable(f"cannot use PostgreSQL at {mask_url(url)}: {type(exc).__name__}: {exc}")
     try:
         with engine.connect() as conn:
