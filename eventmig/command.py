@@ -32,8 +32,13 @@ from .upcasting import CompiledRegistry, EventContext
 _decode = msgspec.json.Decoder().decode
 
 
-def open_configured_store(settings: Settings) -> EventStore:
-    return open_store(settings.store, table=settings.events_table)
+def open_configured_store(settings: Settings, *, create: bool = False) -> EventStore:
+    """The configured event store; a SQLite file must already exist unless ``create``.
+
+    A mistyped path should be an error, not a new empty store that every
+    command then reports on.
+    """
+    return open_store(settings.store, table=settings.events_table, create=create)
 
 
 # ------------------------------------------------------------------------ plan
@@ -538,7 +543,7 @@ def demo(
         _remove_sqlite_files(url)
     demo_settings = Settings(**{**settings.__dict__, "store": url, "read_models": None})
     steps: list[DemoStep] = []
-    with open_configured_store(demo_settings) as store:
+    with open_configured_store(demo_settings, create=True) as store:
         if store.head_position() is not None or len(store.epochs()) > 1:
             raise ConfigError(f"the demo needs an empty store and {store.url} has events; pass another --store")
         started = time.perf_counter()

@@ -86,6 +86,9 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown [tool.eventmig] setting(s) {', '.join(unknown)}")
+    if path is not None:
+        # the default store sits next to the config file too, wherever the command runs from
+        table.setdefault("store", DEFAULT_STORE)
     for key in ("store", "read_models"):
         if key in table:
             table[key] = _resolve_sqlite(table[key], root)
@@ -138,10 +141,8 @@ def load_registry(settings: Settings) -> CompiledRegistry:
     if not isinstance(registry, Registry):
         raise ConfigError(f"{settings.upcasters} is a {type(registry).__name__}, not an eventmig.Registry")
     if settings.version_key:
-        from .events import version_location
-
         try:
-            registry.version_location = version_location(settings.version_key)
+            registry.version_location = settings.version_key
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     return registry.compile()

@@ -111,11 +111,21 @@ class Registry:
     def __init__(self, version_location: VersionLocation | str | None = None) -> None:
         if isinstance(version_location, str):
             version_location = parse_version_location(version_location)
-        self.version_location: VersionLocation = version_location or MetadataKey()
+        self._version_location: VersionLocation = version_location or MetadataKey()
         self._schemas: dict[Node, type] = {}
         self._nodes_of_struct: dict[type, Node] = {}
         self._steps: dict[Node, Step] = {}
         self._compiled: CompiledRegistry | None = None
+
+    @property
+    def version_location(self) -> VersionLocation:
+        """Where stored events keep their schema version."""
+        return self._version_location
+
+    @version_location.setter
+    def version_location(self, location: VersionLocation | str) -> None:
+        self._version_location = parse_version_location(location) if isinstance(location, str) else location
+        self._compiled = None
 
     # ----------------------------------------------------------- registration
     def schema(self, type: str, version: int) -> Callable[[type], type]:
@@ -388,6 +398,49 @@ class CompiledRegistry:
         return f"{t} v{v} has no upcaster and is not the head (v{head})"
 
     # --------------------------------------------------------------- running
+    def apply_step(self, node: Node, data: bytes, context: EventContext | None = None) -> list[tuple[Node, Any]]:
+        """Run only the step out of ``node`` on a stored payload: its outputs, not yet upcast further.
+
+        For tests that compare a chain with its steps one at a time; applies
+        the same decoding and output rules as the compiled chain.
+        """
+        step = self.registry.steps[node]
+        decode = self._decoders[step.input_type].decode if step.input_type else _json_decode
+        payload = decode(data)
+        result = step.fn(payload, context) if step.takes_context else step.fn(payload)
+        single = step.targets[0] if len(step.targets) == 1 else None
+        return list(_outputs(result, single, self.registry._nodes_of_struct, step.name))
+
+    def upcast_payloads(
+        self, type: str, version: int, data: bytes, context: EventContext | None = None
+    ) -> list[Chained]:
+        """Bring one stored payload to its head schema(s) as objects: ``(type, version, payload, path)``.
+
+        For consumers that use events rather than store them (projection
+        rebuilds): payloads are what the steps returned, Structs or builtins,
+        neither encoded nor validated against the head schemas as
+        :meth:`upcast` does for what it writes. A dropped event gives an
+        empty list. Raises :class:`UpcastError` like :meth:`upcast`.
+        """
+        node = (type, version)
+        entry = self._entries.get(node)
+        if entry is None:
+            try:
+                if not self.knows(type):
+                    return [(type, version, _json_decode(data), ())]
+                if not self.is_head(node):
+                    raise UpcastError(self.why_no_path(node))
+                decode = self._head_decoders.get(node, _json_decode)
+                return [(type, version, decode(data), ())]
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                raise UpcastError(f"{_format_node(node)} payload does not decode: {exc}") from None
+        decode, chain = entry
+        try:
+            payload = decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise UpcastError(f"{_format_node(node)} payload does not decode: {exc}") from None
+        return chain(payload, context)
+
     def upcast(
         self, type: str, version: int, data: bytes, context: EventContext | None = None, *, canonical: bool = True
     ) -> Outcome:

@@ -40,17 +40,19 @@ def mask_url(url: str) -> str:
     return _PASSWORD.sub(lambda m: f"{m.group('head')}***@", url)
 
 
-def open_store(url: str, *, table: str = "events") -> EventStore:
+def open_store(url: str, *, table: str = "events", create: bool = True) -> EventStore:
     """Open the event store at ``url``, creating eventmig's schema on first use.
 
     ``sqlite:///path.db`` and ``postgresql+psycopg://user@host/db`` are SQL
     stores; anything else is refused with a message naming what is supported.
+    With ``create=False`` a SQLite file that does not exist is an error
+    rather than a new, empty store.
     """
     scheme = url.partition(":")[0].split("+")[0].lower()
     if scheme in _SQL_SCHEMES:
         from .sql import SQLEventStore
 
-        return SQLEventStore(url, table=table)
+        return SQLEventStore(url, table=table, create=create)
     raise ConfigError(
         f"unknown store URL {mask_url(url)!r}: expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
     )

@@ -74,8 +74,8 @@ class SQLEventStore(EventStore):
     capabilities = Capabilities(first_stream_version=1, contiguous_positions=False, atomic_batches=True)
 
     def __init__(
-        self, url: str, *, table: str = "events", epoch: int | None = None, _engine: Engine | None = None,
-        _create_schema: bool = True,
+        self, url: str, *, table: str = "events", epoch: int | None = None, create: bool = True,
+        _engine: Engine | None = None, _create_schema: bool = True,
     ) -> None:
         self._raw_url = normalize_sql_url(url)
         try:
@@ -89,6 +89,7 @@ class SQLEventStore(EventStore):
         if not table.isidentifier():
             raise ConfigError(f"events table name must be an identifier, got {table!r}")
         self.table_base = table
+        self._create = create
         self._owns_engine = _engine is None
         self.engine = _engine or self._create_engine(parsed)
         self._sqlite_path = parsed.database if self.dialect == "sqlite" else None
@@ -113,6 +114,8 @@ class SQLEventStore(EventStore):
                 directory = os.path.dirname(os.path.abspath(parsed.database))
                 if not os.path.isdir(directory):
                     raise ConfigError(f"cannot open {self.url}: directory {directory} does not exist")
+                if not self._create and not os.path.exists(parsed.database):
+                    raise ConfigError(f"no event store at {self.url}: {os.path.abspath(parsed.database)} does not exist")
             engine = sa.create_engine(parsed, connect_args={"timeout": 30})
 
             @sa.event.listens_for(engine, "connect")
@@ -148,7 +151,7 @@ class SQLEventStore(EventStore):
         with self._write() as c:
             if self.dialect == "postgresql":
                 # several processes may create the schema at once; serialise them
-                c.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('eventmig:schema'))")
+                c.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('eventmig:schema:' || current_schema()))")
             c.exec_driver_sql(
                 "CREATE TABLE IF NOT EXISTS eventmig_epochs (epoch INTEGER PRIMARY KEY, status TEXT NOT NULL, "
                 "source_epoch INTEGER, created_at DOUBLE PRECISION NOT NULL)"
@@ -452,7 +455,11 @@ class SQLEventStore(EventStore):
     def _pg_advisory_lock(self, name: str) -> Iterator[None]:
         # a session-level advisory lock dies with its connection, so a killed job frees it
         with self.engine.connect() as c:
-            got = c.exec_driver_sql("SELECT pg_try_advisory_lock(hashtext(%s))", (f"eventmig:{name}",)).scalar()
+            # scoped to this schema and events table: stores side by side in one database are independent
+            key = c.exec_driver_sql(
+                "SELECT hashtext(%s || current_schema() || ':' || %s)", (f"eventmig:{name}:", self.table_base)
+            ).scalar()
+            got = c.exec_driver_sql("SELECT pg_try_advisory_lock(%s)", (key,)).scalar()
             c.commit()
             if not got:
                 raise Busy(f"another eventmig job holds the {name!r} lock on {self.url}")
@@ -462,7 +469,7 @@ class SQLEventStore(EventStore):
                 yield
             finally:
                 _lock_fds.discard(fd)
-                c.exec_driver_sql("SELECT pg_advisory_unlock(hashtext(%s))", (f"eventmig:{name}",))
+                c.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (key,))
                 c.commit()
 
     def save_run(self, run: Run) -> None:

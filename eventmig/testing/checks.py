@@ -42,7 +42,7 @@ from hypothesis.errors import FailedHealthCheck, Flaky, Unsatisfiable
 
 from ..errors import UpcastError
 from ..events import RecordedEvent, canonical_json
-from ..upcasting import CompiledRegistry, EventContext, Node, Registry, _outputs
+from ..upcasting import CompiledRegistry, EventContext, Node, Registry
 from .events import schema_for, stored_events
 
 __all__ = ["CheckFailed", "Failure", "NodeReport", "RegistryReport", "assert_upcasters", "check_upcasters"]
@@ -296,10 +296,7 @@ def _stepwise(
     location = compiled.version_location
     context = EventContext(event.stream, node[0], node[1], metadata, event.event_id, event.recorded_at)
     try:
-        payload = msgspec.json.decode(event.data, type=step.input_type) if step.input_type else _decode(event.data)
-        result = step.fn(payload, context) if step.takes_context else step.fn(payload)
-        single = step.targets[0] if len(step.targets) == 1 else None
-        outputs = list(_outputs(result, single, reg._nodes_of_struct, step.name))
+        outputs = compiled.apply_step(node, event.data, context)
         produced: list[tuple[str, int, bytes]] = []
         for (t, v), obj in outputs:
             data = canonical_json(obj)
