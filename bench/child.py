@@ -27,10 +27,25 @@ def main(argv: list[str]) -> int:
         result["cpu_seconds"] = round(_cpu() - before, 3)
     except Exception as exc:  # noqa: BLE001 - reported to the harness, which marks the case failed
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    result["self_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # the case process's own peak: VmHWM belongs to this address space, so unlike ru_maxrss
+    # (which Linux carries across exec) it owes nothing to the harness that started us
+    result["self_peak_kb"] = _vm_hwm_kb()
+    # the largest peak of a worker this process started and reaped (a maximum, not a sum)
+    result["workers_maxrss_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     with open(result_path, "w") as f:
         json.dump(result, f)
     return 0 if result["ok"] else 1
+
+
+def _vm_hwm_kb() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _cpu() -> float:

@@ -1,19 +1,22 @@
 """The harness: prepares stores, runs every case in a fresh process, measures it, aggregates.
 
-Peak RSS of a run is measured from the outside, on the whole process tree
-that does the work (the case's process and any worker processes it starts):
+Peak RSS of a run is measured on the whole process tree that does the work
+(the case's process and any worker processes it starts):
 
 * ``rss_tree_mb``: the parent samples the tree every 50 ms (``/proc/<pid>/
   task/*/children``, recursively) and sums the resident set of its live
   processes: what the job holds at once, workers included. Pages shared
   between a process and its forked workers count once per process, so with
   workers this is an upper bound.
-* ``rss_max_mb``: the kernel's high-water mark from ``wait4()`` for the case
-  process, which also covers its reaped children (as for ``RUSAGE_CHILDREN``,
-  the maximum over processes, not their sum). Exact for one process, and it
-  catches spikes between two samples.
+* ``rss_self_mb``: the case process's own high-water mark (``VmHWM``, read by
+  the process itself at the end), which catches spikes between two samples.
+  Not ``ru_maxrss`` from ``wait4()``: Linux carries that across ``exec``, so
+  it would include the pages of the harness process that forked the run.
+* ``rss_workers_max_mb``: ``getrusage(RUSAGE_CHILDREN)`` in the case process,
+  the largest peak of a worker it reaped (a maximum over workers, not a sum;
+  it includes the pages a worker shares with the process that forked it).
 
-``peak_rss_mb`` is the larger of the two.
+``peak_rss_mb`` is the larger of ``rss_tree_mb`` and ``rss_self_mb``.
 """
 
 from __future__ import annotations
@@ -112,14 +115,15 @@ def run_in_child(spec: dict[str, Any], *, timeout: float = 4 * 3600, workdir: Pa
     else:
         tail = log_path.read_text()[-2000:] if log_path.exists() else ""
         result = {"ok": False, "error": f"the run exited {proc.returncode} without a result: {tail.strip()[-500:]}"}
-    rss_max = usage.ru_maxrss / 1024  # KiB -> MiB
+    rss_self = result.get("self_peak_kb", 0) / 1024  # KiB -> MiB
     rss_tree = sampler.peak_bytes / 2**20
     result.update(
         # CPU time of the whole process (interpreter start and imports included); the case's own
         # share, measured inside the child around the job, is ``cpu_seconds``
         process_cpu_seconds=round(usage.ru_utime + usage.ru_stime, 3),
-        rss_max_mb=round(rss_max, 1), rss_tree_mb=round(rss_tree, 1),
-        peak_rss_mb=round(max(rss_max, rss_tree), 1), processes=sampler.max_processes,
+        rss_self_mb=round(rss_self, 1), rss_tree_mb=round(rss_tree, 1),
+        rss_workers_max_mb=round(result.get("workers_maxrss_kb", 0) / 1024, 1),
+        peak_rss_mb=round(max(rss_self, rss_tree), 1), processes=sampler.max_processes,
     )
     if not result.get("ok") and log_path.exists():
         result.setdefault("log_tail", log_path.read_text()[-3000:])
