@@ -243,7 +243,7 @@ class Harness:
 
     def _start(self, case: str, store: str, n: int, workers: int | None = None, *, scaling: bool = False) -> CaseResult:
         task, impl = TASKS[case]
-        label = f"{case}{f' [{workers} workers]' if workers else ''}"
+        label = f"{case}{f' [{workers} worker' + ('s' if workers > 1 else '') + ']' if workers else ''}"
         self.log(f"  {label} on {store}, {n:,} events")
         return CaseResult(case, task, impl, store, n, workers, "ok", scaling=scaling)
 
