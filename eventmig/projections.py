@@ -587,21 +587,33 @@ class Binding:
         return type_name, version, self.compiled.heads.get(type_name, -1)
 
     def head_events(self, row: Sequence[Any], type_name: str, version: int) -> list[tuple[Route, Any]]:
-        """The head events a stored event of an older schema becomes, decoded, with their routes."""
+        """The head events a stored event of an older schema becomes, as head Structs, with their routes."""
         compiled = self.compiled
         context = None
         if compiled.needs_context:
-            stream, stream_version, _position, event_id, _type, _data, metadata, recorded_at = row
+            stream, _stream_version, _position, event_id, _type, _data, metadata, recorded_at = row
             context = EventContext(
                 stream, type_name, version, msgspec.json.decode(metadata) if metadata else {}, event_id, recorded_at
             )
-        outcome = compiled.upcast(type_name, version, row[5], context)
         out = []
-        for t, _v, payload, _path in outcome.events:
+        for t, _v, payload, path in compiled.upcast_payloads(type_name, version, row[5], context):
             route = self.routes.get(t)
             if route is not None:
-                out.append((route, route.decode(payload)))
+                out.append((route, self._as_head(t, payload, path)))
         return out
+
+    def _as_head(self, type_name: str, payload: Any, path: tuple[str, ...]) -> Any:
+        """What a chain produced, as the head Struct its handlers expect (or builtins for schemaless types)."""
+        struct = self._structs.get(type_name)
+        if struct is None:
+            return msgspec.to_builtins(payload) if isinstance(payload, msgspec.Struct) else payload
+        if payload.__class__ is struct:
+            return payload
+        try:
+            return msgspec.convert(payload, struct, from_attributes=True)
+        except msgspec.ValidationError as exc:
+            via = f" (after {' -> '.join(path)})" if path else ""
+            raise UpcastError(f"{type_name} payload does not match its head schema{via}: {exc}") from None
 
     def is_head(self, type_name: str, version: int) -> bool:
         head = self.compiled.heads.get(type_name)

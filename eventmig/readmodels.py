@@ -37,7 +37,6 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from .checksums import combine
 from .errors import Busy, ConfigError, StoreError
 
 _json = msgspec.json.Encoder()
@@ -159,6 +158,7 @@ class ReadModelDB:
                 cur.execute("PRAGMA busy_timeout=60000")
                 # rebuilds commit large batches: checkpoint (and fsync) the WAL less often than every 4 MB
                 cur.execute("PRAGMA wal_autocheckpoint=16384")
+                cur.execute("PRAGMA cache_size=-16384")  # 16 MiB: state tables are updated all over
                 cur.close()
 
             @sa.event.listens_for(engine, "begin")
@@ -417,12 +417,15 @@ class ReadModelDB:
             cursor.close()
         return found
 
-    def scan_states(self, conn: Connection, name: str, batch: int = 5000) -> Iterator[list[tuple[str, bytes]]]:
+    def scan_states(
+        self, conn: Connection, name: str, batch: int = 5000, *, keys_only: bool = False
+    ) -> Iterator[list[tuple[Any, ...]]]:
         """Every state of a partition, in key order, in batches (keyset pages: memory stays flat)."""
         raw = self.raw(conn)
         last = ""
         order = ' COLLATE "C"' if self.dialect == "postgresql" else ""
-        sql = self.q(f"SELECT key, state FROM {name} WHERE key{order} > ? ORDER BY key{order} LIMIT ?")
+        columns = "key" if keys_only else "key, state"
+        sql = self.q(f"SELECT {columns} FROM {name} WHERE key{order} > ? ORDER BY key{order} LIMIT ?")
         while True:
             cursor = raw.cursor()
             cursor.execute(sql, (last, batch))
@@ -448,12 +451,13 @@ class ReadModelDB:
         """
         columns = [c.name for c in table.columns]
         pk = [columns.index(c.name) for c in table.primary_key.columns]
+        plain = _needs_plain(table)
         shadow_rows = self._ordered_rows(conn, table, shadow)
         if live is None:
-            digest, rows = digest_rows(shadow_rows, pk)
+            digest, rows = digest_rows(shadow_rows, pk, plain=plain)
             return TableDiff(table.name, 0, rows, None, digest, added=rows, sample=[])
         live_rows = self._ordered_rows(conn, table, live)
-        return merge_compare(table.name, live_rows, shadow_rows, pk, sample)
+        return merge_compare(table.name, live_rows, shadow_rows, pk, sample, plain=plain)
 
     def _ordered_rows(self, conn: Connection, table: sa.Table, name: str) -> Iterator[tuple[Any, ...]]:
         columns = [c.name for c in table.columns]
@@ -480,12 +484,10 @@ class ReadModelDB:
 
 
 # ------------------------------------------------------------------ digests
-def row_key(row: Sequence[Any], pk: Sequence[int]) -> str:
-    return _encode_row([_plain(row[i]) for i in pk]).decode()
-
-
-def row_hash(row: Sequence[Any]) -> bytes:
-    return _blake2b(_encode_row([_plain(v) for v in row]), digest_size=16).digest()
+# A table's digest combines, independently of row order, the hash of each row
+# named by its primary key (as :func:`eventmig.checksums.combine` does for
+# streams); rows are hashed over their JSON encoding.
+_MOD = 1 << 128
 
 
 def _plain(value: Any) -> Any:
@@ -497,18 +499,32 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def digest_rows(rows: Iterable[Sequence[Any]], pk: Sequence[int]) -> tuple[str, int]:
+def _needs_plain(table: sa.Table) -> bool:
+    return any(isinstance(c.type, (sa.Boolean, sa.LargeBinary)) for c in table.columns)
+
+
+def _hasher(pk: Sequence[int], plain: bool) -> Any:
+    """row -> (primary key as JSON text, the row's part of the table digest)."""
+    single = pk[0] if len(pk) == 1 else None
+
+    def part(row: Sequence[Any]) -> tuple[str, int]:
+        if plain:
+            row = [_plain(v) for v in row]
+        key = _encode_row([row[single]] if single is not None else [row[i] for i in pk])
+        h = _blake2b(_encode_row(row), digest_size=16).digest()
+        return key.decode(), int.from_bytes(_blake2b(key + b"\n" + h, digest_size=16).digest(), "big")
+
+    return part
+
+
+def digest_rows(rows: Iterable[Sequence[Any]], pk: Sequence[int], *, plain: bool = True) -> tuple[str, int]:
     """Order-independent digest of rows keyed by their primary key, and their count."""
-    n = 0
-
-    def items() -> Iterator[tuple[str, bytes]]:
-        nonlocal n
-        for row in rows:
-            n += 1
-            yield row_key(row, pk), row_hash(row)
-
-    digest = combine(items())
-    return digest, n
+    part = _hasher(pk, plain)
+    total = n = 0
+    for row in rows:
+        total += part(row)[1]
+        n += 1
+    return f"{total % _MOD:032x}", n
 
 
 def digest_table_rows(table: sa.Table, rows: Iterable[Sequence[Any]]) -> str:
@@ -518,53 +534,59 @@ def digest_table_rows(table: sa.Table, rows: Iterable[Sequence[Any]]) -> str:
 
 
 def merge_compare(
-    name: str, live: Iterator[tuple[Any, ...]], shadow: Iterator[tuple[Any, ...]], pk: Sequence[int], sample: int = 10
+    name: str, live: Iterator[Sequence[Any]], shadow: Iterator[Sequence[Any]], pk: Sequence[int], sample: int = 10,
+    *, plain: bool = True,
 ) -> TableDiff:
+    """Merge two row streams ordered by primary key: counts of added, removed, changed rows, and digests."""
     diff = TableDiff(name, 0, 0, None, "")
+    part = _hasher(pk, plain)
     live_total = shadow_total = 0
-    mod = 1 << 128
+    single = pk[0] if len(pk) == 1 else None
 
-    def part(key: str, h: bytes) -> int:
-        return int.from_bytes(_blake2b(key.encode() + b"\n" + h, digest_size=16).digest(), "big")
+    def pk_of(row: Sequence[Any] | None) -> Any:
+        if row is None:
+            return None
+        return row[single] if single is not None else tuple(row[i] for i in pk)
 
     def note(key: str) -> None:
         if len(diff.sample) < sample:
             diff.sample.append(key)
 
-    def pk_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
-        return tuple(row[i] for i in pk)
-
     a = next(live, None)
     b = next(shadow, None)
+    ka, kb = pk_of(a), pk_of(b)
     while a is not None or b is not None:
-        if b is None or (a is not None and pk_of(a) < pk_of(b)):
-            key, h = row_key(a, pk), row_hash(a)
-            live_total += part(key, h)
+        if b is None or (a is not None and ka < kb):
+            key, value = part(a)
+            live_total += value
             diff.live_rows += 1
             diff.removed += 1
             note(key)
             a = next(live, None)
-        elif a is None or pk_of(b) < pk_of(a):
-            key, h = row_key(b, pk), row_hash(b)
-            shadow_total += part(key, h)
+            ka = pk_of(a)
+        elif a is None or kb < ka:
+            key, value = part(b)
+            shadow_total += value
             diff.rows += 1
             diff.added += 1
             note(key)
             b = next(shadow, None)
+            kb = pk_of(b)
         else:
-            key = row_key(a, pk)
-            ha, hb = row_hash(a), row_hash(b)
-            live_total += part(key, ha)
-            shadow_total += part(key, hb)
+            key, va = part(a)
+            _, vb = part(b)
+            live_total += va
+            shadow_total += vb
             diff.live_rows += 1
             diff.rows += 1
-            if ha != hb:
+            if va != vb:
                 diff.changed += 1
                 note(key)
             a = next(live, None)
             b = next(shadow, None)
-    diff.live_digest = f"{live_total % mod:032x}"
-    diff.digest = f"{shadow_total % mod:032x}"
+            ka, kb = pk_of(a), pk_of(b)
+    diff.live_digest = f"{live_total % _MOD:032x}"
+    diff.digest = f"{shadow_total % _MOD:032x}"
     return diff
 
 

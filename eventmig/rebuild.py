@@ -65,7 +65,7 @@ from .upcasting import CompiledRegistry, Registry
 
 LOCK = "rebuild"
 #: events folded between two commits of states and checkpoints
-DEFAULT_BATCH_SIZE = 50_000
+DEFAULT_BATCH_SIZE = 100_000
 #: events per read from the store
 READ_PAGE = 10_000
 #: states a worker keeps in memory per partition; older ones are reloaded from the state table when touched again
@@ -600,6 +600,41 @@ def decode_key(text: str) -> Any:
     return text[1:] if text[0] == "s" else int(text[1:])
 
 
+class _Bloom:
+    """A set that may answer yes wrongly, never no wrongly, in fixed memory (1 MiB).
+
+    Remembers the keys whose state went to the state table, so that a key
+    missing from memory is known to be new without asking the database;
+    a false yes costs one lookup. Python's ``hash`` is fine here: the filter
+    lives in one process and is rebuilt from the state table on resume.
+    """
+
+    __slots__ = ("bits", "count")
+
+    BITS = 1 << 23
+    MASK = BITS - 1
+
+    def __init__(self) -> None:
+        self.bits = bytearray(self.BITS >> 3)
+        self.count = 0
+
+    def add(self, key: Any) -> None:
+        h = hash(key)
+        a, b = h & self.MASK, (h >> 23) & self.MASK
+        bits = self.bits
+        bits[a >> 3] |= 1 << (a & 7)
+        bits[b >> 3] |= 1 << (b & 7)
+        self.count += 1
+
+    def __contains__(self, key: Any) -> bool:
+        if not self.count:
+            return False
+        h = hash(key)
+        a, b = h & self.MASK, (h >> 23) & self.MASK
+        bits = self.bits
+        return bool(bits[a >> 3] & (1 << (a & 7))) and bool(bits[b >> 3] & (1 << (b & 7)))
+
+
 class _ProjectionSlots:
     """A worker's units of one projection, found by key partition."""
 
@@ -622,14 +657,14 @@ class _ProjectionSlots:
 
 
 class _UnitState:
-    __slots__ = ("unit", "cache", "dirty", "complete", "slots", "index", "new_keys", "pending_events", "pending_checkpoint")
+    __slots__ = ("unit", "cache", "dirty", "stored", "slots", "index", "new_keys", "pending_events", "pending_checkpoint")
 
     def __init__(self, unit: _Unit, slots: _ProjectionSlots) -> None:
         self.unit = unit
         self.cache: dict[Any, Any] = {}
         self.dirty: set[Any] = set()
-        # every stored state is in memory: a key not in the cache is new (a fresh run that never evicted)
-        self.complete = unit.checkpoint is None
+        # keys whose state may be in the state table but not in memory (evicted, or stored before a resume)
+        self.stored = _Bloom()
         self.slots = slots
         self.index: Index | None = None
         self.new_keys = 0  # since the last commit, as are the two below
@@ -644,6 +679,7 @@ class _Folder:
         self.db = db
         self.binding = binding
         self.units = units
+        self._conn: sa.Connection | None = None
         self.states: dict[int, _UnitState] = {}
         by_projection: dict[str, _ProjectionSlots] = {}
         for unit in units:
@@ -658,6 +694,10 @@ class _Folder:
             self.states[id(unit)] = state
             if projection.global_order:
                 state.index = Index(self._index_loader(state))
+        for state in self.states.values():
+            if state.unit.checkpoint is not None and not state.unit.folded:
+                self._remember_stored(state)
+        self._release_read_conn()
         self.slots = [by_projection.get(p.name) for p in binding.projections]
         # per head type: the (route slot, projection slots) pairs this worker folds
         self.active: dict[str, list[tuple[Any, _ProjectionSlots]]] = {}
@@ -668,8 +708,8 @@ class _Folder:
         self._kinds: dict[str, Any] = {}
         self._touched: dict[int, _UnitState] = {}
         self._flats: dict[str, tuple[tuple[Any, ...], ...]] = {}
+        self._upcasters: dict[tuple[str, int], Callable[[tuple[Any, ...]], list[tuple[Any, Any]]]] = {}
         self._version_of = binding.metadata_version()
-        self._conn: sa.Connection | None = None
 
     def _classify(self, stored_type: str) -> Any:
         """How to treat events of a stored type name; None: skip them, no projection here can use them.
@@ -694,6 +734,51 @@ class _Folder:
         route = binding.routes.get(type_name)
         decode = route.decode if route is not None and type_name in self.active else None
         return (stream_filter, type_name, fixed, head, decode, self._flat(type_name))
+
+    def _upcaster(self, type_name: str, version: int) -> Callable[[tuple[Any, ...]], list[tuple[Any, Any]]]:
+        """Events of an older schema: the (flat pairs, head event) they become, through the registry's chains."""
+        binding = self.binding
+        if binding.compiled.needs_context:
+            flat = self._flat
+            return lambda row: [(flat(r.type), e) for r, e in binding.head_events(row, type_name, version)]
+        upcast = binding.compiled.upcast_payloads
+        structs = binding._structs
+        as_head = binding._as_head
+        flats = {t: self._flat(t) for t in binding.routes}
+
+        def run(row: tuple[Any, ...]) -> list[tuple[Any, Any]]:
+            out = []
+            for t, _v, payload, path in upcast(type_name, version, row[5]):
+                pairs = flats.get(t)
+                if pairs:
+                    out.append((pairs, payload if payload.__class__ is structs[t] else as_head(t, payload, path)))
+            return out
+
+        # the common case, a typed step straight to a head Struct: call it without the chain machinery
+        steps = binding.compiled.registry.steps
+        step = steps.get((type_name, version))
+        if step is None or step.input_type is None or step.takes_context or len(step.targets) != 1:
+            return run
+        target = step.targets[0]
+        head_struct = structs.get(target[0])
+        if target in steps or head_struct is None or not binding.compiled.is_head(target):
+            return run
+        decode = msgspec.json.Decoder(step.input_type).decode
+        fn, name, pairs = step.fn, step.name, flats.get(target[0])
+        if not pairs:
+            return lambda row: []
+
+        def direct(row: tuple[Any, ...]) -> list[tuple[Any, Any]]:
+            payload = decode(row[5])
+            try:
+                event = fn(payload)
+            except Exception as exc:  # as the registry's chains report a failing step
+                raise UpcastError(f"upcaster {name} failed on {type_name} v{version}: {type(exc).__name__}: {exc}") from exc
+            if event.__class__ is head_struct:
+                return [(pairs, event)]
+            return run(row)  # anything less plain (a drop, a dict, a list): the general path
+
+        return direct
 
     def _flat(self, type_name: str) -> tuple[tuple[Any, ...], ...]:
         """The pairs of a head type as flat tuples: unpacking one beats a dozen attribute lookups per event."""
@@ -731,22 +816,18 @@ class _Folder:
     def _fold_range(self, rows: list[tuple[Any, ...]], lo: int, hi: int, members: list[_UnitState]) -> None:
         """Fold rows[lo:hi] into the states of ``members``.
 
-        The hot loop of a rebuild, hence its shape. When every state the
-        members ever stored is in memory (a fresh run that never evicted),
-        events are applied as they are decoded; otherwise keys are gathered
-        first, the states not in memory are loaded in bulk, then applied.
+        The hot loop of a rebuild, hence its shape. A key missing from memory
+        is new unless the Bloom filter of stored keys says it may have been
+        stored: then its state is loaded (evicted keys rarely come back).
         """
         binding = self.binding
         kinds = self._kinds
         classify = self._classify
         version_of = self._version_of
         member_ids = {id(m) for m in members} if len(members) < len(self.states) else None
-        direct = all(m.complete for m in members)
-        work: list[tuple[_UnitState, Any, Any, Any, EventInfo | None, int]] = []
-        append = work.append
-        missing: dict[int, set[Any]] = {}
+        load = self._load_state
         crc = _crc32
-        flat = self._flat
+        upcasters = self._upcasters
         for row in rows[lo:hi] if (lo, hi) != (0, len(rows)) else rows:
             entry = kinds.get(row[4], _MISSING)
             if entry is _MISSING:
@@ -765,7 +846,10 @@ class _Folder:
                         continue
                     events: Any = ((pairs, decode(row[5])),)
                 else:
-                    events = [(flat(r.type), e) for r, e in binding.head_events(row, type_name, version)]
+                    upcast = upcasters.get((type_name, version))
+                    if upcast is None:
+                        upcast = upcasters[(type_name, version)] = self._upcaster(type_name, version)
+                    events = upcast(row)
             except (msgspec.DecodeError, msgspec.ValidationError, UpcastError) as exc:
                 raise RebuildFailed(
                     f"cannot decode event {row[3]} ({row[4]} at {stream}@{row[1]}, position {row[2]}): {exc}"
@@ -789,14 +873,10 @@ class _Folder:
                     if member_ids is not None and id(state) not in member_ids:
                         continue
                     info = EventInfo(stream, row[1], row[2], row[7]) if wants_info else None
-                    if not direct:
-                        if not state.complete and key not in state.cache:
-                            missing.setdefault(id(state), set()).add(key)
-                        append((state, key, handler, event, info, row[1]))
-                        continue
-                    # applied here, as in _apply below
                     cache = state.cache
                     current = cache.get(key, _MISSING)
+                    if current is _MISSING and key in state.stored:
+                        current = load(state, key)  # evicted earlier (or stored before a resume), or a rare false positive
                     if tracks:
                         if current is _MISSING:
                             current = cache[key] = [0, initial()]
@@ -812,50 +892,30 @@ class _Folder:
                         new = handler(current, event, info) if wants_info else handler(current, event)
                         cache[key] = current if new is None else new
                     state.dirty.add(key)
-        if work:
-            if missing:
-                self._load_states(missing)
-            self._apply(work)
 
-    @staticmethod
-    def _apply(work: list[tuple[_UnitState, Any, Any, Any, EventInfo | None, int]]) -> None:
-        for state, key, handler, event, info, version in work:
-            cache = state.cache
-            current = cache.get(key, _MISSING)
-            ps = state.slots
-            if ps.tracks:
-                if current is _MISSING:
-                    current = cache[key] = [0, ps.initial()]
-                    state.new_keys += 1
-                new = handler(current[1], event, info) if info is not None else handler(current[1], event)
-                if new is not None:
-                    current[1] = new
-                current[0] = version
-            else:
-                if current is _MISSING:
-                    current = ps.initial()
-                    state.new_keys += 1
-                new = handler(current, event, info) if info is not None else handler(current, event)
-                cache[key] = current if new is None else new
-            state.dirty.add(key)
+    def _load_state(self, state: _UnitState, key: Any) -> Any:
+        """The stored state of a key that is not in memory, or _MISSING if it has none (a new key)."""
+        found = self.db.get_states(self._read_conn(), state.unit.state_table, [encode_key(key)])
+        if not found:
+            return _MISSING
+        value = state.slots.decode(next(iter(found.values())))
+        if state.slots.tracks:
+            value = list(value)
+        state.cache[key] = value
+        return value
 
-    def _load_states(self, missing: dict[int, set[Any]]) -> None:
-        conn = self._read_conn()
-        by_id = {id(s): s for s in self.states.values()}
-        for state_id, keys in missing.items():
-            state = by_id[state_id]
-            encoded = {encode_key(k): k for k in keys}
-            found = self.db.get_states(conn, state.unit.state_table, list(encoded))
-            decode = state.slots.decode
-            for text, data in found.items():
-                value = decode(data)
-                state.cache[encoded[text]] = list(value) if state.slots.tracks else value
+    def _remember_stored(self, state: _UnitState) -> None:
+        """After a resume: which keys (and index entries) the state table already holds."""
+        stored = state.stored
+        for batch in self.db.scan_states(self._read_conn(), state.unit.state_table, keys_only=True):
+            for (text,) in batch:
+                stored.add(("#", decode_key(text[1:])) if text[0] == "#" else decode_key(text))
 
     def _index_loader(self, state: _UnitState) -> Callable[[Any], Any]:
         decode = msgspec.msgpack.decode
 
         def load(key: Any) -> Any:
-            if state.complete:
+            if ("#", key) not in state.stored:
                 return _MISSING
             found = self.db.get_states(self._read_conn(), state.unit.state_table, ["#" + encode_key(key)])
             return decode(next(iter(found.values()))) if found else _MISSING
@@ -910,9 +970,11 @@ class _Folder:
             state.pending_events = state.new_keys = 0
             if state.index is not None:
                 state.index._dirty.clear()
-                if len(state.index._data) > state.slots.cap:
-                    state.index._data.clear()
-                    state.complete = False
+                data = state.index._data
+                if len(data) > state.slots.cap:
+                    for key in list(data)[: len(data) - (state.slots.cap * 3) // 4]:
+                        del data[key]
+                        state.stored.add(("#", key))
             self._evict(state)
         self._touched.clear()
 
@@ -929,9 +991,10 @@ class _Folder:
                 victims.append(key)
                 if len(victims) == drop:
                     break
+            stored = state.stored
             for key in victims:
                 del cache[key]
-            state.complete = False
+                stored.add(key)
 
     def mark_folded(self) -> None:
         with self.db.write() as conn:

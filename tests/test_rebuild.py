@@ -9,6 +9,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -115,10 +117,15 @@ def _digests(report) -> dict[str, str]:
 
 # ------------------------------------------------------------------- property
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(history=shop_histories(), workers=st.sampled_from([2, 3]), batch=st.sampled_from([1, 3, 50]))
-def test_rebuilt_tables_equal_a_sequential_fold(shop_registry, history, workers, batch):
-    """For any history, the tables rebuilt by one worker or several equal a plain sequential fold."""
-    with tempfile.TemporaryDirectory() as tmp:
+@given(history=shop_histories(), workers=st.sampled_from([2, 3]), batch=st.sampled_from([1, 3, 50]),
+       cache=st.sampled_from([None, 1, 3]))
+def test_rebuilt_tables_equal_a_sequential_fold(shop_registry, history, workers, batch, cache):
+    """For any history, the tables rebuilt by one worker or several equal a plain sequential fold.
+
+    Tiny caches make workers drop states from memory and reload them from
+    their state tables, as they do on large stores.
+    """
+    with tempfile.TemporaryDirectory() as tmp, _cache_size(cache):
         url = f"sqlite:///{tmp}/events.db"
         with open_store(url) as store:
             if history:
@@ -130,6 +137,18 @@ def test_rebuilt_tables_equal_a_sequential_fold(shop_registry, history, workers,
                 assert report.ok, report.problems
                 assert report.events_read == len(history)
                 assert _digests(report) == expected
+
+
+@contextmanager
+def _cache_size(size: int | None) -> Iterator[None]:
+    saved = [(p, p.cache_size) for p in shop.projections]
+    try:
+        for p in shop.projections:
+            p.cache_size = size
+        yield
+    finally:
+        for p, value in saved:
+            p.cache_size = value
 
 
 def test_rebuild_on_both_backends_equals_the_fold(store_url, shop_registry):
