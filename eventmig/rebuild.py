@@ -346,6 +346,7 @@ def _finish_shadow(db: ReadModelDB, projection: Projection, run: RebuildRun) -> 
             for index in shadow.indexes:
                 conn.execute(CreateIndex(index, if_not_exists=True))
         parts = db.partitions(run.id, conn)
+        db.drop_tables(conn, [db.state_table(run.id, p.partition) for p in parts])  # all in the shadow tables now
         run.status = "folded"
         run.updated_at = time.time()
         run.stats = {"keys": sum(p.keys for p in parts), "events": max((p.events for p in parts), default=0)}
@@ -578,14 +579,9 @@ def _fold_units(
     return events
 
 
+#: a key's partition is crc32 of its text modulo the partition count: stable across processes and
+#: runs, which Python's ``hash`` is not
 _crc32 = zlib.crc32
-
-
-def key_partition(key: Any, partitions: int) -> int:
-    """The partition of a key: stable across processes and runs (Python's ``hash`` is not)."""
-    if key.__class__ is str:
-        return _crc32(key.encode()) % partitions
-    return _crc32(str(key).encode()) % partitions
 
 
 def encode_key(key: Any) -> str:
