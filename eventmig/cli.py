@@ -320,14 +320,23 @@ def verify(config: ConfigOpt = None, store: StoreOpt = None, batch_size: BatchOp
 
 @app.command()
 @reports_errors
-def switch(config: ConfigOpt = None, store: StoreOpt = None, batch_size: BatchOpt = None, as_json: JsonOpt = False) -> None:
+def switch(
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    batch_size: BatchOpt = None,
+    catch_up: Annotated[bool, typer.Option("--catch-up/--no-catch-up", help="Migrate and verify events appended meanwhile, then switch.")] = True,
+    attempts: Annotated[int, typer.Option("--attempts", min=1, help="Catch-ups to try while writers keep appending.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
     """Verify, then make the migrated epoch active atomically."""
     with _progress(as_json) as progress:
-        report = command.switch(_settings(config, store, batch_size), progress=progress)
+        report = command.switch(_settings(config, store, batch_size), catch_up=catch_up, attempts=attempts, progress=progress)
     if as_json:
         return _emit_json(report)
     if report.verification:
         _print_verify(report.verification)
+    if report.caught_up:
+        out.print(f"caught up with {report.caught_up:,} event(s) appended during the switch ({report.attempts} attempt(s))")
     out.print(Text(f"switched: epoch {report.to_epoch} is active (was {report.from_epoch})", style="green"))
 
 

@@ -305,10 +305,13 @@ def verify(settings: Settings, *, progress: Progress = SILENT) -> _verify.Verify
         return _verify.verify(store, compiled, batch_size=settings.batch_size, progress=progress)
 
 
-def switch(settings: Settings, *, progress: Progress = SILENT) -> cutover.SwitchReport:
+def switch(
+    settings: Settings, *, catch_up: bool = True, attempts: int = 5, progress: Progress = SILENT
+) -> cutover.SwitchReport:
     compiled = load_registry(settings)
     with open_configured_store(settings) as store:
-        return cutover.switch(store, compiled, batch_size=settings.batch_size, progress=progress)
+        return cutover.switch(store, compiled, batch_size=settings.batch_size, workers=settings.workers,
+                              catch_up=catch_up, attempts=attempts, progress=progress)
 
 
 def rollback(

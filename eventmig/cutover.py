@@ -23,12 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .checksums import compare
 from .errors import ConfigError, StoreError, VerificationFailed
-from .migrate import LOCK, current_run
+from .migrate import LOCK, _migrate, _number, current_run
 from .progress import SILENT, Progress
-from .stores.base import EventStore
+from .stores.base import EventStore, Run
+from .transform import BatchCounts
 from .upcasting import CompiledRegistry
-from .verify import VerifyReport, verify
+from .verify import Verification, VerifyReport
 
 if TYPE_CHECKING:
     from .projections import Projection
@@ -42,30 +44,107 @@ class SwitchReport(msgspec.Struct):
     at: float
     verification: VerifyReport | None = None
     hidden_events: int = 0
+    #: events appended to the old epoch during verification, migrated and verified by the switch
+    caught_up: int = 0
+    attempts: int = 1
 
 
 def switch(
-    store: EventStore, compiled: CompiledRegistry, *, batch_size: int = 5000, progress: Progress = SILENT
+    store: EventStore,
+    compiled: CompiledRegistry,
+    *,
+    batch_size: int = 5000,
+    workers: int | None = None,
+    catch_up: bool = True,
+    attempts: int = 5,
+    progress: Progress = SILENT,
 ) -> SwitchReport:
-    """Verify the current migration and, only if it passes, make its epoch active."""
-    with store.lock(LOCK):
+    """Verify the current migration and, only if it passes, make its epoch active.
+
+    Applications may keep appending to the old epoch meanwhile. With
+    ``catch_up`` (the default) the switch first migrates and verifies what
+    arrived since the migration, outside any lock, up to ``attempts`` times
+    until little is left; then, in the flip's transaction, with writers held
+    off, it migrates the last few events, reads them back, verifies them,
+    and flips. Nothing appended before the flip is left behind, and what is
+    appended after it lands in the new epoch. Without ``catch_up`` any event
+    appended since the migration makes the switch refuse.
+    """
+    with store.lock(LOCK):  # catch-ups run under this lock, hence _migrate and not migrate()
         run = current_run(store)
         if run is None:
             raise ConfigError("nothing to switch to: the active epoch has no migration; run `eventmig migrate` first")
-        report = verify(store, compiled, batch_size=batch_size, progress=progress, run=run)
+        source, target = store.at_epoch(run.source_epoch), store.at_epoch(run.target_epoch)
+        verification = Verification(store, compiled, run, batch_size=batch_size, workers=workers)
+        verification.extend(run.checkpoint, target.head_position(), progress=progress)
+        report = verification.report()
         if not report.ok:
             raise VerificationFailed("switch refused, verification failed: " + "; ".join(report.problems))
-        if report.source_advanced_by:
+        if report.source_advanced_by and not catch_up:
             raise VerificationFailed(
                 f"switch refused: {report.source_advanced_by} event(s) were appended to epoch {run.source_epoch} "
                 "after the migration; run `eventmig migrate` to catch up, then switch"
             )
+        caught_up = 0
+        stream_map = dict(run.options.get("stream_map") or {})
+        for _ in range(max(attempts, 1)):
+            # shrink what the locked part has to do to at most one batch
+            if source.count_events(after=run.checkpoint) <= batch_size:
+                break
+            caught_up += _migrate(store, compiled, batch_size, stream_map, False, workers or 1, progress).events_read
+            run = verification.run = current_run(store)  # type: ignore[assignment]
+            verification.extend(run.checkpoint, target.head_position())
+            report = verification.report()
+            if not report.ok:
+                raise VerificationFailed("switch refused, verification failed: " + "; ".join(report.problems))
+        locked = _LockedCatchUp(verification, target.stream_versions(), target.capabilities.first_stream_version) if catch_up else None
         flip = store.switch_epoch(
             run.target_epoch,
             kind="switch",
-            expect_heads={run.source_epoch: run.checkpoint, run.target_epoch: report.target_head},
+            expect_heads={run.source_epoch: run.checkpoint, run.target_epoch: verification.target_until},
+            catch_up=locked,
         )
-        return SwitchReport("switch", flip.from_epoch, flip.to_epoch, flip.at, verification=report)
+        if locked is not None:
+            caught_up += locked.caught_up
+        return SwitchReport("switch", flip.from_epoch, flip.to_epoch, flip.at, verification=verification.report(),
+                            caught_up=caught_up)
+
+
+class _LockedCatchUp:
+    """Migrates and verifies, inside the switch transaction, the events that arrived last."""
+
+    def __init__(self, verification: Verification, last_versions: dict[str, int], first_version: int) -> None:
+        self.verification = verification
+        self.run = verification.run
+        self.source_epoch = self.run.source_epoch
+        self.last_versions, self.first_version = last_versions, first_version
+        self.caught_up = 0
+
+    def prepare(self, rows: list[tuple[Any, ...]]) -> tuple[list[Any], Run]:
+        batch = self.verification.transformer.prepare(rows)
+        if batch.failures:
+            raise VerificationFailed(
+                f"switch refused: {len(batch.failures)} event(s) appended during the switch failed to upcast "
+                f"({batch.failures[0][1]}); run `eventmig migrate` to quarantine them, then decide"
+            )
+        totals = BatchCounts.from_json(self.run.stats)
+        totals.merge(batch.counts)
+        self.run.stats = totals.as_json()
+        self.run.checkpoint = rows[-1][2] if rows else self.run.checkpoint
+        self.run.updated_at = time.time()
+        self.caught_up = len(rows)
+        return _number(batch.outputs, self.last_versions, self.first_version), self.run
+
+    def check(self, source_rows: list[tuple[Any, ...]], written: list[tuple[Any, ...]]) -> None:
+        """Extend the verification with the rows on both sides; pure computation, no other connection."""
+        v = self.verification
+        v.add(source_rows, written)
+        comparison = compare(v.expected, v.actual)
+        if not comparison.ok:
+            raise VerificationFailed(
+                "switch refused: events caught up during the switch do not verify: "
+                + ", ".join(comparison.differing_streams[:5])
+            )
 
 
 def rollback(store: EventStore, *, force: bool = False) -> SwitchReport:

@@ -56,6 +56,10 @@ class WrongExpectedVersion(StoreError):
         )
 
 
+class HeadMoved(StoreError):
+    """Events were appended to an epoch after it was verified; the switch did not happen."""
+
+
 class Busy(EventmigError):
     """Another job already holds the lock this job needs."""
 

@@ -97,7 +97,6 @@ def _migrate(
 ) -> MigrateReport:
     source_epoch = store.active_epoch()
     source = store.at_epoch(source_epoch)
-    _check_no_merge(source, stream_map)
     run = current_run(store)
     fingerprint = compiled.registry.fingerprint()
     if run is not None and restart:
@@ -113,6 +112,7 @@ def _migrate(
             raise ConfigError(f"run {run.id} was started with another stream mapping; rerun with --restart")
     resumed_from = run.checkpoint if run is not None else None
     if run is None:
+        _check_no_merge(source, stream_map)
         now = time.time()
         target_epoch = store.create_epoch(source_epoch)
         run = Run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import msgspec
@@ -134,7 +135,7 @@ def test_resume_catches_up_with_new_source_events(store: EventStore, shop_regist
     v = verify(store, shop_registry)
     assert v.ok and v.source_advanced_by == 1
     with pytest.raises(VerificationFailed, match="appended to epoch 1 after the migration"):
-        switch(store, shop_registry)
+        switch(store, shop_registry, catch_up=False)
     second = migrate(store, shop_registry)
     assert second.run_id == first.run_id and second.events_read == 1 and second.resumed_from is not None
     assert verify(store, shop_registry).source_advanced_by == 0
@@ -228,3 +229,58 @@ def test_next_migration_starts_from_the_new_active_epoch(store: EventStore, shop
     assert (again.source_epoch, again.target_epoch) == (2, 3)
     assert Counter(again.before) == Counter(again.after)  # everything is at its head already
     assert again.dropped == 0 and current_run(store).id == again.run_id
+
+
+def test_switch_catches_up_with_events_appended_meanwhile(store: EventStore, shop_registry):
+    seed(store, 1500)
+    migrate(store, shop_registry)
+    late = [new_event("OrderCancelled", {"order_id": f"late-{i}", "reason": "r", "cancelled_at": "t"}) for i in range(3)]
+    store.append("order-late", late)
+    report = switch(store, shop_registry)
+    assert report.caught_up == 3 and store.active_epoch() == 2
+    assert [e.event_id for e in store.read_stream("order-late")] == [e.event_id for e in late]
+    run = current_run_of(store, report.to_epoch)
+    assert run.checkpoint == store.at_epoch(1).head_position()
+
+
+def test_switch_under_continuous_writes_loses_nothing(store_url: str, shop_registry):
+    """Writers keep appending to the old epoch while it switches: every event ends up in the new one."""
+    with open_store(store_url) as s:
+        seed(s, 2000)
+        migrate(s, shop_registry)
+    stop = threading.Event()
+    written: list[str] = []
+
+    def writer() -> None:
+        with open_store(store_url) as app:
+            i = 0
+            while not stop.is_set():
+                event = new_event("OrderCancelled", {"order_id": f"w-{i}", "reason": "r", "cancelled_at": "t"})
+                app.append(f"order-w{i % 7}", [event])  # the handle follows the active epoch
+                written.append(event.event_id)
+                i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        with open_store(store_url) as s:
+            report = switch(s, shop_registry, attempts=50)
+        switched_at = len(written)
+        deadline = time.monotonic() + 30
+        while len(written) < switched_at + 20 and time.monotonic() < deadline:
+            time.sleep(0.01)  # let the writer go on appending, now to the new epoch
+    finally:
+        stop.set()
+        thread.join()
+    assert report.caught_up > 0
+    with open_store(store_url) as s:
+        assert s.active_epoch() == 2
+        ids = {r[3] for batch in s.read_all_rows() for r in batch}
+        assert set(written) <= ids  # written before, during and after the switch: all in the active epoch
+        old_ids = {r[3] for batch in s.at_epoch(1).read_all_rows() for r in batch}
+        after_switch = set(written) - old_ids
+        assert after_switch  # some landed directly in the new epoch
+
+
+def current_run_of(store: EventStore, target_epoch: int):
+    return next(r for r in store.runs("migrate") if r.target_epoch == target_epoch)

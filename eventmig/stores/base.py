@@ -15,7 +15,7 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import msgspec
 
@@ -116,6 +116,24 @@ class Switch(msgspec.Struct, frozen=True):
     at: float
     #: commit position of the epoch made active, at the moment of the flip
     to_head: int | None
+
+
+class CatchUp(Protocol):
+    """The last events of a migration, migrated inside the switch transaction.
+
+    While the switch holds its locks no application can append; events that
+    arrived between the last catch-up and that moment are handed to
+    :meth:`prepare`, written, read back and handed to :meth:`check`. Raising
+    from either aborts the switch with nothing changed.
+    """
+
+    source_epoch: int
+
+    def prepare(self, rows: list[tuple[Any, ...]]) -> tuple[list[TargetEvent], Run]:
+        """Target events (numbered) for the source rows, and the run record to commit with them."""
+
+    def check(self, source_rows: list[tuple[Any, ...]], written: list[tuple[Any, ...]]) -> None:
+        """Verify the written target rows against the source rows; raise if they differ."""
 
 
 class EventStore(ABC):
@@ -227,12 +245,18 @@ class EventStore(ABC):
         """Delete an epoch that is not active, with its streams."""
 
     @abstractmethod
-    def switch_epoch(self, to_epoch: int, *, kind: str, expect_heads: dict[int, int | None]) -> Switch:
+    def switch_epoch(
+        self, to_epoch: int, *, kind: str, expect_heads: dict[int, int | None], catch_up: CatchUp | None = None
+    ) -> Switch:
         """Make ``to_epoch`` active, atomically.
+
+        With ``catch_up``, events appended to the active (source) epoch after
+        its expected head are migrated inside the same transaction, while
+        writers are held off, instead of making the switch refuse.
 
         ``expect_heads`` maps epochs to the head position the caller verified;
         if any epoch's head moved since (events appended meanwhile), nothing
-        changes and :class:`~eventmig.errors.StoreError` is raised, so no event
+        changes and :class:`~eventmig.errors.HeadMoved` is raised, so no event
         written after verification can be left behind.
         """
 

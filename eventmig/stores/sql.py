@@ -35,9 +35,10 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from ..errors import Busy, ConfigError, StoreError, WrongExpectedVersion
+from ..errors import Busy, ConfigError, HeadMoved, StoreError, WrongExpectedVersion
 from ..events import NewEvent, RecordedEvent
 from .base import (
+    CatchUp,
     Capabilities,
     EpochInfo,
     EventStore,
@@ -397,7 +398,9 @@ class SQLEventStore(EventStore):
             c.exec_driver_sql(f"DROP TABLE IF EXISTS {self._table_name(epoch, active)}")
             c.exec_driver_sql(self._q("DELETE FROM eventmig_epochs WHERE epoch = ?"), (epoch,))
 
-    def switch_epoch(self, to_epoch: int, *, kind: str, expect_heads: dict[int, int | None]) -> Switch:
+    def switch_epoch(
+        self, to_epoch: int, *, kind: str, expect_heads: dict[int, int | None], catch_up: CatchUp | None = None
+    ) -> Switch:
         with self._write() as c:
             active = self._active(c)
             status = c.exec_driver_sql(self._q("SELECT status FROM eventmig_epochs WHERE epoch = ?"), (to_epoch,)).scalar()
@@ -410,13 +413,20 @@ class SQLEventStore(EventStore):
             old_table, new_table = self.table_base, self._table_name(to_epoch, active)
             if self.dialect == "postgresql":
                 c.exec_driver_sql(f"LOCK TABLE {old_table}, {new_table} IN ACCESS EXCLUSIVE MODE")
+            # from here on writers of either table wait (PostgreSQL: the lock above; SQLite: BEGIN IMMEDIATE)
+            behind: int | None = None
             for epoch, expected in expect_heads.items():
                 head = c.exec_driver_sql(f"SELECT max(global_position) FROM {self._table_name(epoch, active)}").scalar()
                 if head != expected:
-                    raise StoreError(
+                    if catch_up is not None and epoch == catch_up.source_epoch == active:
+                        behind = expected if expected is not None else -1
+                        continue
+                    raise HeadMoved(
                         f"epoch {epoch} changed since it was verified (head {expected} -> {head}): "
                         "events were appended meanwhile; run migrate again to catch up, then switch"
                     )
+            if behind is not None:
+                self._catch_up(c, catch_up, old_table, new_table, behind, expect_heads.get(to_epoch))  # type: ignore[arg-type]
             parked = f"{self.table_base}_e{active}"
             c.exec_driver_sql(f"ALTER TABLE {old_table} RENAME TO {parked}")
             c.exec_driver_sql(f"ALTER TABLE {new_table} RENAME TO {old_table}")
@@ -430,6 +440,19 @@ class SQLEventStore(EventStore):
             )
             switch_id = c.exec_driver_sql("SELECT max(id) FROM eventmig_switches").scalar()
         return Switch(switch_id, kind, active, to_epoch, now, to_head)
+
+    def _catch_up(
+        self, c: Connection, catch_up: CatchUp, source: str, target: str, source_head: int | None, target_head: int | None
+    ) -> None:
+        """Inside the switch transaction: migrate and verify what arrived after ``source_head``."""
+        read = self._q(f"SELECT {_READ_COLUMNS} FROM {{}} WHERE global_position > ? ORDER BY global_position")
+        rows = c.exec_driver_sql(read.format(source), (source_head if source_head is not None else -1,)).fetchall()
+        events, run = catch_up.prepare([tuple(r) for r in rows])
+        if events:
+            self._bulk_insert(c, target, events)
+        self._save_run(c, run)
+        written = c.exec_driver_sql(read.format(target), (target_head if target_head is not None else -1,)).fetchall()
+        catch_up.check([tuple(r) for r in rows], [tuple(r) for r in written])
 
     def switches(self) -> list[Switch]:
         with self._read() as c:
