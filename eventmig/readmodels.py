@@ -158,7 +158,7 @@ class ReadModelDB:
                 cur.execute("PRAGMA busy_timeout=60000")
                 # rebuilds commit large batches: checkpoint (and fsync) the WAL less often than every 4 MB
                 cur.execute("PRAGMA wal_autocheckpoint=16384")
-                cur.execute("PRAGMA cache_size=-16384")  # 16 MiB: state tables are updated all over
+                cur.execute("PRAGMA cache_size=-8192")  # 8 MiB: state tables are updated all over
                 cur.close()
 
             @sa.event.listens_for(engine, "begin")

@@ -69,7 +69,7 @@ DEFAULT_BATCH_SIZE = 100_000
 #: events per read from the store
 READ_PAGE = 10_000
 #: states a worker keeps in memory per partition; older ones are reloaded from the state table when touched again
-DEFAULT_CACHE_KEYS = 20_000
+DEFAULT_CACHE_KEYS = 10_000
 
 
 class RebuildFailed(EventmigError):
@@ -676,6 +676,8 @@ class _Folder:
         self.binding = binding
         self.units = units
         self._conn: sa.Connection | None = None
+        self._cursor: Any = None
+        self._point_sql: dict[str, str] = {}
         self.states: dict[int, _UnitState] = {}
         by_projection: dict[str, _ProjectionSlots] = {}
         for unit in units:
@@ -891,14 +893,23 @@ class _Folder:
 
     def _load_state(self, state: _UnitState, key: Any) -> Any:
         """The stored state of a key that is not in memory, or _MISSING if it has none (a new key)."""
-        found = self.db.get_states(self._read_conn(), state.unit.state_table, [encode_key(key)])
-        if not found:
+        data = self._point(state.unit.state_table, encode_key(key))
+        if data is None:
             return _MISSING
-        value = state.slots.decode(next(iter(found.values())))
+        value = state.slots.decode(data)
         if state.slots.tracks:
             value = list(value)
         state.cache[key] = value
         return value
+
+    def _point(self, table: str, key: str) -> bytes | None:
+        """One state by key: one prepared statement per table on a cursor kept for the purpose."""
+        if self._cursor is None:
+            self._cursor = self.db.raw(self._read_conn()).cursor()
+        self._cursor.execute(self._point_sql.get(table) or self._point_sql.setdefault(
+            table, self.db.q(f"SELECT state FROM {table} WHERE key = ?")), (key,))
+        row = self._cursor.fetchone()
+        return bytes(row[0]) if row is not None else None
 
     def _remember_stored(self, state: _UnitState) -> None:
         """After a resume: which keys (and index entries) the state table already holds."""
@@ -913,8 +924,8 @@ class _Folder:
         def load(key: Any) -> Any:
             if ("#", key) not in state.stored:
                 return _MISSING
-            found = self.db.get_states(self._read_conn(), state.unit.state_table, ["#" + encode_key(key)])
-            return decode(next(iter(found.values()))) if found else _MISSING
+            data = self._point(state.unit.state_table, "#" + encode_key(key))
+            return decode(data) if data is not None else _MISSING
 
         return load
 
@@ -924,6 +935,9 @@ class _Folder:
         return self._conn
 
     def _release_read_conn(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
