@@ -420,23 +420,23 @@ class ReadModelDB:
     def scan_states(
         self, conn: Connection, name: str, batch: int = 5000, *, keys_only: bool = False
     ) -> Iterator[list[tuple[Any, ...]]]:
-        """Every state of a partition, in key order, in batches (keyset pages: memory stays flat)."""
+        """Every state of a partition, in batches, streamed (a server-side cursor on PostgreSQL)."""
         raw = self.raw(conn)
-        last = ""
-        order = ' COLLATE "C"' if self.dialect == "postgresql" else ""
         columns = "key" if keys_only else "key, state"
-        sql = self.q(f"SELECT {columns} FROM {name} WHERE key{order} > ? ORDER BY key{order} LIMIT ?")
-        while True:
+        if self.dialect == "postgresql":
+            cursor = raw.cursor(name=f"eventmig_scan_{name}"[:60])
+            cursor.itersize = batch
+        else:
             cursor = raw.cursor()
-            cursor.execute(sql, (last, batch))
-            rows = cursor.fetchall()
+        try:
+            cursor.execute(f"SELECT {columns} FROM {name}")
+            while True:
+                rows = cursor.fetchmany(batch)
+                if not rows:
+                    return
+                yield rows
+        finally:
             cursor.close()
-            if not rows:
-                return
-            yield rows
-            if len(rows) < batch:
-                return
-            last = rows[-1][0]
 
     def drop_tables(self, conn: Connection, names: Iterable[str]) -> None:
         for name in names:
