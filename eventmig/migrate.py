@@ -125,6 +125,7 @@ def _migrate(
     totals = BatchCounts.from_json(run.stats)
     run.status = "running"
 
+    source.refresh_statistics()
     head = source.head_position()
     todo = source.count_events(after=run.checkpoint, until=head) if head is not None else 0
     # numbering continues from what the target holds: nothing when starting, the committed

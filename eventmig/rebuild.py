@@ -211,6 +211,7 @@ def _rebuild(
     binding = Binding(selected, compiled)  # validates the projections against the registry up front
     epoch = store.active_epoch()
     source = store.at_epoch(epoch)
+    source.refresh_statistics()
     head = source.head_position()
     job = _plan(db, selected, epoch, head, workers, restart)
     units = [

@@ -63,6 +63,8 @@ def verify(
     if run is None:
         raise ConfigError("nothing to verify: the active epoch has no migration; run `eventmig migrate` first")
     verification = Verification(store, compiled, run, batch_size=batch_size, workers=workers)
+    verification.source.refresh_statistics()
+    verification.target.refresh_statistics()
     verification.extend(run.checkpoint, store.at_epoch(run.target_epoch).head_position(), progress=progress)
     return verification.report()
 

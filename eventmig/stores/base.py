@@ -195,6 +195,9 @@ class EventStore(ABC):
                     return last
         return last
 
+    def refresh_statistics(self) -> None:
+        """Bring the backend's planner statistics up to date before a long scan (default: nothing)."""
+
     def reopen(self) -> EventStore:
         """A new handle on the same store and epoch with connections of its own.
 

@@ -289,7 +289,9 @@ class SQLEventStore(EventStore):
             params = (position, until, batch_size) if until is not None else (position, batch_size)
             try:
                 with self.engine.connect() as c:
-                    cursor = c.connection.driver_connection.cursor()
+                    driver = c.connection.driver_connection
+                    # PostgreSQL: binary results, so payloads arrive as bytes with no hex decoding
+                    cursor = driver.cursor(binary=True) if self.dialect == "postgresql" else driver.cursor()
                     cursor.execute(sql, params)
                     rows = cursor.fetchall()
                     cursor.close()
@@ -382,10 +384,27 @@ class SQLEventStore(EventStore):
             )
         return epoch
 
+    def refresh_statistics(self) -> None:
+        """PostgreSQL: ANALYZE this epoch's table.
+
+        Right after a bulk load the planner still believes the table empty and
+        sorts the whole remaining range for every page of a paged read, which
+        makes a scan quadratic; autovacuum fixes it eventually, a scan cannot wait.
+        """
+        if self.dialect != "postgresql":
+            return
+        try:
+            with self._write() as c:
+                c.exec_driver_sql(f"ANALYZE {self._table}")
+        except StoreError:
+            pass  # not the table's owner: the scan is slower, not wrong
+
     def finish_epoch(self, epoch: int) -> None:
         with self._write() as c:
             active = self._active(c)
             self._create_indexes(c, self._table_name(epoch, active), epoch)
+            if self.dialect == "postgresql":
+                c.exec_driver_sql(f"ANALYZE {self._table_name(epoch, active)}")
             c.exec_driver_sql(
                 self._q("UPDATE eventmig_epochs SET status = 'ready' WHERE epoch = ? AND status = 'building'"), (epoch,)
             )
