@@ -309,9 +309,9 @@ def load_snapshot(connection: sa.Connection | sa.Engine | str, snapshots: Snapsh
     table = snapshots.tables[0]
     query = sa.select(table.c.version, table.c.state, table.c.projection_version).where(table.c.aggregate_id == aggregate_id)
     if isinstance(connection, str):
-        from .readmodels import normalize_url
+        from .sqlengine import normalize_sql_url
 
-        engine = sa.create_engine(normalize_url(connection))
+        engine = sa.create_engine(normalize_sql_url(connection))
         try:
             with engine.connect() as conn:
                 row = conn.execute(query).first()

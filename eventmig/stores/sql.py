@@ -28,15 +28,16 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection
 
 from ..errors import Busy, ConfigError, HeadMoved, StoreError, WrongExpectedVersion
 from ..events import NewEvent, RecordedEvent
+from ..sqlengine import SQLDatabase, first_line
 from .base import (
     CatchUp,
     Capabilities,
@@ -61,14 +62,6 @@ _RUN_COLUMNS = (
 _json = msgspec.json.Encoder()
 
 
-def normalize_sql_url(url: str) -> str:
-    """Map ``postgresql://`` and ``postgres://`` onto the psycopg 3 driver SQLAlchemy needs."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
-
 class SQLEventStore(EventStore):
     """An event store in a SQLite file or a PostgreSQL database."""
 
@@ -76,25 +69,17 @@ class SQLEventStore(EventStore):
 
     def __init__(
         self, url: str, *, table: str = "events", epoch: int | None = None, create: bool = True,
-        _engine: Engine | None = None, _create_schema: bool = True,
+        _db: SQLDatabase | None = None, _create_schema: bool = True,
     ) -> None:
-        self._raw_url = normalize_sql_url(url)
-        try:
-            parsed = make_url(self._raw_url)
-        except sa.exc.ArgumentError:
-            raise ConfigError(f"not a store URL: {url!r}") from None
-        self.url = parsed.render_as_string(hide_password=True)
-        self.dialect = parsed.get_backend_name()
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise ConfigError(f"unsupported SQL store {self.url}: use sqlite:/// or postgresql+psycopg://")
         if not table.isidentifier():
             raise ConfigError(f"events table name must be an identifier, got {table!r}")
+        self._owns_engine = _db is None
+        self._db = _db or SQLDatabase(url, what="event store", create=create)
+        self._raw_url = self._db.raw_url
+        self.url, self.dialect, self.engine = self._db.url, self._db.dialect, self._db.engine
+        self._sqlite_path = self._db.sqlite_path
         self.table_base = table
-        self._create = create
-        self._owns_engine = _engine is None
-        self.engine = _engine or self._create_engine(parsed)
-        self._sqlite_path = parsed.database if self.dialect == "sqlite" else None
-        if _engine is None and _create_schema:
+        if _db is None and _create_schema:
             self._ensure_schema()
         # a handle opened without an epoch follows the active one, as applications do: after a
         # switch it reads and writes the new epoch through the same table name
@@ -109,42 +94,6 @@ class SQLEventStore(EventStore):
         return self.table_base if self._pinned is None else self._table_name(self._pinned)
 
     # -------------------------------------------------------------- set-up
-    def _create_engine(self, parsed: sa.URL) -> Engine:
-        if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                directory = os.path.dirname(os.path.abspath(parsed.database))
-                if not os.path.isdir(directory):
-                    raise ConfigError(f"cannot open {self.url}: directory {directory} does not exist")
-                if not self._create and not os.path.exists(parsed.database):
-                    raise ConfigError(f"no event store at {self.url}: {os.path.abspath(parsed.database)} does not exist")
-            engine = sa.create_engine(parsed, connect_args={"timeout": 30})
-
-            @sa.event.listens_for(engine, "connect")
-            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-                # pysqlite's own transaction handling does not cover DDL; take it over
-                dbapi_conn.isolation_level = None
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=NORMAL")
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.close()
-
-            @sa.event.listens_for(engine, "begin")
-            def _on_begin(conn: Connection) -> None:
-                # writers take the lock up front so two writers never deadlock upgrading
-                write = conn.get_execution_options().get("eventmig_write")
-                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-        else:
-            engine = sa.create_engine(parsed, pool_pre_ping=True)
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-        except sa.exc.DBAPIError as exc:
-            engine.dispose()
-            raise StoreError(f"cannot connect to {self.url}: {_first_line(exc.orig)}") from None
-        return engine
-
     def _ensure_schema(self) -> None:
         big = "BIGINT" if self.dialect == "postgresql" else "INTEGER"
         blob = "BYTEA" if self.dialect == "postgresql" else "BLOB"
@@ -204,27 +153,13 @@ class SQLEventStore(EventStore):
 
     # ------------------------------------------------------------- helpers
     def _q(self, sql: str) -> str:
-        """Write SQL once with ``?`` placeholders; psycopg wants ``%s``."""
-        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+        return self._db.q(sql)
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        try:
-            with self.engine.connect() as conn:
-                conn = conn.execution_options(eventmig_write=True)
-                with conn.begin():
-                    yield conn
-        except sa.exc.DBAPIError as exc:
-            raise StoreError(f"{self.url}: {_first_line(exc.orig)}") from None
+    def _write(self) -> AbstractContextManager[Connection]:
+        return self._db.write()
 
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        try:
-            with self.engine.connect() as conn:
-                with conn.begin():
-                    yield conn
-        except sa.exc.DBAPIError as exc:
-            raise StoreError(f"{self.url}: {_first_line(exc.orig)}") from None
+    def _read(self) -> AbstractContextManager[Connection]:
+        return self._db.read()
 
     def _table_name(self, epoch: int, active: int | None = None) -> str:
         if active is None:
@@ -256,7 +191,7 @@ class SQLEventStore(EventStore):
                 c.exec_driver_sql(self._q(f"INSERT INTO {self._table} ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"), rows)
             except sa.exc.IntegrityError as exc:
                 raise WrongExpectedVersion(stream, expected_version, current) if "version" in str(exc.orig) else StoreError(
-                    f"duplicate event id appending to {stream!r}: {_first_line(exc.orig)}"
+                    f"duplicate event id appending to {stream!r}: {first_line(exc.orig)}"
                 ) from None
             return start + len(events) - 1
 
@@ -298,10 +233,10 @@ class SQLEventStore(EventStore):
                     if self.dialect == "postgresql":
                         c.connection.driver_connection.rollback()
             except sa.exc.DBAPIError as exc:
-                raise StoreError(f"{self.url}: {_first_line(exc.orig)}") from None
+                raise StoreError(f"{self.url}: {first_line(exc.orig)}") from None
             except Exception as exc:  # raw driver errors outside SQLAlchemy's wrapping
                 if type(exc).__module__.split(".")[0] in ("sqlite3", "psycopg"):
-                    raise StoreError(f"{self.url}: {_first_line(exc)}") from None
+                    raise StoreError(f"{self.url}: {first_line(exc)}") from None
                 raise
             if not rows:
                 return
@@ -372,7 +307,7 @@ class SQLEventStore(EventStore):
     def at_epoch(self, epoch: int) -> SQLEventStore:
         if epoch not in {e.epoch for e in self.epochs()}:
             raise StoreError(f"{self.url}: there is no epoch {epoch}")
-        return SQLEventStore(self._raw_url, table=self.table_base, epoch=epoch, _engine=self.engine)
+        return SQLEventStore(self._raw_url, table=self.table_base, epoch=epoch, _db=self._db)
 
     def create_epoch(self, source_epoch: int) -> int:
         with self._write() as c:
@@ -629,11 +564,6 @@ def _uuid4() -> str:
 
 def _now() -> int:
     return time.time_ns() // 1000
-
-
-def _first_line(exc: BaseException | None) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 _process_locks: dict[str, threading.Lock] = {}

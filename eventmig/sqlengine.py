@@ -1,0 +1,125 @@
+"""SQLAlchemy engines for SQLite and PostgreSQL, set up the way eventmig's databases need them.
+
+Both the event store and the read-model database open their engines here,
+so they agree on what a URL means, how errors read and how transactions
+begin:
+
+* SQLite in WAL mode (readers never block the writer), ``synchronous=NORMAL``
+  (safe from corruption in WAL mode; a power cut can lose the last commits,
+  a killed process cannot), and eventmig issuing ``BEGIN`` itself, because
+  pysqlite's own transaction handling does not cover DDL and a switch is DDL.
+  Write transactions take the lock up front (``BEGIN IMMEDIATE``) so two
+  writers never deadlock upgrading a read lock.
+* ``postgresql://`` and ``postgres://`` mean the psycopg 3 driver.
+* A URL is printed only masked; driver errors become one-line StoreErrors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from .errors import ConfigError, StoreError
+
+
+def normalize_sql_url(url: str) -> str:
+    """Map ``postgresql://`` and ``postgres://`` onto the psycopg 3 driver SQLAlchemy needs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def first_line(exc: BaseException | None) -> str:
+    """A driver's error message, first line only: what fits a one-line error."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+class SQLDatabase:
+    """A parsed URL and its engine: what a store or a read-model database is built on."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        what: str,
+        create: bool = True,
+        busy_timeout_s: int = 30,
+        sqlite_pragmas: Mapping[str, object] | None = None,
+    ) -> None:
+        self.raw_url = normalize_sql_url(url)
+        try:
+            parsed = make_url(self.raw_url)
+        except sa.exc.ArgumentError:
+            raise ConfigError(f"not a {what} URL: {url!r}") from None
+        self.url = parsed.render_as_string(hide_password=True)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigError(f"unsupported {what} {self.url}: use sqlite:/// or postgresql+psycopg://")
+        self.sqlite_path = parsed.database if self.dialect == "sqlite" else None
+        if self.sqlite_path and self.sqlite_path != ":memory:":
+            directory = os.path.dirname(os.path.abspath(self.sqlite_path))
+            if not os.path.isdir(directory):
+                raise ConfigError(f"cannot open {self.url}: directory {directory} does not exist")
+            if not create and not os.path.exists(self.sqlite_path):
+                raise ConfigError(f"no {what} at {self.url}: {os.path.abspath(self.sqlite_path)} does not exist")
+        self.engine = _engine(parsed, busy_timeout_s, dict(sqlite_pragmas or {}))
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except sa.exc.DBAPIError as exc:
+            self.engine.dispose()
+            raise StoreError(f"cannot connect to {self.url}: {first_line(exc.orig)}") from None
+
+    def q(self, sql: str) -> str:
+        """Write SQL once with ``?`` placeholders; psycopg wants ``%s``."""
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (SQLite: ``BEGIN IMMEDIATE``), committed on success."""
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(eventmig_write=True)
+                with conn.begin():
+                    yield conn
+        except sa.exc.DBAPIError as exc:
+            raise StoreError(f"{self.url}: {first_line(exc.orig)}") from None
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction."""
+        try:
+            with self.engine.connect() as conn:
+                with conn.begin():
+                    yield conn
+        except sa.exc.DBAPIError as exc:
+            raise StoreError(f"{self.url}: {first_line(exc.orig)}") from None
+
+
+def _engine(parsed: sa.URL, busy_timeout_s: int, pragmas: dict[str, object]) -> Engine:
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    engine = sa.create_engine(parsed, connect_args={"timeout": busy_timeout_s})
+    settings = {"journal_mode": "WAL", "synchronous": "NORMAL", "busy_timeout": busy_timeout_s * 1000, **pragmas}
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # eventmig issues BEGIN itself, DDL included
+        cur = dbapi_conn.cursor()
+        for name, value in settings.items():
+            cur.execute(f"PRAGMA {name}={value}")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("eventmig_write")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
