@@ -819,7 +819,6 @@ class _Folder:
         is new unless the Bloom filter of stored keys says it may have been
         stored: then its state is loaded (evicted keys rarely come back).
         """
-        binding = self.binding
         kinds = self._kinds
         classify = self._classify
         version_of = self._version_of
