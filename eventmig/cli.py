@@ -46,7 +46,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+# piped into a log, tables get room rather than the 80 columns rich assumes without a terminal
+out = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pyproject.toml with [tool.eventmig] (default: nearest one).", show_default=False)]
@@ -448,6 +449,15 @@ def status(config: ConfigOpt = None, store: StoreOpt = None, as_json: JsonOpt = 
         out.print(f"{_when(s.at)} {s.kind}: epoch {s.from_epoch} -> {s.to_epoch}")
     if report.pending_events:
         out.print(Text(f"{report.pending_events:,} source event(s) not migrated yet", style="yellow"))
+    if report.read_models:
+        models = Table(title="Read models")
+        for col in ("projection", "live version", "live run", "last rebuild", "rollback"):
+            models.add_column(col)
+        for m in report.read_models:
+            models.add_row(m.projection, str(m.version) if m.version is not None else "-", m.live_run or "-",
+                           f"{m.last_rebuild} ({m.last_rebuild_status})" if m.last_rebuild else "-",
+                           "available" if m.rollback_available else "-")
+        out.print(models)
 
 
 @app.command()

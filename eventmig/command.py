@@ -372,6 +372,15 @@ class RunStatus(msgspec.Struct):
     updated_at: float
 
 
+class ReadModelStatus(msgspec.Struct):
+    projection: str
+    version: int | None  # of the live tables; None if never swapped in
+    live_run: str | None
+    last_rebuild: str | None  # id and status of the latest rebuild run
+    last_rebuild_status: str | None
+    rollback_available: bool
+
+
 class StatusReport(msgspec.Struct):
     store: str
     active_epoch: int
@@ -379,6 +388,7 @@ class StatusReport(msgspec.Struct):
     runs: list[RunStatus]
     switches: list[Switch]
     pending_events: int | None  # source events after the current run's checkpoint
+    read_models: list[ReadModelStatus] = []
 
 
 def status(settings: Settings) -> StatusReport:
@@ -395,7 +405,31 @@ def status(settings: Settings) -> StatusReport:
         pending = None
         if current is not None:
             pending = store.at_epoch(current.source_epoch).count_events(after=current.checkpoint)
-        return StatusReport(store.url, active, epochs, runs, store.switches(), pending)
+        return StatusReport(store.url, active, epochs, runs, store.switches(), pending, _read_model_status(settings))
+
+
+def _read_model_status(settings: Settings) -> list[ReadModelStatus]:
+    """Live read models and their latest rebuilds, if the read-model database has any."""
+    try:
+        db = ReadModelDB(settings.read_models_url, create=False)
+    except ConfigError:  # no read-model database yet
+        return []
+    with db:
+        live = db.live_models()
+        latest: dict[str, Any] = {}
+        for run in db.runs():
+            latest[run.projection] = run
+        return [
+            ReadModelStatus(
+                name,
+                live[name].version if name in live else None,
+                live[name].run_id if name in live else None,
+                latest[name].id if name in latest else None,
+                latest[name].status if name in latest else None,
+                bool(name in live and live[name].previous_run_id),
+            )
+            for name in sorted(live.keys() | latest.keys())
+        ]
 
 
 def _epoch_status(store: EventStore, e: EpochInfo) -> EpochStatus:

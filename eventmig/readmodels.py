@@ -113,10 +113,11 @@ class TableDiff(msgspec.Struct):
 class ReadModelDB(SQLDatabase):
     """A connection to the read-model database (SQLite or PostgreSQL)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         super().__init__(
             url,
             what="read-model database",
+            create=create,
             busy_timeout_s=60,
             # rebuilds commit large batches and update state tables all over: checkpoint (and fsync)
             # the WAL less often than every 4 MB, and keep more pages cached

@@ -164,3 +164,7 @@ def test_demo_runs_the_pipeline(tmp_path: Path):
     steps = {s["step"]: s for s in as_json(result)["steps"]}
     assert {"seed", "migrate", "verify", "switch"} <= steps.keys()
     assert all(s["events_per_second"] > 0 for s in steps.values())
+    status = as_json(eventmig("status", "--json", "--store", f"sqlite:///{tmp_path}/demo.db"))
+    assert status["active_epoch"] == 2
+    assert {m["projection"]: m["version"] for m in status["read_models"]} == {
+        "order_summary": 1, "customer_totals": 1, "order_snapshots": 1}
