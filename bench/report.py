@@ -250,7 +250,9 @@ def markdown(data: dict[str, Any]) -> str:
 
     lines += ["", "## Targets", "", "| target | goal | measured | |", "| --- | --- | --- | --- |"]
     for t in data["targets"]:
-        measured = "not measured" if t["measured"] is None else f"{t['measured']:,} {t['unit']}".strip()
+        value = t["measured"]
+        shown = f"{value:,.0f}" if isinstance(value, float) and value >= 1000 else f"{value:,}"
+        measured = "not measured" if value is None else f"{shown} {t['unit']}".strip()
         verdict = "–" if t["met"] is None else ("met" if t["met"] else "**missed**")
         lines.append(f"| {t['target']} | {t['goal']} | {measured} | {verdict} |")
 
@@ -261,7 +263,7 @@ def markdown(data: dict[str, Any]) -> str:
     for store in stores:
         for n in sizes:
             lines += [f"### {store}, {_n(n)} events", "",
-                      "| task | eventmig | raw floor | eventmig / floor | eventsourcing | eventmig / eventsourcing |",
+                      "| task | eventmig | raw floor | eventmig / floor | eventsourcing (SQLite) | eventmig / eventsourcing |",
                       "| --- | --- | --- | --- | --- | --- |"]
             for label, case, workers, floor_case, es_case in ROWS:
                 e = _find(results, case, store, n, workers)
@@ -299,8 +301,12 @@ def markdown(data: dict[str, Any]) -> str:
         del base
         lines.append("")
 
-    lines += ["## Every case", "", "| case | store | events | workers | status | median s | events/s | peak RSS MB | runs (s) |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["## Every case", "",
+              "CPU s: CPU time of the case process and its workers over the job (not the database server's), "
+              "median; load: the machine's 1-minute load average before each run (other work on the machine "
+              "slows the wall-clock figures).", "",
+              "| case | store | events | workers | status | median s | events/s | CPU s | peak RSS MB | runs (s) | load |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in all_results:
         s = r["median"]
         runs = ", ".join(f"{x['seconds']:.2f}" for x in r["runs"] if x.get("ok"))
@@ -310,3 +316,18 @@ def markdown(data: dict[str, Any]) -> str:
             f"{s.get('seconds', '–')} | {_rate(s or None)} | {s.get('cpu_seconds', '–')} | {_mb(s or None)} | {runs} | {load} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report [results.json]``: render results.md again from results.json."""
+    args = sys.argv[1:] if argv is None else argv
+    path = Path(args[0]) if args else dataset.BENCH_DIR / "results.json"
+    data = json.loads(path.read_text())
+    data["targets"] = targets(data["results"])
+    path.with_suffix(".md").write_text(markdown(data))
+    print(f"wrote {path.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
