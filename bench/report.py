@@ -251,8 +251,11 @@ def markdown(data: dict[str, Any]) -> str:
     lines += ["", "## Targets", "", "| target | goal | measured | |", "| --- | --- | --- | --- |"]
     for t in data["targets"]:
         value = t["measured"]
-        shown = f"{value:,.0f}" if isinstance(value, float) and value >= 1000 else f"{value:,}"
-        measured = "not measured" if value is None else f"{shown} {t['unit']}".strip()
+        if value is None:
+            measured = "not measured"
+        else:
+            shown = f"{value:,.0f}" if isinstance(value, float) and value >= 1000 else f"{value:,}"
+            measured = f"{shown} {t['unit']}".strip()
         verdict = "–" if t["met"] is None else ("met" if t["met"] else "**missed**")
         lines.append(f"| {t['target']} | {t['goal']} | {measured} | {verdict} |")
 
