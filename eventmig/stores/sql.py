@@ -74,7 +74,12 @@ class SQLEventStore(EventStore):
         if not table.isidentifier():
             raise ConfigError(f"events table name must be an identifier, got {table!r}")
         self._owns_engine = _db is None
-        self._db = _db or SQLDatabase(url, what="event store", create=create)
+        self._db = _db or SQLDatabase(
+            url, what="event store", create=create,
+            # migrations commit batches of megabytes: checkpoint (and fsync) the WAL every 64 MB
+            # rather than every 4 MB, with page cache enough to hold a batch
+            sqlite_pragmas={"wal_autocheckpoint": 16384, "cache_size": -16384},
+        )
         self._raw_url = self._db.raw_url
         self.url, self.dialect, self.engine = self._db.url, self._db.dialect, self._db.engine
         self._sqlite_path = self._db.sqlite_path
