@@ -242,8 +242,14 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append("- PostgreSQL load through `write_batch` (not compared): " + ", ".join(
             f"{_n(int(n))} in {s:.1f} s" for n, s in data["postgres_load_seconds"].items()))
     for u in data.get("updates", []):
+        names = sorted({c.split()[0] for c in u["cases"]})
         lines.append(f"- updated {u['date']} at revision `{u['revision']}` with `{u['command']}`: "
-                     + ", ".join(u["cases"]))
+                     f"{len(u['cases'])} results of " + ", ".join(names))
+    revisions: dict[str, int] = {}
+    for r in all_results:
+        revisions[r.get("revision") or "unknown"] = revisions.get(r.get("revision") or "unknown", 0) + 1
+    lines.append("- revision of the figures: " + ", ".join(
+        f"`{rev}` ({count} of {len(all_results)} results)" for rev, count in sorted(revisions.items())))
     notes = sorted({r["note"] for r in all_results if r["status"] != "ok" and r["note"]})
     for note in notes:
         lines.append(f"- **{note}**")
