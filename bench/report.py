@@ -222,8 +222,8 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         "# eventmig benchmark results",
         "",
-        f"Measured {data['date']} at revision `{data.get('revision')}` with `{data['command']}`; "
-        "how to read this: `bench/README.md`.",
+        f"{'First measured' if data.get('updates') else 'Measured'} {data['date']} at revision "
+        f"`{data.get('revision')}` with `{data['command']}`; how to read this: `bench/README.md`.",
         "",
         f"- machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, {m['os']}",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
