@@ -8,6 +8,9 @@ Peak RSS of a run is measured on the whole process tree that does the work
   processes: what the job holds at once, workers included. Pages shared
   between a process and its forked workers count once per process, so with
   workers this is an upper bound.
+* ``pss_tree_mb``: the same samples summing the proportional set size
+  (``/proc/<pid>/smaps_rollup``), which splits shared pages between the
+  processes sharing them: the tree's real footprint, kept for comparison.
 * ``rss_self_mb``: the case process's own high-water mark (``VmHWM``, read by
   the process itself at the end), which catches spikes between two samples.
   Not ``ru_maxrss`` from ``wait4()``: Linux carries that across ``exec``, so
@@ -46,26 +49,40 @@ class _TreeSampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
         self.peak_bytes = 0
+        self.peak_pss_bytes = 0  # proportional set size: shared pages split between their sharers
         self.max_processes = 0
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.is_set():
             pids = _tree(self.pid)
-            total = 0
+            total = pss = 0
             for pid in pids:
                 try:
                     with open(f"/proc/{pid}/statm") as f:
                         total += int(f.read().split()[1]) * PAGE
+                    pss += _pss_bytes(pid)
                 except (OSError, ValueError, IndexError):
                     pass
             self.peak_bytes = max(self.peak_bytes, total)
+            self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
             self.max_processes = max(self.max_processes, len(pids))
             self._done.wait(self.interval)
 
     def stop(self) -> None:
         self._done.set()
         self.join()
+
+
+def _pss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _tree(root: int) -> list[int]:
@@ -122,6 +139,7 @@ def run_in_child(spec: dict[str, Any], *, timeout: float = 4 * 3600, workdir: Pa
         # share, measured inside the child around the job, is ``cpu_seconds``
         process_cpu_seconds=round(usage.ru_utime + usage.ru_stime, 3),
         rss_self_mb=round(rss_self, 1), rss_tree_mb=round(rss_tree, 1),
+        pss_tree_mb=round(sampler.peak_pss_bytes / 2**20, 1),
         rss_workers_max_mb=round(result.get("workers_maxrss_kb", 0) / 1024, 1),
         peak_rss_mb=round(max(rss_self, rss_tree), 1), processes=sampler.max_processes,
     )
