@@ -312,8 +312,9 @@ def markdown(data: dict[str, Any]) -> str:
 
     lines += ["## Every case", "",
               "CPU s: CPU time of the case process and its workers over the job (not the database server's), "
-              "median; load: the machine's 1-minute load average before each run (other work on the machine "
-              "slows the wall-clock figures).", "",
+              "median; load: the machine's 1-minute load average before each run, which also counts the "
+              "benchmark's own previous runs (a job with 2 workers leaves about 2 behind); more than that "
+              "means other work on the machine, which slows the wall-clock figures.", "",
               "| case | store | events | workers | status | median s | events/s | CPU s | peak RSS MB | runs (s) | load |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in all_results:
