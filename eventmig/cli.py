@@ -505,7 +505,8 @@ def demo(
         for col, justify in (("step", "left"), ("events", "right"), ("seconds", "right"), ("events/s", "right"), ("result", "left")):
             table.add_column(col, justify=justify)  # type: ignore[arg-type]
         for s in report.steps:
-            table.add_row(s.step, f"{s.events:,}", f"{s.seconds:.2f}", f"{s.events_per_second:,.0f}", s.result)
+            table.add_row(s.step, "-" if s.events is None else f"{s.events:,}", f"{s.seconds:.2f}",
+                          "-" if s.events_per_second is None else f"{s.events_per_second:,.0f}", s.result)
         out.print(table)
     if not report.ok:
         raise typer.Exit(ExitCode.CHECK_FAILED)
