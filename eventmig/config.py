@@ -50,7 +50,7 @@ class Settings:
     events_table: str = "events"
     #: where schema versions live: ``metadata:KEY`` or ``type-suffix:SEP``
     version_key: str | None = None
-    batch_size: int = 5000
+    batch_size: int = 20_000
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     #: directory of the pyproject.toml the settings came from (or the cwd)
     root: Path = field(default_factory=Path.cwd)

@@ -25,12 +25,15 @@ import msgspec
 
 from .checksums import compare
 from .errors import ConfigError, StoreError, VerificationFailed
-from .migrate import LOCK, _migrate, _number, current_run
+from .migrate import DEFAULT_BATCH_SIZE, LOCK, _migrate, _number, current_run
 from .progress import SILENT, Progress
 from .stores.base import EventStore, Run
 from .transform import BatchCounts
 from .upcasting import CompiledRegistry
 from .verify import Verification, VerifyReport
+
+#: at most this many events are migrated inside the switch transaction, while writers wait
+LOCKED_CATCH_UP = 2000
 
 if TYPE_CHECKING:
     from .projections import Projection
@@ -53,7 +56,7 @@ def switch(
     store: EventStore,
     compiled: CompiledRegistry,
     *,
-    batch_size: int = 5000,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     catch_up: bool = True,
     attempts: int = 5,
@@ -88,8 +91,8 @@ def switch(
         caught_up = 0
         stream_map = dict(run.options.get("stream_map") or {})
         for _ in range(max(attempts, 1)):
-            # shrink what the locked part has to do to at most one batch
-            if source.count_events(after=run.checkpoint) <= batch_size:
+            # shrink what the locked part has to do, so writers wait for as short a time as possible
+            if source.count_events(after=run.checkpoint) <= LOCKED_CATCH_UP:
                 break
             caught_up += _migrate(store, compiled, batch_size, stream_map, False, workers or 1, progress).events_read
             run = verification.run = current_run(store)  # type: ignore[assignment]

@@ -16,7 +16,7 @@ import msgspec
 
 from .checksums import StreamDigests, compare
 from .errors import ConfigError
-from .migrate import current_run
+from .migrate import DEFAULT_BATCH_SIZE, current_run
 from .parallel import Workers, default_workers, slices
 from .progress import SILENT, Progress
 from .stores.base import EventStore, Run
@@ -53,7 +53,7 @@ def verify(
     store: EventStore,
     compiled: CompiledRegistry,
     *,
-    batch_size: int = 5000,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     progress: Progress = SILENT,
     run: Run | None = None,
@@ -81,7 +81,7 @@ class Verification:
     """
 
     def __init__(
-        self, store: EventStore, compiled: CompiledRegistry, run: Run, *, batch_size: int = 5000, workers: int | None = None
+        self, store: EventStore, compiled: CompiledRegistry, run: Run, *, batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None
     ) -> None:
         self.store, self.compiled, self.run = store, compiled, run
         self.batch_size, self.workers = batch_size, workers or default_workers()
