@@ -54,6 +54,7 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pyproject.toml
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Event store URL (env EVENTMIG_STORE).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Events per batch.", show_default=False)]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, help="Worker processes (default: the number of cores).", show_default=False)]
 ReadModelsOpt = Annotated[str | None, typer.Option("--read-models", "--read-models-url", help="Read-model database URL (env EVENTMIG_READ_MODELS; default: the store's).", show_default=False)]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,8 +92,10 @@ def _fail(message: str, code: ExitCode, as_json: bool) -> None:
     raise typer.Exit(int(code))
 
 
-def _settings(config: Path | None, store: str | None, batch_size: int | None = None, **extra: Any) -> Settings:
-    return load_settings(config, store=store, batch_size=batch_size, **extra)
+def _settings(
+    config: Path | None, store: str | None, batch_size: int | None = None, workers: int | None = None, **extra: Any
+) -> Settings:
+    return load_settings(config, store=store, batch_size=batch_size, workers=workers, **extra)
 
 
 def _emit_json(report: Any) -> None:
@@ -261,6 +264,7 @@ def migrate(
     config: ConfigOpt = None,
     store: StoreOpt = None,
     batch_size: BatchOpt = None,
+    workers: WorkersOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Discard the unfinished new epoch and start over.")] = False,
     stream_map: Annotated[Path | None, typer.Option("--stream-map", help="JSON file {old stream: new stream}.", show_default=False)] = None,
@@ -268,7 +272,7 @@ def migrate(
 ) -> None:
     """Copy the active epoch through the upcasters into a new epoch (resumes if interrupted)."""
     with _progress(as_json) as progress:
-        report = command.migrate(_settings(config, store, batch_size), dry_run=dry_run, restart=restart,
+        report = command.migrate(_settings(config, store, batch_size, workers), dry_run=dry_run, restart=restart,
                                  stream_map=stream_map, progress=progress)
     if as_json:
         return _emit_json(report)
@@ -310,10 +314,13 @@ def _print_verify(report: Any) -> None:
 
 @app.command()
 @reports_errors
-def verify(config: ConfigOpt = None, store: StoreOpt = None, batch_size: BatchOpt = None, as_json: JsonOpt = False) -> None:
+def verify(
+    config: ConfigOpt = None, store: StoreOpt = None, batch_size: BatchOpt = None, workers: WorkersOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Compare digests of the upcast source with the migrated epoch, stream by stream."""
     with _progress(as_json) as progress:
-        report = command.verify(_settings(config, store, batch_size), progress=progress)
+        report = command.verify(_settings(config, store, batch_size, workers), progress=progress)
     _emit_json(report) if as_json else _print_verify(report)
     if not report.ok:
         raise typer.Exit(ExitCode.CHECK_FAILED)
@@ -325,13 +332,14 @@ def switch(
     config: ConfigOpt = None,
     store: StoreOpt = None,
     batch_size: BatchOpt = None,
+    workers: WorkersOpt = None,
     catch_up: Annotated[bool, typer.Option("--catch-up/--no-catch-up", help="Migrate and verify events appended meanwhile, then switch.")] = True,
     attempts: Annotated[int, typer.Option("--attempts", min=1, help="Catch-ups to try while writers keep appending.")] = 5,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify, then make the migrated epoch active atomically."""
     with _progress(as_json) as progress:
-        report = command.switch(_settings(config, store, batch_size), catch_up=catch_up, attempts=attempts, progress=progress)
+        report = command.switch(_settings(config, store, batch_size, workers), catch_up=catch_up, attempts=attempts, progress=progress)
     if as_json:
         return _emit_json(report)
     if report.verification:
@@ -372,7 +380,7 @@ def rebuild(
     config: ConfigOpt = None,
     store: StoreOpt = None,
     read_models: ReadModelsOpt = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Worker processes (default: the number of cores).", show_default=False)] = None,
+    workers: WorkersOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Events folded between two checkpoints (default 100,000).", show_default=False)] = None,
     accept_changes: Annotated[bool, typer.Option("--accept-changes", help="Swap in a new projection version even though rows differ.")] = False,
     no_swap: Annotated[bool, typer.Option("--no-swap", help="Stop after verification; a later rebuild swaps the verified tables in.")] = False,

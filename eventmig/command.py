@@ -282,7 +282,7 @@ def migrate(
     with open_configured_store(settings) as store:
         return _migrate.migrate(
             store, compiled, batch_size=settings.batch_size, stream_map=mapping, dry_run=dry_run,
-            restart=restart, progress=progress,
+            restart=restart, workers=settings.workers, progress=progress,
         )
 
 
@@ -302,7 +302,7 @@ def load_stream_map(path: str | Path) -> dict[str, str]:
 def verify(settings: Settings, *, progress: Progress = SILENT) -> _verify.VerifyReport:
     compiled = load_registry(settings)
     with open_configured_store(settings) as store:
-        return _verify.verify(store, compiled, batch_size=settings.batch_size, progress=progress)
+        return _verify.verify(store, compiled, batch_size=settings.batch_size, workers=settings.workers, progress=progress)
 
 
 def switch(

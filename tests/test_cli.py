@@ -44,12 +44,12 @@ def test_pipeline_through_the_cli(store_url: str):
     dry = as_json(eventmig("migrate", "--dry-run", "--json", store=store_url))
     assert dry["dry_run"] and dry["events_read"] == 4000
 
-    migrated = eventmig("migrate", "--json", "--batch-size", "700", store=store_url)
+    migrated = eventmig("migrate", "--json", "--batch-size", "700", "--workers", "1", store=store_url)
     assert migrated.returncode == 0, migrated.stderr
     report = as_json(migrated)
     assert report["events_written"] == dry["events_written"] and report["after"] == dry["after"]
 
-    verified = eventmig("verify", "--json", store=store_url)
+    verified = eventmig("verify", "--json", "--workers", "2", "--batch-size", "500", store=store_url)
     assert verified.returncode == 0 and as_json(verified)["ok"]
 
     status = as_json(eventmig("status", "--json", store=store_url))
