@@ -30,7 +30,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from . import command
@@ -113,9 +113,11 @@ class _RichProgress:
     """Progress bars on stderr: events done of total, events/s, elapsed, ETA."""
 
     def __init__(self) -> None:
+        # the label gives way first on a narrow terminal; the figures keep their width
         self.bars = RichProgress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
+            TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis")),
+            BarColumn(bar_width=16), MofNCompleteColumn(), _RateColumn(table_column=Column(no_wrap=True)),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False, expand=True,
         )
 
     @contextmanager
