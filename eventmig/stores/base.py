@@ -12,8 +12,9 @@ callers branch on those, never on the backend's class.
 from __future__ import annotations
 
 import enum
+import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, NamedTuple, Protocol
 
@@ -118,6 +119,27 @@ class Switch(msgspec.Struct, frozen=True):
     to_head: int | None
 
 
+class StreamPartitions(NamedTuple):
+    """Some of the ``count`` partitions a store splits its streams into: those numbered ``indexes``.
+
+    Every stream falls into exactly one partition (see
+    :meth:`EventStore.stream_partition`), always the same one for a given
+    store and count, so readers that each take some partitions see every
+    stream once, each stream whole and in order.
+    """
+
+    indexes: frozenset[int]
+    count: int
+
+    @classmethod
+    def of(cls, index: int | Collection[int], count: int) -> StreamPartitions:
+        """``of(2, 4)``: the third of four partitions; ``of({0, 2}, 4)``: the first and the third."""
+        indexes = frozenset((index,) if isinstance(index, int) else index)
+        if count < 1 or not indexes or any(not 0 <= i < count for i in indexes):
+            raise ValueError(f"partitions {sorted(indexes)} out of {count}: need 0 <= index < count")
+        return cls(indexes, count)
+
+
 class CatchUp(Protocol):
     """The last events of a migration, migrated inside the switch transaction.
 
@@ -169,15 +191,54 @@ class EventStore(ABC):
         """All events in commit order, in batches, after position ``after`` up to ``until`` included."""
 
     def read_all_rows(
-        self, after: int | None = None, *, until: int | None = None, batch_size: int = 1000
+        self,
+        after: int | None = None,
+        *,
+        until: int | None = None,
+        batch_size: int = 1000,
+        streams: StreamPartitions | None = None,
+        types: Collection[str] | None = None,
     ) -> Iterator[list[tuple[Any, ...]]]:
         """:meth:`read_all` as plain tuples in :class:`RecordedEvent` field order.
 
         Bulk jobs use this form: tuples are cheap to build and to send to worker
         processes. Backends override it when their driver already yields tuples.
+
+        ``streams`` keeps only the events of streams in those partitions, and
+        ``types`` only events whose stored type name is one of them; batches
+        then hold at most ``batch_size`` events, still in commit order. This
+        default filters what :meth:`read_all` returns; backends filter where the
+        events are, so a reader pays only for what it keeps.
         """
+        if streams is None and types is None:
+            for batch in self.read_all(after, until=until, batch_size=batch_size):
+                yield [msgspec.structs.astuple(e) for e in batch]
+            return
+        wanted = frozenset(types) if types is not None else None
+        partition_of = self.stream_partition
         for batch in self.read_all(after, until=until, batch_size=batch_size):
-            yield [msgspec.structs.astuple(e) for e in batch]
+            kept = [
+                msgspec.structs.astuple(e)
+                for e in batch
+                if (wanted is None or e.type in wanted)
+                and (streams is None or partition_of(e.stream, streams.count) in streams.indexes)
+            ]
+            if kept:
+                yield kept
+
+    def stream_partition(self, stream: str, count: int) -> int:
+        """Which of ``count`` partitions ``stream`` falls into: what ``read_all_rows(streams=...)`` keeps.
+
+        Deterministic, and the same in every process and on every run, for a
+        given store (this default: CRC-32 of the name in UTF-8, modulo ``count``).
+        """
+        return zlib.crc32(stream.encode()) % count
+
+    @property
+    def stream_partitioning(self) -> str:
+        """Names how :meth:`stream_partition` cuts streams: work split by partitions is resumed only
+        under the same scheme."""
+        return "crc32"
 
     def position_after(self, after: int | None, count: int, *, until: int | None = None) -> int | None:
         """The position of the ``count``-th event after ``after`` (or the last one up to ``until``).
