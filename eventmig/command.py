@@ -575,6 +575,11 @@ def demo(
     The default demo store is recreated on every run; any other store given
     must be empty, so a demo never mixes with real events.
     """
+    if not seed_only and not settings.upcasters:
+        raise ConfigError(
+            "the demo runs the reference shop service (upcasters/ and projections/ of the eventmig "
+            "repository): run it from a clone of the repository, e.g. `make demo`"
+        )
     url = store_url or DEFAULT_DEMO_STORE
     if store_url is None:
         _remove_sqlite_files(url)
