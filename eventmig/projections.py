@@ -387,6 +387,9 @@ class _Sentinel:
 
 _MISSING: Any = _Sentinel("MISSING")
 _DELETED: Any = _Sentinel("DELETED")
+#: what a fast chain returns when a step's result needs the registry's general handling
+SLOW: Any = _Sentinel("SLOW")
+_json_decode = msgspec.json.Decoder().decode
 
 
 # ====================================================================== binding
@@ -618,6 +621,198 @@ class Binding:
     def is_head(self, type_name: str, version: int) -> bool:
         head = self.compiled.heads.get(type_name)
         return head is None and not self.compiled.knows(type_name) or head == version
+
+    # ------------------------------------------------------- fast decoding
+    def fast_path(
+        self, type_name: str, version: int
+    ) -> tuple[str | None, Callable[[bytes], Any], Callable[[Any], Any] | None] | None:
+        """How a stored payload of ``(type, version)`` becomes head events with the least work.
+
+        Returns ``(head type, decode, then)``: ``decode`` reads the stored
+        bytes (into the head Struct for a head event, into the first step's
+        input type otherwise) and ``then`` (None for a head event) runs the
+        chain's steps one after another, without the registry's general
+        machinery. When every step on the way has one output, ``then`` gives
+        the head event of ``head type``; with a split, ``head type`` is None
+        and ``then`` gives a list of ``(head type, event)``. Either returns
+        :data:`SLOW` when a step returns anything less plain than its declared
+        Struct or a dict: :meth:`general_path` then does what the registry's
+        chains do. None when a step takes the event's context (or there is no
+        chain): the general path it is, for every event.
+        """
+        compiled = self.compiled
+        node = (type_name, version)
+        if not compiled.knows(type_name) or compiled.is_head(node):
+            route = self.routes.get(type_name)
+            if route is None:
+                return None
+            return type_name, route.decode, None
+        step = compiled.registry.steps.get(node)
+        if step is None:
+            return None
+        plain = self._plain_step(node, ())
+        if plain is None:
+            return None
+        out_type, then = plain
+        decode = msgspec.json.Decoder(step.input_type).decode if step.input_type is not None else _json_decode
+        return out_type, decode, then
+
+    def _plain_step(self, node: tuple[str, int], path: tuple[str, ...]) -> tuple[str | None, Callable[[Any], Any]] | None:
+        """The steps from ``node`` on, for a payload already in its step's input form."""
+        registry = self.compiled.registry
+        step = registry.steps.get(node)
+        if step is None or step.takes_context:
+            return None
+        fn, name = step.fn, step.name
+        path = (*path, name)
+        label = f"{node[0]} v{node[1]}"
+        if not step.targets:
+
+            def dropped(payload: Any) -> Any:
+                try:
+                    result = fn(payload)
+                except UpcastError:
+                    raise
+                except Exception as exc:  # as the registry's chains report a failing step
+                    raise UpcastError(f"upcaster {name} failed on {label}: {type(exc).__name__}: {exc}") from exc
+                return [] if result is None else SLOW
+
+            return None, dropped
+        continued = []
+        for target in step.targets:
+            found = self._continue(target, path)
+            if found is None:
+                return None
+            continued.append((target, *found))
+        if len(continued) == 1:
+            target, out_type, cont, direct = continued[0]
+            declared = registry.schemas.get(target)
+            if direct:  # the target is a head Struct: a step returning it is done
+                head_struct = declared
+
+                def single_head(payload: Any) -> Any:
+                    try:
+                        result = fn(payload)
+                    except UpcastError:
+                        raise
+                    except Exception as exc:
+                        raise UpcastError(f"upcaster {name} failed on {label}: {type(exc).__name__}: {exc}") from exc
+                    if result.__class__ is head_struct:
+                        return result
+                    return cont(result) if result.__class__ is dict else SLOW
+
+                return out_type, single_head
+
+            def single(payload: Any) -> Any:
+                try:
+                    result = fn(payload)
+                except UpcastError:
+                    raise
+                except Exception as exc:
+                    raise UpcastError(f"upcaster {name} failed on {label}: {type(exc).__name__}: {exc}") from exc
+                cls = result.__class__
+                return cont(result) if cls is declared or cls is dict else SLOW
+
+            return out_type, single
+        by_class: dict[Any, tuple[str | None, Callable[[Any], Any]]] = {}
+        for target, out_type, cont, _direct in continued:
+            declared = registry.schemas.get(target)
+            if declared is None or declared in by_class:
+                return None  # outputs told apart by their class only
+            by_class[declared] = (out_type, cont)
+
+        def split(payload: Any) -> Any:
+            try:
+                result = fn(payload)
+            except UpcastError:
+                raise
+            except Exception as exc:
+                raise UpcastError(f"upcaster {name} failed on {label}: {type(exc).__name__}: {exc}") from exc
+            if result.__class__ is not list:
+                return SLOW
+            out: list[tuple[str, Any]] = []
+            for item in result:
+                found = by_class.get(item.__class__)
+                if found is None:
+                    return SLOW
+                out_type, cont = found
+                event = cont(item)
+                if event is SLOW:
+                    return SLOW
+                if out_type is None:
+                    out.extend(event)
+                else:
+                    out.append((out_type, event))
+            return out
+
+        return None, split
+
+    def _continue(
+        self, target: tuple[str, int], path: tuple[str, ...]
+    ) -> tuple[str | None, Callable[[Any], Any], bool] | None:
+        """What becomes of a step's output for ``target``: ``(head type or None, cont, target is a head Struct)``."""
+        compiled = self.compiled
+        steps = compiled.registry.steps
+        if target in steps:
+            rest = self._plain_step(target, path)
+            if rest is None:
+                return None
+            out_type, then = rest
+            want = steps[target].input_type
+            if want is not None:
+
+                def typed(obj: Any) -> Any:
+                    return then(obj) if obj.__class__ is want else SLOW
+
+                return out_type, typed, False
+
+            def untyped(obj: Any) -> Any:
+                if obj.__class__ is dict:
+                    return then(obj)
+                return then(msgspec.to_builtins(obj)) if isinstance(obj, msgspec.Struct) else SLOW
+
+            return out_type, untyped, False
+        if not compiled.is_head(target):
+            return None
+        type_name = target[0]
+        struct = compiled.registry.schema_of(target)
+        if struct is None:
+
+            def schemaless(obj: Any) -> Any:
+                return msgspec.to_builtins(obj) if isinstance(obj, msgspec.Struct) else obj
+
+            return type_name, schemaless, False
+        via = " -> ".join(path)
+
+        def head(obj: Any) -> Any:
+            if obj.__class__ is struct:
+                return obj
+            if obj.__class__ is not dict:
+                return SLOW
+            try:
+                return msgspec.convert(obj, struct)
+            except msgspec.ValidationError as exc:
+                raise UpcastError(f"{type_name} payload does not match its head schema (after {via}): {exc}") from None
+
+        return type_name, head, True
+
+    def general_path(self, type_name: str, version: int) -> Callable[[Sequence[Any]], list[tuple[str, Any]]]:
+        """``row -> [(head type, head event)]`` through the registry's chains, for whatever they handle."""
+        if self.compiled.needs_context:
+            return lambda row: [(route.type, event) for route, event in self.head_events(row, type_name, version)]
+        upcast = self.compiled.upcast_payloads
+        structs = self._structs
+        as_head = self._as_head
+        routes = self.routes
+
+        def run(row: Sequence[Any]) -> list[tuple[str, Any]]:
+            out = []
+            for t, _v, payload, path in upcast(type_name, version, row[5]):
+                if t in routes:
+                    out.append((t, payload if payload.__class__ is structs[t] else as_head(t, payload, path)))
+            return out
+
+        return run
 
 
 def _dict_key(field: str) -> Callable[[Any], Any]:

@@ -49,9 +49,12 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .errors import ConfigError, EventmigError, ExitCode, UpcastError
 from .progress import SILENT, Progress
+from .events import MetadataKey
 from .projections import (
     KEY_INDEXED,
     KEY_STREAM,
+    SLOW,
+    STREAM,
     Binding,
     EventInfo,
     Index,
@@ -60,7 +63,7 @@ from .projections import (
     _DELETED,
 )
 from .readmodels import LiveModel, Partition, ReadModelDB, RebuildRun, TableDiff
-from .stores.base import EventStore
+from .stores.base import EventStore, StreamPartitions
 from .upcasting import CompiledRegistry, Registry
 
 LOCK = "rebuild"
@@ -112,9 +115,11 @@ class RebuildReport(msgspec.Struct):
     read_models: str
     epoch: int
     until: int | None
+    #: events of the epoch replayed (from the earliest checkpoint of a resumed run)
     events_read: int
     seconds: float
     events_per_second: float
+    #: the worker slots the partitions were spread over
     workers: int
     swapped: bool
     projections: list[ProjectionReport]
@@ -122,6 +127,8 @@ class RebuildReport(msgspec.Struct):
     timings: dict[str, float] = {}
     notes: list[str] = []
     problems: list[str] = []
+    #: worker processes started for them; 0 when this process folded every slot (small inputs)
+    processes: int = 0
 
 
 # ======================================================================== API
@@ -213,13 +220,14 @@ def _rebuild(
     source = store.at_epoch(epoch)
     source.refresh_statistics()
     head = source.head_position()
-    job = _plan(db, selected, epoch, head, workers, restart)
+    job = _plan(db, selected, epoch, head, workers, restart, source.stream_partitioning)
     units = [
-        _Unit(run, p) for run in job.runs for p in db.partitions(run.id) if p.status != "done"
+        _Unit(run, p, job.projections[run.projection]) for run in job.runs for p in db.partitions(run.id)
+        if p.status != "done"
     ]
-    events_read = 0
+    events_read = processes = 0
     if units:
-        events_read = _execute(source, db, binding, job, units, workers, batch_size, progress)
+        events_read, processes = _execute(source, db, binding, job, units, workers, batch_size, progress)
     for run in job.runs:
         if run.status == "running":
             _finish_shadow(db, job.projections[run.projection], run)
@@ -250,6 +258,7 @@ def _rebuild(
         seconds=round(seconds, 3),
         events_per_second=round(events_read / seconds, 1) if seconds else 0.0,
         workers=min(workers, max(1, len(units))) if units else 0,
+        processes=processes,
         swapped=swapped,
         projections=reports,
         timings=timings,
@@ -258,7 +267,10 @@ def _rebuild(
     )
 
 
-def _plan(db: ReadModelDB, selected: list[Projection], epoch: int, head: int | None, workers: int, restart: bool) -> _Job:
+def _plan(
+    db: ReadModelDB, selected: list[Projection], epoch: int, head: int | None, workers: int, restart: bool,
+    partitioning: str,
+) -> _Job:
     """Resume each projection's unfinished run, or start a new one with its shadow tables."""
     job = _Job()
     with db.write() as conn:
@@ -279,13 +291,18 @@ def _plan(db: ReadModelDB, selected: list[Projection], epoch: int, head: int | N
                     reason = f"it replays epoch {old.epoch} and epoch {epoch} is now active"
                 elif old.status != "running" and old.until != head:
                     reason = "events were appended since it finished"
+                elif (
+                    old.status == "running" and projection.key is STREAM and old.partitions > 1
+                    and old.stats.get("stream_partitioning", "crc32") != partitioning
+                ):
+                    reason = f"its streams were partitioned by {old.stats.get('stream_partitioning', 'crc32')}"
                 if reason is None and run is None:
                     run = old
                     continue
                 _abandon(db, conn, old)
                 job.notes.append(f"{projection.name}: abandoned run {old.id} ({reason or 'superseded'})")
             if run is None:
-                run = _new_run(db, conn, projection, fingerprint, epoch, head, workers)
+                run = _new_run(db, conn, projection, fingerprint, epoch, head, workers, partitioning)
                 job.resumed[projection.name] = False
             else:
                 job.resumed[projection.name] = True
@@ -296,7 +313,7 @@ def _plan(db: ReadModelDB, selected: list[Projection], epoch: int, head: int | N
 
 def _new_run(
     db: ReadModelDB, conn: sa.Connection, projection: Projection, fingerprint: str, epoch: int, head: int | None,
-    workers: int,
+    workers: int, partitioning: str,
 ) -> RebuildRun:
     run_id = uuid.uuid4().hex[:12]
     partitions = 1 if projection.global_order else workers
@@ -305,6 +322,8 @@ def _new_run(
     run = RebuildRun(
         id=run_id, projection=projection.name, version=projection.version, fingerprint=fingerprint, status="running",
         partitions=partitions, epoch=epoch, until=head, started_at=now, updated_at=now, tables=tables,
+        # a resumed run must find each stream in the partition it was folded in
+        stats={"stream_partitioning": partitioning},
     )
     for table in projection.tables:
         shadow = shadow_table(table, tables[table.name], run_id)
@@ -350,7 +369,9 @@ def _finish_shadow(db: ReadModelDB, projection: Projection, run: RebuildRun) -> 
         db.drop_tables(conn, [db.state_table(run.id, p.partition) for p in parts])  # all in the shadow tables now
         run.status = "folded"
         run.updated_at = time.time()
-        run.stats = {"keys": sum(p.keys for p in parts), "events": max((p.events for p in parts), default=0)}
+        run.stats = {
+            **run.stats, "keys": sum(p.keys for p in parts), "events": max((p.events for p in parts), default=0),
+        }
         db.save_run(run, conn)
 
 
@@ -417,7 +438,7 @@ def _table_report(diff: TableDiff) -> TableReport:
 class _Unit:
     """One partition of one run, as a worker folds it."""
 
-    def __init__(self, run: RebuildRun, partition: Partition) -> None:
+    def __init__(self, run: RebuildRun, partition: Partition, projection: Projection) -> None:
         self.run = run
         self.partition = partition.partition
         self.checkpoint = partition.checkpoint
@@ -426,10 +447,19 @@ class _Unit:
         self.folded = partition.status == "folded"
         self.until = run.until
         self.state_table = ReadModelDB.state_table(run.id, partition.partition)
+        #: the store's stream partitions this unit's events come from, when the store filters them
+        self.streams = (
+            StreamPartitions.of(partition.partition, run.partitions)
+            if projection.key is STREAM and run.partitions > 1 else None
+        )
 
     @property
     def label(self) -> str:
         return f"{self.run.projection}" + (f" p{self.partition}" if self.run.partitions > 1 else "")
+
+    @property
+    def pending(self) -> bool:
+        return not self.folded and self.until is not None
 
 
 def _assign(units: list[_Unit], workers: int) -> list[list[_Unit]]:
@@ -444,24 +474,46 @@ def _assign(units: list[_Unit], workers: int) -> list[list[_Unit]]:
     return [s for s in slots if s]
 
 
+def _scan_keys(units: list[_Unit]) -> dict[Any, list[_Unit]]:
+    """The reads a worker makes: one per stream partition of stream-keyed runs (the store keeps
+    only that partition's events), one of everything for the other units."""
+    scans: dict[Any, list[_Unit]] = {}
+    for unit in units:
+        if unit.pending:
+            scans.setdefault(unit.streams, []).append(unit)
+    return scans
+
+
+def _share(units: list[_Unit]) -> float:
+    """Roughly which part of the epoch's events the reads of these units return (for progress bars)."""
+    return sum(
+        1.0 if streams is None else len(streams.indexes) / streams.count for streams in _scan_keys(units)
+    )
+
+
+#: below this many events to replay, worker processes cost more than they save: fold in this process
+FORK_MIN_EVENTS = 50_000
+
+
 def _execute(
     source: EventStore, db: ReadModelDB, binding: Binding, job: _Job, units: list[_Unit], workers: int, batch_size: int,
     progress: Progress,
-) -> int:
+) -> tuple[int, int]:
+    """Fold the units, in worker processes or in this one; return (events replayed, processes started)."""
     plan = _assign(units, workers)
-    totals = [_events_to_read(source, slot) for slot in plan]
-    if len(plan) == 1:
-        with progress.task(_label(plan[0]), totals[0]) as task:
-            return _fold_units(source, db, binding, job, plan[0], batch_size, task.advance)
+    events = _events_to_read(source, units)
+    if len(plan) == 1 or events < FORK_MIN_EVENTS:
+        total = round(events * _share(units))
+        with progress.task(_label(units), total) as task:
+            _fold_units(source, db, binding, job, units, batch_size, _Clamped(task, total).advance)
+        return events, 0
     if "fork" not in multiprocessing.get_all_start_methods():
         raise ConfigError("parallel rebuilds need the fork start method (Linux, macOS); use --workers 1")
+    totals = [round(_events_to_read(source, slot) * _share(slot)) for slot in plan]
     ctx = multiprocessing.get_context("fork")
     messages = ctx.Queue()
-    # engines are recreated in every worker; make sure none of ours is shared mid-use
-    db.engine.dispose()
-    source_engine = getattr(source, "engine", None)
-    if source_engine is not None:
-        source_engine.dispose()
+    # every worker opens connections of its own (reopen) and never touches the ones it inherits; closing
+    # ours here would only make SQLite checkpoint its WAL into the file (and fsync it) on the last close
     procs = []
     for i, slot in enumerate(plan):
         proc = ctx.Process(
@@ -471,9 +523,10 @@ def _execute(
         procs.append(proc)
     from contextlib import ExitStack
 
-    events_read = 0
     with ExitStack() as stack:
-        tasks = [stack.enter_context(progress.task(_label(slot), total)) for slot, total in zip(plan, totals)]
+        tasks = [
+            _Clamped(stack.enter_context(progress.task(_label(slot), total)), total) for slot, total in zip(plan, totals)
+        ]
         for proc in procs:
             proc.start()
         done: set[int] = set()
@@ -492,7 +545,7 @@ def _execute(
                     tasks[i].advance(payload)
                 elif kind == "done":
                     done.add(i)
-                    events_read = max(events_read, payload)
+                    tasks[i].finish()
                 elif kind == "error":
                     failure = payload
         finally:
@@ -504,15 +557,33 @@ def _execute(
                 proc.join()
         if failure is not None:
             raise RebuildFailed(failure[0], ExitCode(failure[1]))
-    return events_read
+    return events, len(procs)
+
+
+class _Clamped:
+    """A progress task whose total is an estimate: never past it, and complete when the work is."""
+
+    def __init__(self, task: Any, total: int) -> None:
+        self.task = task
+        self.left = total
+
+    def advance(self, n: int) -> None:
+        n = min(n, self.left)
+        if n > 0:
+            self.left -= n
+            self.task.advance(n)
+
+    def finish(self) -> None:
+        self.advance(self.left)
 
 
 def _label(slot: list[_Unit]) -> str:
     return "rebuild " + ", ".join(u.label for u in slot)
 
 
-def _events_to_read(source: EventStore, slot: list[_Unit]) -> int | None:
-    pending = [u for u in slot if not u.folded and u.until is not None]
+def _events_to_read(source: EventStore, slot: list[_Unit]) -> int:
+    """Events of the epoch the slot's pending units replay (from the earliest checkpoint)."""
+    pending = [u for u in slot if u.pending]
     if not pending:
         return 0
     after = min((u.checkpoint for u in pending), key=lambda c: -1 if c is None else c)
@@ -558,26 +629,25 @@ def _fold_units(
     store: EventStore, db: ReadModelDB, binding: Binding, job: _Job, units: list[_Unit], batch_size: int,
     advance: Callable[[int], None],
 ) -> int:
+    """Fold the units' events, scan by scan, committing every ``batch_size`` events; return the rows read."""
     folder = _Folder(db, binding, job, units)
-    pending = [u for u in units if not u.folded and u.until is not None]
-    events = 0
-    if pending:
-        after = min((u.checkpoint for u in pending), key=lambda c: -1 if c is None else c)
-        until = max(u.until for u in pending if u.until is not None)
-        since_commit = 0
-        for rows in store.read_all_rows(after, until=until, batch_size=min(batch_size, READ_PAGE)):
-            folder.fold(rows)
-            events += len(rows)
+    read = since_commit = 0
+    for scan in folder.scans:
+        for rows in store.read_all_rows(
+            scan.after, until=scan.until, batch_size=min(batch_size, READ_PAGE), streams=scan.streams, types=scan.types,
+        ):
+            folder.fold(scan, rows)
+            read += len(rows)
             since_commit += len(rows)
             if since_commit >= batch_size:
                 folder.commit()
                 since_commit = 0
             advance(len(rows))
-        folder.commit()
+    folder.commit()
     folder.mark_folded()
     for unit in units:
         folder.finalize(unit)
-    return events
+    return read
 
 
 #: a key's partition is crc32 of its text modulo the partition count: stable across processes and
@@ -669,8 +739,55 @@ class _UnitState:
         self.pending_checkpoint: int | None = unit.checkpoint
 
 
+class _Scan:
+    """One read of the epoch: the stream partitions and event types the store keeps, the units they feed."""
+
+    __slots__ = ("streams", "types", "states", "tables")
+
+    def __init__(self, streams: StreamPartitions | None, types: frozenset[str] | None, states: list[_UnitState]) -> None:
+        self.streams = streams
+        self.types = types
+        self.states = states
+        #: per set of units folding a page together: stored type -> what to do with its events
+        self.tables: dict[frozenset[int], dict[str, Any]] = {}
+
+    @property
+    def after(self) -> int | None:
+        return min((s.unit.checkpoint for s in self.states), key=lambda c: -1 if c is None else c)
+
+    @property
+    def until(self) -> int | None:
+        return max(s.unit.until for s in self.states if s.unit.until is not None)
+
+
+#: what a payload that does not decode (or upcast) raises on its way to a handler
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UpcastError)
+
+
+class _Table(dict):  # type: ignore[type-arg]
+    """stored type -> how its events are folded, worked out on first sight of the type."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[str], Any]) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, stored_type: str) -> Any:
+        value = self[stored_type] = self.make(stored_type)
+        return value
+
+
 class _Folder:
-    """Folds batches of stored events into the states of a worker's units, and stores them."""
+    """Folds pages of stored events into the states of a worker's units, and stores them.
+
+    The work per event is settled once per (stored type, schema version) and
+    set of units: a function that decodes the payload straight into the
+    Struct the chain starts from (the head Struct for a head event), runs the
+    upcasters, and hands the head event to one small function per projection
+    that updates the key's state. Types no unit handles are skipped before
+    anything is decoded; on a store that filters them, they are not even read.
+    """
 
     def __init__(self, db: ReadModelDB, binding: Binding, job: _Job, units: list[_Unit]) -> None:
         self.db = db
@@ -704,192 +821,308 @@ class _Folder:
             pairs = [(s, self.slots[s.index]) for s in route.slots if self.slots[s.index] is not None]
             if pairs:
                 self.active[type_name] = pairs  # type: ignore[assignment]
-        self._kinds: dict[str, Any] = {}
         self._touched: dict[int, _UnitState] = {}
-        self._flats: dict[str, tuple[tuple[Any, ...], ...]] = {}
-        self._upcasters: dict[tuple[str, int], Callable[[tuple[Any, ...]], list[tuple[Any, Any]]]] = {}
-        self._version_of = binding.metadata_version()
+        self._general: dict[tuple[str, int], Callable[[Any], list[tuple[str, Any]]]] = {}
+        location = binding.compiled.version_location
+        self._meta_key = binding.version_key_bytes if isinstance(location, MetadataKey) else None
+        self._version_decoder = binding._version_decoder
+        self.scans = [
+            _Scan(streams, self._types_for(members), [self.states[id(u)] for u in members])
+            for streams, members in _scan_keys(units).items()
+        ]
 
-    def _classify(self, stored_type: str) -> Any:
-        """How to treat events of a stored type name; None: skip them, no projection here can use them.
+    def _types_for(self, units: list[_Unit]) -> frozenset[str] | None:
+        """The stored type names whose events these units can use; None: the store cannot tell by name.
 
-        Otherwise ``(stream filter, type, fixed version, head version, head decoder, head pairs)``:
-        the filter is () or ``(partitions, owned)`` when only stream-keyed projections use these
-        events, so a worker skips other workers' streams before decoding anything.
+        Only with the schema version in metadata is a stored type name the
+        event type itself; types of no schema the registry knows are there when
+        a projection handles them by name.
         """
-        binding = self.binding
-        entry = binding.entry(stored_type)
-        if entry is None:
+        if self._meta_key is None:
             return None
-        type_name, fixed, head = entry
-        reachable = binding._reachable_types(type_name) & self.active.keys()
-        if not reachable:
-            return None
-        pairs = [pair for t in reachable for pair in self.active[t]]
-        counts = {ps.partitions for _slot, ps in pairs}
-        stream_filter: tuple[Any, ...] = ()
-        if all(slot.key_kind == KEY_STREAM and ps.single is None for slot, ps in pairs) and len(counts) == 1:
-            stream_filter = (counts.pop(), frozenset(set().union(*(ps.owned for _slot, ps in pairs))))
-        route = binding.routes.get(type_name)
-        decode = route.decode if route is not None and type_name in self.active else None
-        return (stream_filter, type_name, fixed, head, decode, self._flat(type_name))
-
-    def _upcaster(self, type_name: str, version: int) -> Callable[[tuple[Any, ...]], list[tuple[Any, Any]]]:
-        """Events of an older schema: the (flat pairs, head event) they become, through the registry's chains."""
-        binding = self.binding
-        if binding.compiled.needs_context:
-            flat = self._flat
-            return lambda row: [(flat(r.type), e) for r, e in binding.head_events(row, type_name, version)]
-        upcast = binding.compiled.upcast_payloads
-        structs = binding._structs
-        as_head = binding._as_head
-        flats = {t: self._flat(t) for t in binding.routes}
-
-        def run(row: tuple[Any, ...]) -> list[tuple[Any, Any]]:
-            out = []
-            for t, _v, payload, path in upcast(type_name, version, row[5]):
-                pairs = flats.get(t)
-                if pairs:
-                    out.append((pairs, payload if payload.__class__ is structs[t] else as_head(t, payload, path)))
-            return out
-
-        # the common case, a typed step straight to a head Struct: call it without the chain machinery
-        steps = binding.compiled.registry.steps
-        step = steps.get((type_name, version))
-        if step is None or step.input_type is None or step.takes_context or len(step.targets) != 1:
-            return run
-        target = step.targets[0]
-        head_struct = structs.get(target[0])
-        if target in steps or head_struct is None or not binding.compiled.is_head(target):
-            return run
-        decode = msgspec.json.Decoder(step.input_type).decode
-        fn, name, pairs = step.fn, step.name, flats.get(target[0])
-        if not pairs:
-            return lambda row: []
-
-        def direct(row: tuple[Any, ...]) -> list[tuple[Any, Any]]:
-            payload = decode(row[5])
-            try:
-                event = fn(payload)
-            except Exception as exc:  # as the registry's chains report a failing step
-                raise UpcastError(f"upcaster {name} failed on {type_name} v{version}: {type(exc).__name__}: {exc}") from exc
-            if event.__class__ is head_struct:
-                return [(pairs, event)]
-            return run(row)  # anything less plain (a drop, a dict, a list): the general path
-
-        return direct
-
-    def _flat(self, type_name: str) -> tuple[tuple[Any, ...], ...]:
-        """The pairs of a head type as flat tuples: unpacking one beats a dozen attribute lookups per event."""
-        flat = self._flats.get(type_name)
-        if flat is None:
-            flat = self._flats[type_name] = tuple(
-                (slot.key_kind, slot.key, slot.handler, slot.wants_info, ps.single, ps.owned, ps.partitions, ps.tracks,
-                 ps.initial)
-                for slot, ps in self.active.get(type_name, ())
-            )
-        return flat
+        mine = {id(self.states[id(u)].slots) for u in units}
+        handled = {t for t, pairs in self.active.items() if any(id(ps) in mine for _slot, ps in pairs)}
+        registry = self.binding.compiled.registry
+        names = {t for t, _v in registry.schemas} | {t for t, _v in registry.steps} | set(self.binding.routes)
+        return frozenset(t for t in names if self.binding._reachable_types(t) & handled)
 
     # -------------------------------------------------------------- folding
-    def fold(self, rows: list[tuple[Any, ...]]) -> None:
-        """Fold one page of stored events (in commit order); :meth:`commit` stores the result."""
+    def fold(self, scan: _Scan, rows: list[tuple[Any, ...]]) -> None:
+        """Fold one page of a scan (in commit order); :meth:`commit` stores the result."""
+        first, last, n = rows[0][2], rows[-1][2], len(rows)
         positions = None
         groups: dict[tuple[int, int], list[_UnitState]] = {}
-        last = rows[-1][2]
-        for state in self.states.values():
+        for state in scan.states:
             unit = state.unit
             if unit.folded or unit.until is None:
                 continue
-            if positions is None:
-                positions = [r[2] for r in rows]
-            lo = 0 if unit.checkpoint is None else bisect_right(positions, unit.checkpoint)
-            hi = len(rows) if unit.until is None or last <= unit.until else bisect_right(positions, unit.until)
+            checkpoint = unit.checkpoint
+            if (checkpoint is None or checkpoint < first) and last <= unit.until:
+                lo, hi = 0, n
+            else:
+                if positions is None:
+                    positions = [r[2] for r in rows]
+                lo = 0 if checkpoint is None else bisect_right(positions, checkpoint)
+                hi = n if last <= unit.until else bisect_right(positions, unit.until)
             if lo < hi:
                 groups.setdefault((lo, hi), []).append(state)
                 state.pending_events += hi - lo
                 state.pending_checkpoint = rows[hi - 1][2]
                 self._touched[id(state)] = state
         for (lo, hi), members in groups.items():
-            self._fold_range(rows, lo, hi, members)
+            key = frozenset(id(m) for m in members)
+            table = scan.tables.get(key)
+            if table is None:
+                table = scan.tables[key] = self._table(members)
+            part = rows if hi - lo == n else rows[lo:hi]
+            if self._meta_key is not None:
+                self._fold_by_metadata(part, table)
+            else:
+                self._fold_by_name(part, table)
 
-    def _fold_range(self, rows: list[tuple[Any, ...]], lo: int, hi: int, members: list[_UnitState]) -> None:
-        """Fold rows[lo:hi] into the states of ``members``.
+    def _fold_by_metadata(self, rows: list[tuple[Any, ...]], table: dict[str, Any]) -> None:
+        """The hot loop, schema versions in metadata: one lookup by stored type, one by version."""
+        key = self._meta_key
+        version_of = self._version_decoder
+        for row in rows:
+            versions = table[row[4]]
+            if versions is None:
+                continue  # no unit here uses events of this type
+            metadata = row[6]
+            if key in metadata:
+                try:
+                    version = version_of(metadata).v
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    raise _failed(row, f"metadata: {exc}") from None
+            else:
+                version = 1
+            versions[version](row)
 
-        The hot loop of a rebuild, hence its shape. A key missing from memory
-        is new unless the Bloom filter of stored keys says it may have been
-        stored: then its state is loaded (evicted keys rarely come back).
-        """
-        kinds = self._kinds
-        classify = self._classify
-        version_of = self._version_of
-        member_ids = {id(m) for m in members} if len(members) < len(self.states) else None
-        load = self._load_state
-        crc = _crc32
-        upcasters = self._upcasters
-        for row in rows[lo:hi] if (lo, hi) != (0, len(rows)) else rows:
-            entry = kinds.get(row[4], _MISSING)
-            if entry is _MISSING:
-                entry = kinds[row[4]] = classify(row[4])
+    def _fold_by_name(self, rows: list[tuple[Any, ...]], table: dict[str, Any]) -> None:
+        """The hot loop, schema versions in the stored type name: one lookup."""
+        for row in rows:
+            fold = table[row[4]]
+            if fold is not None:
+                fold(row)
+
+    def _table(self, members: list[_UnitState]) -> dict[str, Any]:
+        """What to do with the events of each stored type, for units folding together."""
+        binding = self.binding
+        appliers = self._appliers(members)
+        handled = set(appliers)
+        by_metadata = self._meta_key is not None
+
+        def make(stored_type: str) -> Any:
+            entry = binding.entry(stored_type)
             if entry is None:
-                continue  # no projection of this worker uses events of this stored type
-            stream_filter, type_name, version, head, decode, pairs = entry
-            stream = row[0]
-            if stream_filter and crc(stream.encode()) % stream_filter[0] not in stream_filter[1]:
-                continue  # another worker's stream
+                return None
+            type_name, fixed, _head = entry
+            if not binding._reachable_types(type_name) & handled:
+                return None
+            if not by_metadata:
+                return self._compile(appliers, type_name, fixed if fixed is not None else 1)
+            if fixed is not None:  # a type the registry does not know: its events are what they are
+                fold = self._compile(appliers, type_name, fixed)
+                return _Table(lambda version: fold)
+            return _Table(lambda version: self._compile(appliers, type_name, version))
+
+        return _Table(make)
+
+    def _compile(
+        self, appliers: dict[str, tuple[Callable[[Any, Any], None], ...]], type_name: str, version: int
+    ) -> Callable[[tuple[Any, ...]], None]:
+        """The function folding one stored event of ``(type, version)`` into the units' states."""
+        binding = self.binding
+        general = self._general.get((type_name, version))
+        if general is None:
+            general = self._general[(type_name, version)] = binding.general_path(type_name, version)
+        fast = binding.fast_path(type_name, version)
+        out_type = fast[0] if fast is not None else None
+        if fast is not None and out_type is not None and out_type not in appliers:
+            return _skip  # becomes a head event no unit here handles: nothing to decode
+        no_appliers: tuple[Callable[[Any, Any], None], ...] = ()
+
+        def fold_general(row: tuple[Any, ...]) -> None:
             try:
-                if version is None:
-                    version = version_of(row[6]) if version_of is not None else 1
-                if version == head:
-                    if decode is None:
-                        continue
-                    events: Any = ((pairs, decode(row[5])),)
-                else:
-                    upcast = upcasters.get((type_name, version))
-                    if upcast is None:
-                        upcast = upcasters[(type_name, version)] = self._upcaster(type_name, version)
-                    events = upcast(row)
-            except (msgspec.DecodeError, msgspec.ValidationError, UpcastError) as exc:
-                raise RebuildFailed(
-                    f"cannot decode event {row[3]} ({row[4]} at {stream}@{row[1]}, position {row[2]}): {exc}"
-                ) from None
-            for pairs, event in events:
-                for kind, keyfn, handler, wants_info, state, owned, partitions, tracks, initial in pairs:
-                    if kind == KEY_STREAM:
-                        key = stream
-                    elif kind == KEY_INDEXED:
-                        if state is None or (member_ids is not None and id(state) not in member_ids):
-                            continue
-                        key = keyfn(event, state.index)
-                    else:
-                        key = keyfn(event)
-                    if key is None:
-                        continue
-                    if state is None:
-                        state = owned.get(crc(key.encode() if key.__class__ is str else str(key).encode()) % partitions)
-                        if state is None:
-                            continue
-                    if member_ids is not None and id(state) not in member_ids:
-                        continue
-                    info = EventInfo(stream, row[1], row[2], row[7]) if wants_info else None
-                    cache = state.cache
-                    current = cache.get(key, _MISSING)
-                    if current is _MISSING and key in state.stored:
-                        current = load(state, key)  # evicted earlier (or stored before a resume), or a rare false positive
-                    if tracks:
-                        if current is _MISSING:
-                            current = cache[key] = [0, initial()]
-                            state.new_keys += 1
-                        new = handler(current[1], event, info) if wants_info else handler(current[1], event)
-                        if new is not None:
-                            current[1] = new
-                        current[0] = row[1]
-                    else:
-                        if current is _MISSING:
-                            current = initial()
-                            state.new_keys += 1
-                        new = handler(current, event, info) if wants_info else handler(current, event)
-                        cache[key] = current if new is None else new
-                    state.dirty.add(key)
+                events = general(row)
+            except _DECODE_ERRORS as exc:
+                raise _failed(row, exc) from None
+            for t, event in events:
+                for apply in appliers.get(t, no_appliers):
+                    apply(row, event)
+
+        if fast is None:
+            return fold_general
+        _out, decode, then = fast
+        if out_type is None:  # a split: a list of head events
+
+            def fold_split(row: tuple[Any, ...]) -> None:
+                try:
+                    events = then(decode(row[5]))
+                    if events is SLOW:
+                        events = general(row)
+                except _DECODE_ERRORS as exc:
+                    raise _failed(row, exc) from None
+                for t, event in events:
+                    for apply in appliers.get(t, no_appliers):
+                        apply(row, event)
+
+            return fold_split
+        targets = appliers[out_type]
+        if then is None:  # a head event: decoded straight into its Struct
+            if len(targets) == 1:
+                (apply,) = targets
+
+                def fold_head(row: tuple[Any, ...]) -> None:
+                    try:
+                        event = decode(row[5])
+                    except _DECODE_ERRORS as exc:
+                        raise _failed(row, exc) from None
+                    apply(row, event)
+
+                return fold_head
+
+            def fold_head_many(row: tuple[Any, ...]) -> None:
+                try:
+                    event = decode(row[5])
+                except _DECODE_ERRORS as exc:
+                    raise _failed(row, exc) from None
+                for apply in targets:
+                    apply(row, event)
+
+            return fold_head_many
+
+        def fold_chain(row: tuple[Any, ...]) -> None:
+            try:
+                event = then(decode(row[5]))
+                if event is SLOW:
+                    events = general(row)
+            except _DECODE_ERRORS as exc:
+                raise _failed(row, exc) from None
+            if event is SLOW:
+                for t, e in events:
+                    for apply in appliers.get(t, no_appliers):
+                        apply(row, e)
+                return
+            for apply in targets:
+                apply(row, event)
+
+        return fold_chain
+
+    def _appliers(self, members: list[_UnitState]) -> dict[str, tuple[Callable[[Any, Any], None], ...]]:
+        """Per head type: one function per projection handling it, updating the members' states."""
+        ids = {id(m) for m in members}
+        out: dict[str, tuple[Callable[[Any, Any], None], ...]] = {}
+        for type_name, pairs in self.active.items():
+            fns = []
+            for slot, ps in pairs:
+                states = [s for s in ps.owned.values() if id(s) in ids]
+                if states:
+                    fns.append(self._applier(slot, ps, states))
+            if fns:
+                out[type_name] = tuple(fns)
+        return out
+
+    def _applier(self, slot: Any, ps: _ProjectionSlots, states: list[_UnitState]) -> Callable[[Any, Any], None]:
+        """``apply(row, event)``: the slot's handler on the state of the event's key.
+
+        A key missing from memory is new unless the Bloom filter of stored keys
+        says it may have been stored: then its state is loaded (evicted keys
+        rarely come back).
+        """
+        handler, wants_info, tracks = slot.handler, slot.wants_info, ps.tracks
+        fresh = self._fresh
+        if slot.key_kind == KEY_STREAM:
+            # stream-keyed: the store handed this scan only the streams of this one state
+            if len(states) != 1:
+                raise AssertionError("a stream-keyed projection folds one partition per scan")
+            (state,) = states
+            cache = state.cache
+            get = cache.get
+            dirty = state.dirty.add
+            if not tracks and not wants_info:
+
+                def apply(row: tuple[Any, ...], event: Any) -> None:
+                    key = row[0]
+                    current = get(key, _MISSING)
+                    if current is _MISSING:
+                        current = fresh(state, key)
+                    new = handler(current, event)
+                    if new is not None:
+                        cache[key] = new
+                    dirty(key)
+
+                return apply
+            if tracks and not wants_info:
+
+                def apply_tracked(row: tuple[Any, ...], event: Any) -> None:
+                    key = row[0]
+                    current = get(key, _MISSING)
+                    if current is _MISSING:
+                        current = fresh(state, key)
+                    new = handler(current[1], event)
+                    if new is not None:
+                        current[1] = new
+                    current[0] = row[1]
+                    dirty(key)
+
+                return apply_tracked
+            return self._apply_generic(slot, ps, {state.unit.partition: state}, stream=True)
+        return self._apply_generic(slot, ps, {s.unit.partition: s for s in states}, stream=False)
+
+    def _apply_generic(
+        self, slot: Any, ps: _ProjectionSlots, owned: dict[int, _UnitState], *, stream: bool
+    ) -> Callable[[Any, Any], None]:
+        """Any key kind, partitioned or not, with or without an :class:`EventInfo`."""
+        handler, wants_info, tracks = slot.handler, slot.wants_info, ps.tracks
+        kind, keyfn, partitions = slot.key_kind, slot.key, ps.partitions
+        single = next(iter(owned.values())) if stream or partitions == 1 else None
+        fresh = self._fresh
+        crc = _crc32
+
+        def apply(row: tuple[Any, ...], event: Any) -> None:
+            if stream:
+                key = row[0]
+            elif kind == KEY_INDEXED:
+                key = keyfn(event, single.index)  # type: ignore[union-attr]
+            else:
+                key = keyfn(event)
+            if key is None:
+                return
+            state = single
+            if state is None:
+                state = owned.get(crc(key.encode() if key.__class__ is str else str(key).encode()) % partitions)
+                if state is None:
+                    return  # another worker's key
+            cache = state.cache
+            current = cache.get(key, _MISSING)
+            if current is _MISSING:
+                current = fresh(state, key)
+            info = EventInfo(row[0], row[1], row[2], row[7]) if wants_info else None
+            if tracks:
+                new = handler(current[1], event, info) if wants_info else handler(current[1], event)
+                if new is not None:
+                    current[1] = new
+                current[0] = row[1]
+            else:
+                new = handler(current, event, info) if wants_info else handler(current, event)
+                if new is not None:
+                    cache[key] = new
+            state.dirty.add(key)
+
+        return apply
+
+    def _fresh(self, state: _UnitState, key: Any) -> Any:
+        """The state of a key not in memory: stored earlier (evicted, or before a resume), or a new one."""
+        if key in state.stored:  # maybe stored (or a rare false positive): ask the state table
+            current = self._load_state(state, key)
+            if current is not _MISSING:
+                return current
+        slots = state.slots
+        current = [0, slots.initial()] if slots.tracks else slots.initial()
+        state.cache[key] = current
+        state.new_keys += 1
+        return current
 
     def _load_state(self, state: _UnitState, key: Any) -> Any:
         """The stored state of a key that is not in memory, or _MISSING if it has none (a new key)."""
@@ -1059,3 +1292,11 @@ class _Folder:
                 (unit.run.id, unit.partition),
             )
         state.cache.clear()
+
+
+def _skip(row: tuple[Any, ...]) -> None:
+    """Events that become head events no unit here handles."""
+
+
+def _failed(row: tuple[Any, ...], reason: Any) -> RebuildFailed:
+    return RebuildFailed(f"cannot decode event {row[3]} ({row[4]} at {row[0]}@{row[1]}, position {row[2]}): {reason}")

@@ -176,6 +176,22 @@ def test_rebuild_on_both_backends_equals_the_fold(store_url, shop_registry):
             db.close()
 
 
+def test_worker_processes_fold_what_one_process_folds(store_url, shop_registry, monkeypatch):
+    """Forced into worker processes, a small rebuild gives the same tables (each worker reads its streams)."""
+    import eventmig.rebuild as rebuild_module
+
+    with open_store(store_url) as store:
+        seed(store, 2500)  # legacy events: upcast on the way
+        expected = _expected_digests(store, shop_registry)
+        alone = rebuild(store, shop.projections, registry=shop_registry, read_models=store_url, workers=2, swap=False)
+        assert alone.ok and alone.processes == 0 and alone.workers == 2 and _digests(alone) == expected
+        monkeypatch.setattr(rebuild_module, "FORK_MIN_EVENTS", 0)
+        forked = rebuild(store, shop.projections, registry=shop_registry, read_models=store_url, workers=2,
+                         batch_size=300, restart=True)
+        assert forked.ok and forked.processes == 2 and forked.events_read == store.count_events()
+        assert _digests(forked) == expected
+
+
 def _tables(db: ReadModelDB, conn, prefix: str) -> list[str]:
     if db.dialect == "sqlite":
         names = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'").scalars().all()
@@ -338,12 +354,20 @@ def test_snapshots_decode_back_into_the_aggregate(store_url, shop_registry):
 
 
 # ------------------------------------------------------------------ kill/resume
-def _start_rebuild(store_url: str, read_models: str) -> subprocess.Popen:
+def _start_rebuild(store_url: str, read_models: str, fork: bool = False) -> subprocess.Popen:
     env = {**os.environ, "EVENTMIG_STORE": store_url, "EVENTMIG_READ_MODELS": read_models}
+    # a history this small is folded in the calling process unless worker processes are forced
+    command = ["-c", FORCED_FORK] if fork else ["-m", "eventmig"]
     return subprocess.Popen(
-        [sys.executable, "-m", "eventmig", "rebuild", "--workers", "2", "--batch-size", "150", "--json"],
+        [sys.executable, *command, "rebuild", "--workers", "2", "--batch-size", "150", "--json"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
+
+
+FORCED_FORK = (
+    "import runpy, sys; import eventmig.rebuild as r; r.FORK_MIN_EVENTS = 0; sys.argv[0] = 'eventmig'; "
+    "runpy.run_module('eventmig', run_name='__main__')"
+)
 
 
 def _checkpoints(read_models: str) -> int:
@@ -356,13 +380,14 @@ def _checkpoints(read_models: str) -> int:
         db.close()
 
 
-def test_sigkill_mid_rebuild_then_resume(store_url, shop_registry, tmp_path):
+@pytest.mark.parametrize("fork", [False, True], ids=["one-process", "worker-processes"])
+def test_sigkill_mid_rebuild_then_resume(store_url, shop_registry, tmp_path, fork):
     read_models = store_url
     with open_store(store_url) as store:
         seed(store, 10_000)
         expected = _expected_digests(store, shop_registry)
     for _ in range(2):
-        proc = _start_rebuild(store_url, read_models)
+        proc = _start_rebuild(store_url, read_models, fork)
         deadline = time.monotonic() + 120
         committed = 0
         while time.monotonic() < deadline and proc.poll() is None:
