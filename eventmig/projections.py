@@ -215,6 +215,30 @@ class Projection:
         table = self.tables[0]
         return {table.name: [self._tuple(table, r) for r in produced]}
 
+    def rows_of_many(self, items: Iterable[tuple[Any, Any]]) -> dict[str, list[tuple[Any, ...]]]:
+        """The rows of many ``(key, state)`` pairs per table name: :meth:`rows_of` in bulk."""
+        if self._rows is None or len(self.tables) != 1:
+            out: dict[str, list[tuple[Any, ...]]] = {t.name: [] for t in self.tables}
+            for key, state in items:
+                for name, produced in self.rows_of(key, state).items():
+                    out[name].extend(produced)
+            return out
+        table = self.tables[0]
+        width = len(table.columns)
+        rows_fn, as_tuple = self._rows, self._tuple
+        rows: list[tuple[Any, ...]] = []
+        append = rows.append
+        for key, state in items:
+            produced = rows_fn(key, state)
+            if produced is None:
+                continue
+            if isinstance(produced, Mapping):
+                rows.extend(self.rows_of(key, state).get(table.name, ()))
+                continue
+            for row in produced:
+                append(row if type(row) is tuple and len(row) == width else as_tuple(table, row))
+        return {table.name: rows}
+
     def _tuple(self, table: sa.Table, row: Any) -> tuple[Any, ...]:
         if type(row) is tuple:
             if len(row) != len(table.columns):

@@ -382,20 +382,22 @@ class ReadModelDB(SQLDatabase):
         columns = [c.name for c in table.columns]
         pk = [columns.index(c.name) for c in table.primary_key.columns]
         plain = _needs_plain(table)
-        shadow_rows = self._ordered_rows(conn, table, shadow)
-        if live is None:
-            digest, rows = digest_rows(shadow_rows, pk, plain=plain)
+        if live is None:  # nothing to merge with: any order will do
+            digest, rows = digest_rows(self._ordered_rows(conn, table, shadow, ordered=False), pk, plain=plain)
             return TableDiff(table.name, 0, rows, None, digest, added=rows, sample=[])
+        shadow_rows = self._ordered_rows(conn, table, shadow)
         live_rows = self._ordered_rows(conn, table, live)
         return merge_compare(table.name, live_rows, shadow_rows, pk, sample, plain=plain)
 
-    def _ordered_rows(self, conn: Connection, table: sa.Table, name: str) -> Iterator[tuple[Any, ...]]:
+    def _ordered_rows(
+        self, conn: Connection, table: sa.Table, name: str, *, ordered: bool = True
+    ) -> Iterator[tuple[Any, ...]]:
         columns = [c.name for c in table.columns]
         order = []
         for c in table.primary_key.columns:
             text = isinstance(c.type, (sa.String, sa.Text))
             order.append(f'{c.name} COLLATE "C"' if text and self.dialect == "postgresql" else c.name)
-        sql = f"SELECT {', '.join(columns)} FROM {name} ORDER BY {', '.join(order)}"
+        sql = f"SELECT {', '.join(columns)} FROM {name}" + (f" ORDER BY {', '.join(order)}" if ordered else "")
         raw = self.raw(conn)
         if self.dialect == "postgresql":
             cursor = raw.cursor(name=f"eventmig_cmp_{name}"[:60])
@@ -414,9 +416,10 @@ class ReadModelDB(SQLDatabase):
 
 
 # ------------------------------------------------------------------ digests
-# A table's digest combines, independently of row order, the hash of each row
-# named by its primary key (as :func:`eventmig.checksums.combine` does for
-# streams); rows are hashed over their JSON encoding.
+# A table's digest combines, independently of row order, the hash of each
+# row (as :func:`eventmig.checksums.combine` does for streams); rows are
+# hashed over their JSON encoding, primary key included, so a row's part
+# names its key too.
 _MOD = 1 << 128
 
 
@@ -433,26 +436,26 @@ def _needs_plain(table: sa.Table) -> bool:
     return any(isinstance(c.type, (sa.Boolean, sa.LargeBinary)) for c in table.columns)
 
 
-def _hasher(pk: Sequence[int], plain: bool) -> Any:
-    """row -> (primary key as JSON text, the row's part of the table digest)."""
-    single = pk[0] if len(pk) == 1 else None
+def _row_part(row: Sequence[Any], plain: bool) -> int:
+    """A row's part of its table's digest."""
+    if plain:
+        row = [_plain(v) for v in row]
+    return int.from_bytes(_blake2b(_encode_row(row), digest_size=16).digest(), "big")
 
-    def part(row: Sequence[Any]) -> tuple[str, int]:
-        if plain:
-            row = [_plain(v) for v in row]
-        key = _encode_row([row[single]] if single is not None else [row[i] for i in pk])
-        h = _blake2b(_encode_row(row), digest_size=16).digest()
-        return key.decode(), int.from_bytes(_blake2b(key + b"\n" + h, digest_size=16).digest(), "big")
 
-    return part
+def _key_text(row: Sequence[Any], pk: Sequence[int], plain: bool) -> str:
+    """A row's primary key as JSON (the samples of differing rows)."""
+    return _encode_row([_plain(row[i]) if plain else row[i] for i in pk]).decode()
 
 
 def digest_rows(rows: Iterable[Sequence[Any]], pk: Sequence[int], *, plain: bool = True) -> tuple[str, int]:
     """Order-independent digest of rows keyed by their primary key, and their count."""
-    part = _hasher(pk, plain)
     total = n = 0
+    encode, blake2b, from_bytes = _encode_row, _blake2b, int.from_bytes
     for row in rows:
-        total += part(row)[1]
+        if plain:
+            row = [_plain(v) for v in row]
+        total += from_bytes(blake2b(encode(row), digest_size=16).digest(), "big")
         n += 1
     return f"{total % _MOD:032x}", n
 
@@ -469,7 +472,6 @@ def merge_compare(
 ) -> TableDiff:
     """Merge two row streams ordered by primary key: counts of added, removed, changed rows, and digests."""
     diff = TableDiff(name, 0, 0, None, "")
-    part = _hasher(pk, plain)
     live_total = shadow_total = 0
     single = pk[0] if len(pk) == 1 else None
 
@@ -478,40 +480,38 @@ def merge_compare(
             return None
         return row[single] if single is not None else tuple(row[i] for i in pk)
 
-    def note(key: str) -> None:
+    def note(row: Sequence[Any]) -> None:
         if len(diff.sample) < sample:
-            diff.sample.append(key)
+            diff.sample.append(_key_text(row, pk, plain))
 
     a = next(live, None)
     b = next(shadow, None)
     ka, kb = pk_of(a), pk_of(b)
     while a is not None or b is not None:
         if b is None or (a is not None and ka < kb):
-            key, value = part(a)
-            live_total += value
+            live_total += _row_part(a, plain)  # type: ignore[arg-type]
             diff.live_rows += 1
             diff.removed += 1
-            note(key)
+            note(a)  # type: ignore[arg-type]
             a = next(live, None)
             ka = pk_of(a)
         elif a is None or kb < ka:
-            key, value = part(b)
-            shadow_total += value
+            shadow_total += _row_part(b, plain)
             diff.rows += 1
             diff.added += 1
-            note(key)
+            note(b)
             b = next(shadow, None)
             kb = pk_of(b)
         else:
-            key, va = part(a)
-            _, vb = part(b)
+            va = _row_part(a, plain)
+            vb = _row_part(b, plain)
             live_total += va
             shadow_total += vb
             diff.live_rows += 1
             diff.rows += 1
             if va != vb:
                 diff.changed += 1
-                note(key)
+                note(a)
             a = next(live, None)
             b = next(shadow, None)
             ka, kb = pk_of(a), pk_of(b)

@@ -68,7 +68,7 @@ from .upcasting import CompiledRegistry, Registry
 
 LOCK = "rebuild"
 #: events folded between two commits of states and checkpoints
-DEFAULT_BATCH_SIZE = 100_000
+DEFAULT_BATCH_SIZE = 250_000
 #: events per read from the store
 READ_PAGE = 10_000
 #: states a worker keeps in memory per partition; older ones are reloaded from the state table when touched again
@@ -445,6 +445,7 @@ class _Unit:
         self.events = partition.events
         self.keys = partition.keys
         self.folded = partition.status == "folded"
+        self.done = False
         self.until = run.until
         self.state_table = ReadModelDB.state_table(run.id, partition.partition)
         #: the store's stream partitions this unit's events come from, when the store filters them
@@ -501,7 +502,8 @@ def _execute(
 ) -> tuple[int, int]:
     """Fold the units, in worker processes or in this one; return (events replayed, processes started)."""
     plan = _assign(units, workers)
-    events = _events_to_read(source, units)
+    counted: dict[tuple[int | None, int | None], int] = {}
+    events = _events_to_read(source, units, counted)
     if len(plan) == 1 or events < FORK_MIN_EVENTS:
         total = round(events * _share(units))
         with progress.task(_label(units), total) as task:
@@ -509,7 +511,7 @@ def _execute(
         return events, 0
     if "fork" not in multiprocessing.get_all_start_methods():
         raise ConfigError("parallel rebuilds need the fork start method (Linux, macOS); use --workers 1")
-    totals = [round(_events_to_read(source, slot) * _share(slot)) for slot in plan]
+    totals = [round(_events_to_read(source, slot, counted) * _share(slot)) for slot in plan]
     ctx = multiprocessing.get_context("fork")
     messages = ctx.Queue()
     # every worker opens connections of its own (reopen) and never touches the ones it inherits; closing
@@ -581,13 +583,16 @@ def _label(slot: list[_Unit]) -> str:
     return "rebuild " + ", ".join(u.label for u in slot)
 
 
-def _events_to_read(source: EventStore, slot: list[_Unit]) -> int:
+def _events_to_read(source: EventStore, slot: list[_Unit], counted: dict[tuple[Any, Any], int]) -> int:
     """Events of the epoch the slot's pending units replay (from the earliest checkpoint)."""
     pending = [u for u in slot if u.pending]
     if not pending:
         return 0
     after = min((u.checkpoint for u in pending), key=lambda c: -1 if c is None else c)
-    return source.count_events(after=after, until=max(u.until for u in pending if u.until is not None))
+    until = max(u.until for u in pending if u.until is not None)
+    if (after, until) not in counted:
+        counted[(after, until)] = source.count_events(after=after, until=until)
+    return counted[(after, until)]
 
 
 def _worker_main(
@@ -643,10 +648,10 @@ def _fold_units(
                 folder.commit()
                 since_commit = 0
             advance(len(rows))
-    folder.commit()
-    folder.mark_folded()
+        folder.finish(scan)
+    folder.mark_folded()  # units with nothing to read (an empty epoch)
     for unit in units:
-        folder.finalize(unit)
+        folder.finalize(unit)  # units folded by an earlier, interrupted invocation
     return read
 
 
@@ -1188,7 +1193,8 @@ class _Folder:
                 unit = state.unit
                 encode = state.slots.encode
                 cache = state.cache
-                items = [(encode_key(k), encode(cache[k])) for k in state.dirty]
+                # in key order: the state table's B-tree takes them page after page
+                items = sorted((encode_key(k), encode(cache[k])) for k in state.dirty)
                 deleted: list[str] = []
                 if state.index is not None and state.index._dirty:
                     for k, v in state.index._dirty.items():
@@ -1240,6 +1246,8 @@ class _Folder:
                 stored.add(key)
 
     def mark_folded(self) -> None:
+        if all(state.unit.folded for state in self.states.values()):
+            return
         with self.db.write() as conn:
             for state in self.states.values():
                 unit = state.unit
@@ -1252,46 +1260,105 @@ class _Folder:
                 )
 
     # ------------------------------------------------------------ finishing
-    def finalize(self, unit: _Unit) -> None:
-        """Turn a folded partition's states into rows in the shadow tables, with its "done" mark, atomically."""
-        state = self.states[id(unit)]
-        projection = state.slots.projection
-        decode = state.slots.decode
-        tracks = state.slots.tracks
-        columns = {t.name: [c.name for c in t.columns] for t in projection.tables}
+    def finish(self, scan: _Scan) -> None:
+        """Every unit of a scan has folded its events: their rows go into the shadow tables, with "done"
+        marks and checkpoints, in one transaction.
+
+        The states come from memory, where the latest ones are, and from the
+        state tables only for keys no longer in memory; the states folded
+        since the last commit are never written to a state table. Killed
+        before this commits, a resumed rebuild starts again from the last
+        commit.
+        """
+        states = [s for s in scan.states if not s.unit.folded]
         self._release_read_conn()
         with self.db.write() as conn:
-            status = conn.exec_driver_sql(
-                self.db.q("SELECT status FROM eventmig_rebuild_partitions WHERE run_id = ? AND partition = ?"),
-                (unit.run.id, unit.partition),
-            ).scalar()
-            if status == "done":
+            for state in states:
+                unit = state.unit
+                if self._status(conn, unit) == "done":
+                    continue
+                cache = state.cache
+                if state.stored.count:  # some states are only in the state table (evicted, or stored before a resume)
+                    decode, tracks = state.slots.decode, state.slots.tracks
+                    for batch in self.db.scan_states(conn, unit.state_table):
+                        stored = []
+                        for text, data in batch:
+                            if text[0] == "#":
+                                continue
+                            key = decode_key(text)
+                            if key not in cache:
+                                stored.append((key, list(decode(data)) if tracks else decode(data)))
+                        self._write_rows(conn, state, stored)
+                items = list(cache.items())
+                for i in range(0, len(items), _ROWS_PER_WRITE):
+                    self._write_rows(conn, state, items[i:i + _ROWS_PER_WRITE])
+                conn.exec_driver_sql(
+                    self.db.q(
+                        "UPDATE eventmig_rebuild_partitions SET status = 'done', checkpoint = ?, events = ?, keys = ? "
+                        "WHERE run_id = ? AND partition = ?"
+                    ),
+                    (state.pending_checkpoint, unit.events + state.pending_events, unit.keys + state.new_keys,
+                     unit.run.id, unit.partition),
+                )
+        for state in states:
+            state.unit.folded = state.unit.done = True
+            self._touched.pop(id(state), None)
+            state.cache.clear()
+            state.dirty.clear()
+
+    def finalize(self, unit: _Unit) -> None:
+        """Turn a folded partition's states (all in its state table) into rows in the shadow tables, with its
+        "done" mark, atomically."""
+        if unit.done:
+            return
+        state = self.states[id(unit)]
+        decode, tracks = state.slots.decode, state.slots.tracks
+        self._release_read_conn()
+        with self.db.write() as conn:
+            if self._status(conn, unit) == "done":
                 return
             for batch in self.db.scan_states(conn, unit.state_table):
-                out: dict[str, list[tuple[Any, ...]]] = {name: [] for name in columns}
-                for text, data in batch:
-                    if text[0] == "#":
-                        continue
-                    value = decode(data)
-                    if tracks:
-                        value = list(value)
-                    for name, produced in projection.rows_of(decode_key(text), value).items():
-                        out[name].extend(produced)
-                for name, produced in out.items():
-                    try:
-                        self.db.bulk_insert(conn, unit.run.tables[name], columns[name], produced)
-                    except Exception as exc:
-                        if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
-                            raise RebuildFailed(
-                                f"projection {projection.name}: two keys produced rows with the same primary key in "
-                                f"{name}: {str(exc).splitlines()[0]}"
-                            ) from None
-                        raise
+                self._write_rows(conn, state, [
+                    (decode_key(text), list(decode(data)) if tracks else decode(data))
+                    for text, data in batch if text[0] != "#"
+                ])
             conn.exec_driver_sql(
                 self.db.q("UPDATE eventmig_rebuild_partitions SET status = 'done' WHERE run_id = ? AND partition = ?"),
                 (unit.run.id, unit.partition),
             )
+        unit.done = True
         state.cache.clear()
+
+    def _status(self, conn: sa.Connection, unit: _Unit) -> str:
+        return conn.exec_driver_sql(
+            self.db.q("SELECT status FROM eventmig_rebuild_partitions WHERE run_id = ? AND partition = ?"),
+            (unit.run.id, unit.partition),
+        ).scalar()
+
+    def _write_rows(self, conn: sa.Connection, state: _UnitState, items: list[tuple[Any, Any]]) -> None:
+        """The rows of these (key, state) pairs, bulk-written into the unit's shadow tables."""
+        if not items:
+            return
+        projection = state.slots.projection
+        shadow = state.unit.run.tables
+        for name, rows in projection.rows_of_many(items).items():
+            try:
+                self.db.bulk_insert(conn, shadow[name], self._columns(projection, name), rows)
+            except Exception as exc:
+                if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
+                    raise RebuildFailed(
+                        f"projection {projection.name}: two keys produced rows with the same primary key in "
+                        f"{name}: {str(exc).splitlines()[0]}"
+                    ) from None
+                raise
+
+    @staticmethod
+    def _columns(projection: Projection, name: str) -> list[str]:
+        return [c.name for t in projection.tables if t.name == name for c in t.columns]
+
+
+#: keys whose rows are bulk-written at once when a partition is finished
+_ROWS_PER_WRITE = 10_000
 
 
 def _skip(row: tuple[Any, ...]) -> None:

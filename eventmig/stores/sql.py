@@ -258,9 +258,11 @@ class SQLEventStore(EventStore):
         )
         # PostgreSQL guesses a filter on an expression keeps 0.5% of the rows, concludes that walking the
         # primary key until a page is full costs more than sorting the whole remaining range, and does
-        # that for every page: make it walk the index, which is right whatever the filter keeps
+        # that for every page: make it walk the index, which is right whatever the filter keeps, in one
+        # process (parallel workers merging their parts cost more than they save on a page)
         hints = (
-            "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)"
+            "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), "
+            "set_config('max_parallel_workers_per_gather', '0', true)"
             if filtered and self.dialect == "postgresql" else None
         )
         position = after if after is not None else -1
@@ -404,6 +406,15 @@ class SQLEventStore(EventStore):
             return
         try:
             with self._write() as c:
+                # the size the planner knows (as of the last ANALYZE or VACUUM) against the table's size now:
+                # within a tenth of it, the statistics are good enough and ANALYZE would only cost time
+                known, now = c.exec_driver_sql(
+                    "SELECT c.relpages, pg_relation_size(c.oid) / current_setting('block_size')::bigint "
+                    "FROM pg_class c WHERE c.oid = to_regclass(%s)",
+                    (self._table,),
+                ).one()
+                if known > 0 and abs(now - known) * 10 <= now:
+                    return
                 c.exec_driver_sql(f"ANALYZE {self._table}")
         except StoreError:
             pass  # not the table's owner: the scan is slower, not wrong
