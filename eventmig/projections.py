@@ -681,6 +681,23 @@ class Binding:
         decode = msgspec.json.Decoder(step.input_type).decode if step.input_type is not None else _json_decode
         return out_type, decode, then
 
+    def single_step(self, type_name: str, version: int) -> tuple[Callable[[bytes], Any], Callable[[Any], Any], type, str] | None:
+        """``(decode, step, head Struct, step name)`` when ``(type, version)`` is one typed step from its head.
+
+        The commonest chain (a rename, a unit conversion): callers fuse it with
+        what follows. A step returning anything but the head Struct needs
+        :meth:`general_path`.
+        """
+        registry = self.compiled.registry
+        step = registry.steps.get((type_name, version))
+        if step is None or step.takes_context or step.input_type is None or len(step.targets) != 1:
+            return None
+        target = step.targets[0]
+        head = registry.schema_of(target)
+        if head is None or target in registry.steps or not self.compiled.is_head(target):
+            return None
+        return msgspec.json.Decoder(step.input_type).decode, step.fn, head, step.name
+
     def _plain_step(self, node: tuple[str, int], path: tuple[str, ...]) -> tuple[str | None, Callable[[Any], Any]] | None:
         """The steps from ``node`` on, for a payload already in its step's input form."""
         registry = self.compiled.registry
