@@ -1250,20 +1250,24 @@ class _Folder:
             return
         self._release_read_conn()  # SQLite: an open read transaction would block our own write
         encode_index = msgspec.msgpack.encode
+        # encoded before the write transaction: other workers wait for less
+        writes = []
+        for state in touched:
+            encode = state.slots.encode
+            cache = state.cache
+            # in key order: the state table's B-tree takes them page after page
+            items = sorted((encode_key(k), encode(cache[k])) for k in state.dirty)
+            deleted: list[str] = []
+            if state.index is not None and state.index._dirty:
+                for k, v in state.index._dirty.items():
+                    if v is _DELETED:
+                        deleted.append("#" + encode_key(k))
+                    else:
+                        items.append(("#" + encode_key(k), encode_index(v)))
+            writes.append((state, items, deleted))
         with self.db.write() as conn:
-            for state in touched:
+            for state, items, deleted in writes:
                 unit = state.unit
-                encode = state.slots.encode
-                cache = state.cache
-                # in key order: the state table's B-tree takes them page after page
-                items = sorted((encode_key(k), encode(cache[k])) for k in state.dirty)
-                deleted: list[str] = []
-                if state.index is not None and state.index._dirty:
-                    for k, v in state.index._dirty.items():
-                        if v is _DELETED:
-                            deleted.append("#" + encode_key(k))
-                        else:
-                            items.append(("#" + encode_key(k), encode_index(v)))
                 self.db.put_states(conn, unit.state_table, items, deleted)
                 conn.exec_driver_sql(
                     self.db.q(
@@ -1333,6 +1337,8 @@ class _Folder:
         commit.
         """
         states = [s for s in scan.states if not s.unit.folded]
+        # the rows of the states in memory are made before the write transaction: other workers wait for less
+        in_memory = {id(s): self._rows(s, list(s.cache.items())) for s in states}
         self._release_read_conn()
         with self.db.write() as conn:
             for state in states:
@@ -1350,10 +1356,8 @@ class _Folder:
                             key = decode_key(text)
                             if key not in cache:
                                 stored.append((key, list(decode(data)) if tracks else decode(data)))
-                        self._write_rows(conn, state, stored)
-                items = list(cache.items())
-                for i in range(0, len(items), _ROWS_PER_WRITE):
-                    self._write_rows(conn, state, items[i:i + _ROWS_PER_WRITE])
+                        self._insert(conn, state, self._rows(state, stored))
+                self._insert(conn, state, in_memory.pop(id(state)))
                 conn.exec_driver_sql(
                     self.db.q(
                         "UPDATE eventmig_rebuild_partitions SET status = 'done', checkpoint = ?, events = ?, keys = ? "
@@ -1380,10 +1384,10 @@ class _Folder:
             if self._status(conn, unit) == "done":
                 return
             for batch in self.db.scan_states(conn, unit.state_table):
-                self._write_rows(conn, state, [
+                self._insert(conn, state, self._rows(state, [
                     (decode_key(text), list(decode(data)) if tracks else decode(data))
                     for text, data in batch if text[0] != "#"
-                ])
+                ]))
             conn.exec_driver_sql(
                 self.db.q("UPDATE eventmig_rebuild_partitions SET status = 'done' WHERE run_id = ? AND partition = ?"),
                 (unit.run.id, unit.partition),
@@ -1397,13 +1401,16 @@ class _Folder:
             (unit.run.id, unit.partition),
         ).scalar()
 
-    def _write_rows(self, conn: sa.Connection, state: _UnitState, items: list[tuple[Any, Any]]) -> None:
-        """The rows of these (key, state) pairs, bulk-written into the unit's shadow tables."""
-        if not items:
-            return
+    @staticmethod
+    def _rows(state: _UnitState, items: list[tuple[Any, Any]]) -> dict[str, list[tuple[Any, ...]]]:
+        """The rows of these (key, state) pairs, per table."""
+        return state.slots.projection.rows_of_many(items) if items else {}
+
+    def _insert(self, conn: sa.Connection, state: _UnitState, tables: dict[str, list[tuple[Any, ...]]]) -> None:
+        """Bulk-write rows into the unit's shadow tables."""
         projection = state.slots.projection
         shadow = state.unit.run.tables
-        for name, rows in projection.rows_of_many(items).items():
+        for name, rows in tables.items():
             try:
                 self.db.bulk_insert(conn, shadow[name], self._columns(projection, name), rows)
             except Exception as exc:
@@ -1417,10 +1424,6 @@ class _Folder:
     @staticmethod
     def _columns(projection: Projection, name: str) -> list[str]:
         return [c.name for t in projection.tables if t.name == name for c in t.columns]
-
-
-#: keys whose rows are bulk-written at once when a partition is finished
-_ROWS_PER_WRITE = 10_000
 
 
 def _skip(row: tuple[Any, ...]) -> None:
