@@ -1,6 +1,7 @@
-"""Where the time goes: ``python -m bench.profile [--size 1m] [--tasks migrate,verify]``.
+"""Where the time goes: ``python -m bench.profile [--size 1m] [--tasks migrate,verify,rebuild]``.
 
-Runs migrate and/or verify on a fresh copy of the cached SQLite data set
+Runs migrate, verify and/or rebuild (of the order-summary read model, as the
+rebuild case does) on a fresh copy of the cached SQLite data set
 under pyinstrument (a sampling profiler: ``pip install pyinstrument``, in the
 ``bench`` extra) and writes the call trees to ``bench/profiles/<task>-sqlite-<size>.txt``.
 The profile covers the process that calls the library; when a job hands
@@ -39,7 +40,6 @@ def profile(task: str, n: int, work: Path, out: Path, interval: float = 0.001, w
 
     from eventmig.migrate import migrate
     from eventmig.stores import open_store
-    from eventmig.verify import verify
 
     source = dataset.cached_dataset(n)
     db = dataset.copy_dataset(source, work / "profile.db")
@@ -48,7 +48,7 @@ def profile(task: str, n: int, work: Path, out: Path, interval: float = 0.001, w
     try:
         if task == "verify":
             migrate(store, compiled)
-        job = migrate if task == "migrate" else verify
+        job = _job(task)
         profiler = Profiler(interval=interval)
         started = time.perf_counter()
         profiler.start()
@@ -72,6 +72,23 @@ def profile(task: str, n: int, work: Path, out: Path, interval: float = 0.001, w
     return path
 
 
+def _job(task: str) -> Any:
+    """The library call a task profiles: ``job(store, compiled, workers=...)``."""
+    from eventmig.migrate import migrate
+    from eventmig.verify import verify
+
+    if task == "rebuild":
+        import projections
+        from eventmig.rebuild import rebuild
+
+        def rebuild_order_summary(store: Any, compiled: Any, workers: int | None = None) -> Any:
+            return rebuild(store, projections.projections, registry=compiled, names=[cases.ORDER_SUMMARY],
+                           workers=workers)
+
+        return rebuild_order_summary
+    return migrate if task == "migrate" else verify
+
+
 def py_spy(task: str, n: int, out: Path) -> Path:
     """Record the job and its worker processes with py-spy (a flame graph, SVG)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +108,6 @@ def profile_plain(task: str, n: int, work: Path) -> None:
     """The same job without pyinstrument (what py-spy records)."""
     from eventmig.migrate import migrate
     from eventmig.stores import open_store
-    from eventmig.verify import verify
 
     db = dataset.copy_dataset(dataset.cached_dataset(n), work / "profile.db")
     store = open_store(dataset.sqlite_url(db))
@@ -99,7 +115,7 @@ def profile_plain(task: str, n: int, work: Path) -> None:
         compiled = cases._registry()
         if task == "verify":
             migrate(store, compiled)
-        (migrate if task == "migrate" else verify)(store, compiled)
+        _job(task)(store, compiled)
     finally:
         store.close()
         shutil.rmtree(work, ignore_errors=True)

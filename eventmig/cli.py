@@ -422,7 +422,9 @@ def _print_rebuild(report: Any) -> None:
             if t.sample and (t.removed or t.changed or t.live_rows):
                 err.print(Text(f"{t.table}: differing keys include {', '.join(t.sample[:5])}", style="yellow"))
     timings = ", ".join(f"{k} {v:.2f} s" for k, v in report.timings.items())
-    out.print(f"read {report.events_read:,} events with {report.workers} worker(s) in {report.seconds:.2f} s "
+    processes = getattr(report, "processes", 0)
+    how = f"with {processes} worker processes" if processes else "in one process"  # small inputs are not worth forking
+    out.print(f"read {report.events_read:,} events {how} in {report.seconds:.2f} s "
               f"({report.events_per_second:,.0f} events/s; {timings})")
     for problem in report.problems:
         err.print(Text(problem, style="red"))

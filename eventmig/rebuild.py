@@ -2,27 +2,35 @@
 
 How the work is cut:
 
-* each projection's keys are hashed (CRC-32, stable across processes) into
-  ``partitions`` buckets, fixed when its run starts so that a resumed run
-  finds every key's state where it left it; a ``global_order`` projection
-  has one partition;
-* each worker process owns some partitions (of every projection rebuilt)
-  and reads the whole epoch itself, in commit order, through the store's
-  batched raw-row reader. It skips events of types no projection handles
-  without decoding them, events of stream-keyed projections in partitions
-  it does not own without decoding them either, decodes the rest with one
-  typed msgspec decoder per head type (upcasting events stored at older
-  schema versions on the way), and folds them in memory. Reading in commit
-  order keeps every key's events in stream order;
-* after each batch a worker commits, in one transaction, the states of the
-  keys the batch touched (encoded with msgspec into its partitions' state
-  tables) and each partition's checkpoint. A killed rebuild resumes from
-  these checkpoints, reloading states on demand; the same mechanism lets a
-  worker keep only a bounded number of states in memory (least recently
-  touched ones are dropped: they are already stored);
-* when a partition has folded every event up to the run's end position, the
-  worker turns its states into rows and bulk-writes them into the shadow
-  tables, in one transaction with the partition's "done" mark.
+* each projection's keys are split into ``partitions`` (one per worker,
+  fixed when its run starts so that a resumed run finds every key's state
+  where it left it; a ``global_order`` projection has one). Stream-keyed
+  projections and snapshots take the store's own partitions of streams
+  (:meth:`EventStore.stream_partition`: CRC-32 on SQLite, ``hashtext`` on
+  PostgreSQL; the run records which); other keys are hashed with CRC-32;
+* a worker reads each stream partition it owns with
+  ``read_all_rows(streams=...)``: the database leaves out the other
+  workers' streams, and (with the schema version in metadata) the types no
+  projection of the read handles. Other projections share one read of the
+  whole epoch. Reads are in commit order, which keeps every key's events in
+  stream order;
+* what to do with an event is settled once per (stored type, schema
+  version): decode straight into the Struct its chain starts from (the head
+  Struct for a head event), run plain upcaster chains directly (the
+  registry's chains otherwise), then one small function per projection
+  updates the key's state in memory;
+* every ``batch_size`` events a worker commits, in one transaction, the
+  states of the keys the batch touched (encoded with msgspec into its
+  partitions' state tables) and each partition's checkpoint. A killed
+  rebuild resumes from these checkpoints, reloading states on demand; the
+  same mechanism lets a worker keep only a bounded number of states in
+  memory (least recently touched ones are dropped: they are already stored);
+* when a read is over, its partitions' states become rows, bulk-written into
+  the shadow tables in one transaction with the partitions' "done" marks:
+  from memory, and from the state tables for keys no longer in memory;
+* fewer than :data:`FORK_MIN_EVENTS` events are folded in the calling
+  process, partitions and all: worker processes would cost more than they
+  save.
 
 Then the parent verifies (row digests of shadow against live tables, see
 :meth:`ReadModelDB.compare`) and swaps the shadow tables in (see
