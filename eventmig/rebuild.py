@@ -511,15 +511,20 @@ def _execute(
     """Fold the units, in worker processes or in this one; return (events replayed, processes started)."""
     plan = _assign(units, workers)
     counted: dict[tuple[int | None, int | None], int] = {}
-    events = _events_to_read(source, units, counted)
-    if len(plan) == 1 or events < FORK_MIN_EVENTS:
-        total = round(events * _share(units))
-        with progress.task(_label(units), total) as task:
-            _fold_units(source, db, binding, job, units, batch_size, _Clamped(task, total).advance)
-        return events, 0
-    if "fork" not in multiprocessing.get_all_start_methods():
-        raise ConfigError("parallel rebuilds need the fork start method (Linux, macOS); use --workers 1")
-    totals = [round(_events_to_read(source, slot, counted) * _share(slot)) for slot in plan]
+    reader = _scan_handle(source)  # counts and reads here leave no page cache behind for workers to inherit
+    try:
+        events = _events_to_read(reader, units, counted)
+        if len(plan) == 1 or events < FORK_MIN_EVENTS:
+            total = round(events * _share(units))
+            with progress.task(_label(units), total) as task:
+                _fold_units(reader, db, binding, job, units, batch_size, _Clamped(task, total).advance)
+            return events, 0
+        if "fork" not in multiprocessing.get_all_start_methods():
+            raise ConfigError("parallel rebuilds need the fork start method (Linux, macOS); use --workers 1")
+        totals = [round(_events_to_read(reader, slot, counted) * _share(slot)) for slot in plan]
+    finally:
+        if reader is not source:
+            reader.close()
     ctx = multiprocessing.get_context("fork")
     messages = ctx.Queue()
     # every worker opens connections of its own (reopen) and never touches the ones it inherits; closing
@@ -570,6 +575,14 @@ def _execute(
     return events, len(procs)
 
 
+def _scan_handle(source: EventStore) -> EventStore:
+    """A handle of its own for the rebuild's long reads, tuned for them where the backend can."""
+    try:
+        return source.reopen(for_scans=True)
+    except NotImplementedError:
+        return source
+
+
 class _Clamped:
     """A progress task whose total is an estimate: never past it, and complete when the work is."""
 
@@ -610,7 +623,7 @@ def _worker_main(
     _die_with_parent()
     parent = os.getppid()
     try:
-        store = source.reopen()
+        store = source.reopen(for_scans=True)
         own_db = db.reopen()
 
         def advance(n: int) -> None:

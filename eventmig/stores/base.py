@@ -259,11 +259,13 @@ class EventStore(ABC):
     def refresh_statistics(self) -> None:
         """Bring the backend's planner statistics up to date before a long scan (default: nothing)."""
 
-    def reopen(self) -> EventStore:
+    def reopen(self, *, for_scans: bool = False) -> EventStore:
         """A new handle on the same store and epoch with connections of its own.
 
         Worker processes call it after forking, since connections must never
-        be shared across processes.
+        be shared across processes. ``for_scans``: the handle will mostly read
+        long runs of events (a rebuild's reads), and backends may tune it for
+        that.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot be reopened in a worker process")
 

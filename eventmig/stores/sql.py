@@ -70,7 +70,7 @@ class SQLEventStore(EventStore):
 
     def __init__(
         self, url: str, *, table: str = "events", epoch: int | None = None, create: bool = True,
-        _db: SQLDatabase | None = None, _create_schema: bool = True,
+        _db: SQLDatabase | None = None, _create_schema: bool = True, _for_scans: bool = False,
     ) -> None:
         if not table.isidentifier():
             raise ConfigError(f"events table name must be an identifier, got {table!r}")
@@ -78,8 +78,9 @@ class SQLEventStore(EventStore):
         self._db = _db or SQLDatabase(
             url, what="event store", create=create,
             # migrations commit batches of megabytes: checkpoint (and fsync) the WAL every 64 MB
-            # rather than every 4 MB, with page cache enough to hold a batch
-            sqlite_pragmas={"wal_autocheckpoint": 16384, "cache_size": -16384},
+            # rather than every 4 MB, with page cache enough to hold a batch; a handle for scans
+            # reads each page once: a cache would only hold memory (in every worker process)
+            sqlite_pragmas={"wal_autocheckpoint": 16384, "cache_size": -16384 if not _for_scans else -1024},
         )
         self._raw_url = self._db.raw_url
         self.url, self.dialect, self.engine = self._db.url, self._db.dialect, self._db.engine
@@ -327,8 +328,10 @@ class SQLEventStore(EventStore):
                 ).scalar()
         return position
 
-    def reopen(self) -> SQLEventStore:
-        return SQLEventStore(self._raw_url, table=self.table_base, epoch=self.epoch, _create_schema=False)
+    def reopen(self, *, for_scans: bool = False) -> SQLEventStore:
+        return SQLEventStore(
+            self._raw_url, table=self.table_base, epoch=self.epoch, _create_schema=False, _for_scans=for_scans
+        )
 
     def list_streams(self) -> Iterator[str]:
         with self._read() as c:
