@@ -302,14 +302,26 @@ class ReadModelDB(SQLDatabase):
         else:
             conn.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {name} (key TEXT PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID")
 
-    def put_states(self, conn: Connection, name: str, items: Sequence[tuple[str, bytes]], deleted: Sequence[str] = ()) -> None:
-        """Insert or replace states (and delete some keys) in one partition's state table."""
+    def put_states(
+        self, conn: Connection, name: str, items: Sequence[tuple[str, bytes]], deleted: Sequence[str] = (), *,
+        empty: bool = False,
+    ) -> None:
+        """Insert or replace states (and delete some keys) in one partition's state table.
+
+        ``empty``: the table holds no state yet (the keys are distinct), so
+        they are simply inserted (PostgreSQL: copied straight in).
+        """
         raw = self.raw(conn)
         if self.dialect == "postgresql":
             with raw.cursor() as cursor:
                 if deleted:
                     cursor.execute(f"DELETE FROM {name} WHERE key = ANY(%s)", (list(deleted),))
-                if items:
+                if items and empty:
+                    with cursor.copy(f"COPY {name} (key, state) FROM STDIN") as copy:
+                        write_row = copy.write_row
+                        for item in items:
+                            write_row(item)
+                elif items:
                     cursor.execute(
                         "CREATE TEMP TABLE IF NOT EXISTS eventmig_rbs_stage (key TEXT, state BYTEA) ON COMMIT DELETE ROWS"
                     )

@@ -1289,7 +1289,8 @@ class _Folder:
         with self.db.write() as conn:
             for state, items, deleted in writes:
                 unit = state.unit
-                self.db.put_states(conn, unit.state_table, items, deleted)
+                # no checkpoint yet: nothing was ever committed to the state table
+                self.db.put_states(conn, unit.state_table, items, deleted, empty=unit.checkpoint is None)
                 conn.exec_driver_sql(
                     self.db.q(
                         "UPDATE eventmig_rebuild_partitions SET checkpoint = ?, events = ?, keys = ? "
