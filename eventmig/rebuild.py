@@ -40,6 +40,7 @@ Then the parent verifies (row digests of shadow against live tables, see
 from __future__ import annotations
 
 import ctypes
+import itertools
 import multiprocessing
 import os
 import queue as queue_module
@@ -81,6 +82,11 @@ DEFAULT_BATCH_SIZE = 250_000
 READ_PAGE = 10_000
 #: states a worker keeps in memory per partition; older ones are reloaded from the state table when touched again
 DEFAULT_CACHE_KEYS = 10_000
+#: states a worker holds that are not stored yet: past this many it commits before its batch is over, which
+#: bounds its memory whatever the batch size and however many projections it folds
+MAX_DIRTY_STATES = 30_000
+#: states turned into rows at once when a partition is finished
+_ROWS_PER_WRITE = 10_000
 
 
 class RebuildFailed(EventmigError):
@@ -665,7 +671,7 @@ def _fold_units(
             folder.fold(scan, rows)
             read += len(rows)
             since_commit += len(rows)
-            if since_commit >= batch_size:
+            if since_commit >= batch_size or folder.dirty() >= MAX_DIRTY_STATES:
                 folder.commit()
                 since_commit = 0
             advance(len(rows))
@@ -1264,6 +1270,10 @@ class _Folder:
             self._conn = None
 
     # ------------------------------------------------------------ committing
+    def dirty(self) -> int:
+        """States touched since the last commit (they stay in memory until it)."""
+        return sum(len(state.dirty) for state in self._touched.values())
+
     def commit(self) -> None:
         """Store the states touched since the last commit with their partitions' checkpoints, atomically."""
         touched = list(self._touched.values())
@@ -1271,26 +1281,23 @@ class _Folder:
             return
         self._release_read_conn()  # SQLite: an open read transaction would block our own write
         encode_index = msgspec.msgpack.encode
-        # encoded before the write transaction: other workers wait for less
-        writes = []
-        for state in touched:
-            encode = state.slots.encode
-            cache = state.cache
-            # in key order: the state table's B-tree takes them page after page
-            items = sorted((encode_key(k), encode(cache[k])) for k in state.dirty)
-            deleted: list[str] = []
-            if state.index is not None and state.index._dirty:
-                for k, v in state.index._dirty.items():
-                    if v is _DELETED:
-                        deleted.append("#" + encode_key(k))
-                    else:
-                        items.append(("#" + encode_key(k), encode_index(v)))
-            writes.append((state, items, deleted))
         with self.db.write() as conn:
-            for state, items, deleted in writes:
+            for state in touched:  # one partition's encoded states in memory at a time
                 unit = state.unit
+                encode = state.slots.encode
+                cache = state.cache
+                # in key order: the state table's B-tree takes them page after page
+                items = sorted((encode_key(k), encode(cache[k])) for k in state.dirty)
+                deleted: list[str] = []
+                if state.index is not None and state.index._dirty:
+                    for k, v in state.index._dirty.items():
+                        if v is _DELETED:
+                            deleted.append("#" + encode_key(k))
+                        else:
+                            items.append(("#" + encode_key(k), encode_index(v)))
                 # no checkpoint yet: nothing was ever committed to the state table
                 self.db.put_states(conn, unit.state_table, items, deleted, empty=unit.checkpoint is None)
+                del items
                 conn.exec_driver_sql(
                     self.db.q(
                         "UPDATE eventmig_rebuild_partitions SET checkpoint = ?, events = ?, keys = ? "
@@ -1359,8 +1366,6 @@ class _Folder:
         commit.
         """
         states = [s for s in scan.states if not s.unit.folded]
-        # the rows of the states in memory are made before the write transaction: other workers wait for less
-        in_memory = {id(s): self._rows(s, list(s.cache.items())) for s in states}
         self._release_read_conn()
         with self.db.write() as conn:
             for state in states:
@@ -1379,7 +1384,11 @@ class _Folder:
                             if key not in cache:
                                 stored.append((key, list(decode(data)) if tracks else decode(data)))
                         self._insert(conn, state, self._rows(state, stored))
-                self._insert(conn, state, in_memory.pop(id(state)))
+                while cache:  # a chunk of rows at a time, each chunk's states let go of as it is written
+                    items = list(itertools.islice(cache.items(), _ROWS_PER_WRITE))
+                    self._insert(conn, state, self._rows(state, items))
+                    for key, _value in items:
+                        del cache[key]
                 conn.exec_driver_sql(
                     self.db.q(
                         "UPDATE eventmig_rebuild_partitions SET status = 'done', checkpoint = ?, events = ?, keys = ? "
