@@ -19,8 +19,9 @@ How the work is cut:
   Struct for a head event), run plain upcaster chains directly (the
   registry's chains otherwise), then one small function per projection
   updates the key's state in memory;
-* every ``batch_size`` events a worker commits, in one transaction, the
-  states of the keys the batch touched (encoded with msgspec into its
+* every ``batch_size`` events (sooner once it holds
+  :data:`MAX_DIRTY_STATES` states not yet stored) a worker commits, in one
+  transaction, the states of the keys the batch touched (encoded with msgspec into its
   partitions' state tables) and each partition's checkpoint. A killed
   rebuild resumes from these checkpoints, reloading states on demand; the
   same mechanism lets a worker keep only a bounded number of states in
