@@ -668,6 +668,7 @@ def _fold_units(
     for scan in folder.scans:
         for rows in store.read_all_rows(
             scan.after, until=scan.until, batch_size=min(batch_size, READ_PAGE), streams=scan.streams, types=scan.types,
+            lean=folder.lean,
         ):
             folder.fold(scan, rows)
             read += len(rows)
@@ -860,6 +861,10 @@ class _Folder:
         location = binding.compiled.version_location
         self._meta_key = binding.version_key_bytes if isinstance(location, MetadataKey) else None
         self._version_decoder = binding._version_decoder
+        #: no handler takes an EventInfo and no upcaster a context: event ids and record times go unread
+        self.lean = not binding.compiled.needs_context and not any(
+            slot.wants_info for pairs in self.active.values() for slot, _ps in pairs
+        )
         self.scans = [
             _Scan(streams, self._types_for(members), [self.states[id(u)] for u in members])
             for streams, members in _scan_keys(units).items()
@@ -1463,4 +1468,5 @@ def _skip(row: tuple[Any, ...]) -> None:
 
 
 def _failed(row: tuple[Any, ...], reason: Any) -> RebuildFailed:
-    return RebuildFailed(f"cannot decode event {row[3]} ({row[4]} at {row[0]}@{row[1]}, position {row[2]}): {reason}")
+    event = f"event {row[3]} " if row[3] is not None else "event "  # a lean read leaves the id out
+    return RebuildFailed(f"cannot decode {event}({row[4]} at {row[0]}@{row[1]}, position {row[2]}): {reason}")

@@ -280,3 +280,19 @@ def test_read_all_rows_by_stream_partition_and_type(store: EventStore):
     assert default == expected
     with pytest.raises(ValueError):
         StreamPartitions.of(3, 3)
+
+
+def test_lean_rows_leave_out_only_ids_and_times(store: EventStore):
+    """A lean read may blank event ids and record times, and nothing else; filters work as before."""
+    for i in range(120):
+        store.append(f"s-{i % 9}", events(1, "Kept" if i % 4 else "Other", start=i))
+    full = [r for b in store.read_all_rows(batch_size=25) for r in b]
+    part = StreamPartitions.of(1, 3)
+    for kwargs in ({}, {"streams": part, "types": ["Kept"]}):
+        lean = [r for b in store.read_all_rows(batch_size=25, lean=True, **kwargs) for r in b]
+        wanted = [r for b in store.read_all_rows(batch_size=25, **kwargs) for r in b]
+        assert lean and len(lean) == len(wanted) and len(wanted) <= len(full)
+        for got, want in zip(lean, wanted):
+            assert len(got) == len(want)
+            assert got[:3] == want[:3] and got[4:7] == want[4:7]
+            assert got[3] in (None, want[3]) and got[7] in (None, want[7])
