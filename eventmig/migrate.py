@@ -24,7 +24,7 @@ from .transform import BatchCounts, Prepared, Transformer
 from .upcasting import CompiledRegistry
 
 LOCK = "migrate"
-DEFAULT_BATCH_SIZE = 20_000  # events per slice and per committed checkpoint
+DEFAULT_BATCH_SIZE = 10_000  # events per slice and per committed checkpoint
 
 
 class MigrateReport(msgspec.Struct):

@@ -87,7 +87,7 @@ class Workers:
                 yield _run_slice((source, function, after, until))
             return
         window: deque[Any] = deque()
-        limit = 2 * self.workers
+        limit = self.workers + 1
         for source, function, (after, until) in tasks:
             window.append(self._pool.apply_async(_run_slice, ((source, function, after, until),)))
             if len(window) >= limit:
