@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, EventmigError
+from .migrate import DEFAULT_BATCH_SIZE
 from .upcasting import CompiledRegistry, Registry
 
 DEFAULT_STORE = "sqlite:///eventmig.db"
@@ -50,7 +51,8 @@ class Settings:
     events_table: str = "events"
     #: where schema versions live: ``metadata:KEY`` or ``type-suffix:SEP``
     version_key: str | None = None
-    batch_size: int = 20_000
+    #: events per batch of migrate and verify, and per committed checkpoint
+    batch_size: int = DEFAULT_BATCH_SIZE
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     #: directory of the pyproject.toml the settings came from (or the cwd)
     root: Path = field(default_factory=Path.cwd)
