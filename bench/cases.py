@@ -128,6 +128,12 @@ def raw_copy(spec: dict[str, Any]) -> dict[str, Any]:
     return raw.copy(spec["store"], spec["target"])
 
 
+def raw_write(spec: dict[str, Any]) -> dict[str, Any]:
+    from . import raw
+
+    return raw.write(spec["store"], spec["target"])
+
+
 def raw_read(spec: dict[str, Any]) -> dict[str, Any]:
     from . import raw
 
@@ -138,6 +144,12 @@ def raw_fold(spec: dict[str, Any]) -> dict[str, Any]:
     from . import raw
 
     return raw.fold(spec["store"], spec["target"])
+
+
+def raw_fold2(spec: dict[str, Any]) -> dict[str, Any]:
+    from . import raw
+
+    return raw.fold2(spec["store"], spec["target"])
 
 
 # ------------------------------------------------------------ eventsourcing
@@ -167,8 +179,10 @@ CASES = {
     "eventmig.verify": eventmig_verify,
     "eventmig.rebuild": eventmig_rebuild,
     "raw.copy": raw_copy,
+    "raw.write": raw_write,
     "raw.read": raw_read,
     "raw.fold": raw_fold,
+    "raw.fold2": raw_fold2,
     "eventsourcing.load": es_load,
     "eventsourcing.read": es_read,
     "eventsourcing.project": es_project,

@@ -153,12 +153,14 @@ TASKS = {
     # case -> (task it measures, implementation)
     "eventmig.migrate": ("migrate", "eventmig"),
     "raw.copy": ("migrate", "raw"),
+    "raw.write": ("migrate", "raw"),
     "eventmig.verify": ("verify", "eventmig"),
     "raw.read": ("verify", "raw"),
     "eventmig.upcast-read": ("read+upcast", "eventmig"),
     "eventsourcing.read": ("read+upcast", "eventsourcing"),
     "eventmig.rebuild": ("rebuild", "eventmig"),
     "raw.fold": ("rebuild", "raw"),
+    "raw.fold2": ("rebuild", "raw"),
     "eventsourcing.project": ("rebuild", "eventsourcing"),
     "eventsourcing.load": ("load", "eventsourcing"),
 }
@@ -309,6 +311,7 @@ class Harness:
             self._sqlite_migrate(n, source)
         if "raw" in o.cases:
             self._measure(self._start("raw.copy", "sqlite", n), {}, fresh, o.repeats)
+            self._measure(self._start("raw.write", "sqlite", n), {}, fresh, o.repeats)
             self._measure(self._start("raw.read", "sqlite", n), {}, fresh, o.repeats)
         if "upcast-read" in o.cases:
             self._measure(self._start("eventmig.upcast-read", "sqlite", n), {}, fresh, o.repeats)
@@ -327,6 +330,7 @@ class Harness:
                 self._measure(self._start("eventmig.rebuild", "sqlite", n, w), {}, fresh, o.repeats)
         if "raw" in o.cases:
             self._measure(self._start("raw.fold", "sqlite", n), {}, fresh, o.repeats)
+            self._measure(self._start("raw.fold2", "sqlite", n), {}, fresh, o.repeats)
         if "eventsourcing" in o.cases:
             self._eventsourcing(n, source)
         dataset.remove_sqlite(db)
@@ -369,7 +373,8 @@ class Harness:
         o = self.o
         wanted = [c for c in ("migrate", "raw", "upcast-read", "verify", "rebuild") if c in o.cases]
         if self._pg_missing:
-            for case in ("eventmig.migrate", "raw.copy", "raw.read", "eventmig.upcast-read", "eventmig.verify", "raw.fold"):
+            for case in ("eventmig.migrate", "raw.copy", "raw.write", "raw.read", "eventmig.upcast-read", "eventmig.verify",
+                         "raw.fold", "raw.fold2"):
                 if case.split(".")[1] in wanted or (case.startswith("raw") and "raw" in wanted) or (
                         case == "eventmig.upcast-read" and "upcast-read" in wanted):
                     self._skip(case, "postgres", n, f"not available: {self._pg_missing}")
@@ -391,6 +396,7 @@ class Harness:
                 self._measure(self._start("eventmig.migrate", "postgres", n), {}, legacy, o.repeats)
             if "raw" in o.cases:
                 self._measure(self._start("raw.copy", "postgres", n), {}, legacy, o.repeats)
+                self._measure(self._start("raw.write", "postgres", n), {}, legacy, o.repeats)
                 self._measure(self._start("raw.read", "postgres", n), {}, legacy, o.repeats)
             if "upcast-read" in o.cases:
                 self._measure(self._start("eventmig.upcast-read", "postgres", n), {}, legacy, o.repeats)
@@ -402,6 +408,7 @@ class Harness:
                     self._measure(self._start("eventmig.rebuild", "postgres", n, w), {}, legacy, o.repeats)
             if "raw" in o.cases:
                 self._measure(self._start("raw.fold", "postgres", n), {}, legacy, o.repeats)
+                self._measure(self._start("raw.fold2", "postgres", n), {}, legacy, o.repeats)
             if "verify" in o.cases:
                 _reset_postgres(url)
                 self._prepare_migrated(url)

@@ -19,7 +19,7 @@ N = 600
 EXPECTED = {
     ("eventmig.migrate", None), ("eventmig.verify", None), ("eventmig.upcast-read", None),
     ("eventmig.rebuild", 1), ("eventmig.rebuild", 2),
-    ("raw.copy", None), ("raw.read", None), ("raw.fold", None),
+    ("raw.copy", None), ("raw.write", None), ("raw.read", None), ("raw.fold", None), ("raw.fold2", None),
     ("eventsourcing.load", None), ("eventsourcing.read", None), ("eventsourcing.project", None),
 }
 
@@ -112,6 +112,41 @@ def test_raw_copy_writes_what_migrate_writes(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         expected = rows(target)
         assert expected and rows("events_raw") == expected
+
+
+def test_write_floor_writes_what_the_copy_floor_writes(tmp_path: Path) -> None:
+    """The write-only floor writes exactly the copy floor's rows (it only moves their making off the clock)."""
+    import sqlite3
+
+    from bench import dataset, raw
+
+    source = dataset.cached_dataset(N, data_dir=tmp_path, log=lambda s: None)
+    q = "SELECT * FROM events_raw ORDER BY global_position"
+    tables = []
+    for name, job in (("copy", raw.copy), ("write", raw.write)):
+        db = dataset.copy_dataset(source, tmp_path / f"{name}.db")
+        result = job("sqlite", str(db))
+        assert result["events_read"] == N
+        with sqlite3.connect(db) as conn:
+            tables.append(conn.execute(q).fetchall())
+    assert tables[0] and tables[0] == tables[1]
+
+
+def test_two_process_fold_floor_folds_what_the_fold_floor_folds(tmp_path: Path) -> None:
+    import sqlite3
+
+    from bench import dataset, raw
+
+    source = dataset.cached_dataset(N, data_dir=tmp_path, log=lambda s: None)
+    q = "SELECT * FROM order_summary_raw ORDER BY order_id"
+    tables = []
+    for name, job in (("one", raw.fold), ("two", raw.fold2)):
+        db = dataset.copy_dataset(source, tmp_path / f"{name}.db")
+        result = job("sqlite", str(db))
+        assert result["events_read"] == N
+        with sqlite3.connect(db) as conn:
+            tables.append(conn.execute(q).fetchall())
+    assert tables[0] and tables[0] == tables[1]
 
 
 def test_rebuild_writes_what_the_floor_folds(tmp_path: Path) -> None:
