@@ -74,7 +74,7 @@ class Workers:
         _functions.update(functions)
         self._pool = None
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-            self._pool = multiprocessing.get_context("fork").Pool(workers)
+            self._pool = multiprocessing.get_context("fork").Pool(workers, initializer=_yield_to_parent)
 
     def map(self, tasks: Sequence[tuple[str, str, Range]] | Iterator[tuple[str, str, Range]]) -> Iterator[tuple[int, int, Any]]:
         """Results of ``(source, function, (after, until))`` tasks, in task order.
@@ -109,6 +109,25 @@ class Workers:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: how much less CPU priority a worker has than the process consuming its results
+WORKER_NICENESS = 5
+
+
+def _yield_to_parent() -> None:
+    """Let the parent have a core whenever it wants one.
+
+    The parent's share (writing batches, chaining digests) is serial: every
+    moment it waits for a core, the whole job waits. The workers run ahead
+    of it anyway, a window of slices at most, so they lose nothing by
+    yielding: with one core per process fewer than there are processes,
+    they fill the time the parent does not use.
+    """
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:
+        pass
 
 
 def default_workers() -> int:

@@ -111,7 +111,12 @@ def _engine(parsed: sa.URL, busy_timeout_s: int, pragmas: dict[str, object]) -> 
     if parsed.get_backend_name() != "sqlite":
         return sa.create_engine(parsed, pool_pre_ping=True)
     engine = sa.create_engine(parsed, connect_args={"timeout": busy_timeout_s})
-    settings = {"journal_mode": "WAL", "synchronous": "NORMAL", "busy_timeout": busy_timeout_s * 1000, **pragmas}
+    settings = {
+        "journal_mode": "WAL", "synchronous": "NORMAL", "busy_timeout": busy_timeout_s * 1000,
+        # sorts (index builds after a bulk load above all) may use a helper thread per core
+        "threads": os.cpu_count() or 1,
+        **pragmas,
+    }
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
