@@ -112,7 +112,7 @@ class Workers:
 
 
 #: how much less CPU priority a worker has than the process consuming its results
-WORKER_NICENESS = 5
+WORKER_NICENESS = 3
 
 
 def _yield_to_parent() -> None:

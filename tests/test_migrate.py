@@ -9,7 +9,7 @@ from collections import Counter
 import msgspec
 import pytest
 
-from eventmig import Busy, ConfigError, Registry, VerificationFailed, new_event
+from eventmig import Busy, ConfigError, Registry, StoreError, VerificationFailed, WrongExpectedVersion, new_event
 from eventmig.checksums import StreamDigests
 from eventmig.cutover import rollback, switch
 from eventmig.demo import seed
@@ -57,8 +57,17 @@ def test_migrate_verify_switch_rollback(store: EventStore, shop_registry):
         lineage = events[0].decoded_metadata()["eventmig"]
         assert lineage["source"]["stream"] == stream and lineage["source"]["epoch"] == 1
         assert [e.version for e in events] == list(range(1, len(events) + 1))
+        # the new epoch keeps the store's guarantees: optimistic concurrency, unique event ids, positions
+        with pytest.raises(WrongExpectedVersion):
+            app.append(stream, [new_event("OrderCancelled", {"order_id": "x"})], expected_version=len(events) - 1)
+        with pytest.raises(StoreError, match="duplicate event id"):
+            app.append(stream, [new_event("OrderCancelled", {"order_id": "x"}, event_id=events[0].event_id)])
+        head = app.head_position()
+        app.append(stream, [new_event("OrderCancelled", {"order_id": "x"})], expected_version=len(events))
+        (appended,) = app.read_stream(stream, from_version=len(events) + 1)
+        assert appended.position > head
 
-    r = rollback(store)
+    r = rollback(store, force=True)
     assert (r.from_epoch, r.to_epoch) == (2, 1)
     assert store.active_epoch() == 1
     assert source_digest(store) == before
