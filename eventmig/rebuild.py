@@ -1287,7 +1287,7 @@ class _Folder:
             return
         self._release_read_conn()  # SQLite: an open read transaction would block our own write
         encode_index = msgspec.msgpack.encode
-        with self.db.write() as conn:
+        with self.db.write(durable=False) as conn:
             for state in touched:  # one partition's encoded states in memory at a time
                 unit = state.unit
                 encode = state.slots.encode
@@ -1349,7 +1349,7 @@ class _Folder:
     def mark_folded(self) -> None:
         if all(state.unit.folded for state in self.states.values()):
             return
-        with self.db.write() as conn:
+        with self.db.write(durable=False) as conn:
             for state in self.states.values():
                 unit = state.unit
                 if unit.folded:
@@ -1373,7 +1373,7 @@ class _Folder:
         """
         states = [s for s in scan.states if not s.unit.folded]
         self._release_read_conn()
-        with self.db.write() as conn:
+        with self.db.write(durable=False) as conn:
             for state in states:
                 unit = state.unit
                 if self._status(conn, unit) == "done":
@@ -1417,7 +1417,7 @@ class _Folder:
         state = self.states[id(unit)]
         decode, tracks = state.slots.decode, state.slots.tracks
         self._release_read_conn()
-        with self.db.write() as conn:
+        with self.db.write(durable=False) as conn:
             if self._status(conn, unit) == "done":
                 return
             for batch in self.db.scan_states(conn, unit.state_table):

@@ -86,15 +86,30 @@ class SQLDatabase:
         return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A write transaction (SQLite: ``BEGIN IMMEDIATE``), committed on success."""
+    def write(self, *, durable: bool = True) -> Iterator[Connection]:
+        """A write transaction (SQLite: ``BEGIN IMMEDIATE``), committed on success.
+
+        ``durable=False`` is for transactions that redo themselves when lost:
+        a batch committed with the checkpoint that covers it (a new epoch, a
+        rebuild's states and shadow rows). On PostgreSQL its commit does not
+        wait for the WAL to reach the disk; a server crash may lose it, and
+        its checkpoint with it, never one without the other. (SQLite in WAL
+        mode with ``synchronous=NORMAL`` never waits at a commit anyway.)
+        """
         try:
             with self.engine.connect() as conn:
                 conn = conn.execution_options(eventmig_write=True)
                 with conn.begin():
+                    if not durable:
+                        self.commit_without_flush(conn)
                     yield conn
         except sa.exc.DBAPIError as exc:
             raise StoreError(f"{self.url}: {first_line(exc.orig)}") from None
+
+    def commit_without_flush(self, conn: Connection) -> None:
+        """Within a write transaction: make it a ``durable=False`` one (see :meth:`write`)."""
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

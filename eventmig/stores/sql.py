@@ -590,11 +590,8 @@ class SQLEventStore(EventStore):
             table = self._table_name(epoch, active)
             if epoch == active:
                 self._lock_table(c, table)
-            elif self.dialect == "postgresql":
-                # a new epoch is filled in batches, each committed with the checkpoint that covers it: a batch
-                # a server crash loses takes its checkpoint with it and is simply copied again, so waiting
-                # for the WAL flush at every commit would buy nothing
-                c.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            elif run is not None:
+                self._db.commit_without_flush(c)  # a batch of a new epoch, with its checkpoint: lost, it is copied again
             if events:
                 self._bulk_insert(c, table, events)
             if quarantined:
