@@ -317,10 +317,16 @@ def switch(
 def rollback(
     settings: Settings, *, force: bool = False, read_models: bool = False, names: list[str] | None = None
 ) -> cutover.SwitchReport | cutover.ReadModelRollbackReport:
-    """Undo the last switch of epochs or, with ``read_models``, the last swap of read-model tables."""
+    """Undo the last switch of epochs or, with ``read_models``, the last swap of read-model tables.
+
+    A SQLite read-model database that does not exist is an error, not a new
+    empty database: a mistyped path must not look like "nothing to roll back".
+    """
     if read_models:
-        with ReadModelDB(settings.read_models_url) as db:
+        with ReadModelDB(settings.read_models_url, create=False) as db:
             return cutover.rollback_read_models(db, names)
+    if names:
+        raise ConfigError("projection names are for `eventmig rollback --read-models`; an epoch rollback takes none")
     with open_configured_store(settings) as store:
         return cutover.rollback(store, force=force)
 
