@@ -116,16 +116,18 @@ def _digests(report) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------- property
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(history=shop_histories(), workers=st.sampled_from([2, 3]), batch=st.sampled_from([1, 3, 50]),
-       cache=st.sampled_from([None, 1, 3]))
-def test_rebuilt_tables_equal_a_sequential_fold(shop_registry, history, workers, batch, cache):
+       cache=st.sampled_from([None, 1, 3]), fork=st.booleans())
+def test_rebuilt_tables_equal_a_sequential_fold(shop_registry, history, workers, batch, cache, fork):
     """For any history, the tables rebuilt by one worker or several equal a plain sequential fold.
 
-    Tiny caches make workers drop states from memory and reload them from
-    their state tables, as they do on large stores.
+    Several workers fold their partitions in worker processes (``fork``) or,
+    as a history this small otherwise is, all in this process. Tiny caches
+    make workers drop states from memory and reload them from their state
+    tables, as they do on large stores.
     """
-    with tempfile.TemporaryDirectory() as tmp, _cache_size(cache):
+    with tempfile.TemporaryDirectory() as tmp, _cache_size(cache), _fork_always(fork):
         url = f"sqlite:///{tmp}/events.db"
         with open_store(url) as store:
             if history:
@@ -135,8 +137,22 @@ def test_rebuilt_tables_equal_a_sequential_fold(shop_registry, history, workers,
                 report = rebuild(store, shop.projections, registry=shop_registry, read_models=f"sqlite:///{tmp}/rm{n}.db",
                                  workers=n, batch_size=batch)
                 assert report.ok, report.problems
+                assert report.processes == (n if fork and n > 1 else 0)
                 assert report.events_read == len(history)
                 assert _digests(report) == expected
+
+
+@contextmanager
+def _fork_always(fork: bool) -> Iterator[None]:
+    """Worker processes however small the history (no monkeypatch: hypothesis runs many examples per test)."""
+    import eventmig.rebuild as rebuild_module
+
+    saved = rebuild_module.FORK_MIN_EVENTS
+    rebuild_module.FORK_MIN_EVENTS = 0 if fork else saved
+    try:
+        yield
+    finally:
+        rebuild_module.FORK_MIN_EVENTS = saved
 
 
 @contextmanager
