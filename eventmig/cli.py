@@ -412,7 +412,8 @@ def rebuild(
 def _print_rebuild(report: Any) -> None:
     for note in report.notes:
         err.print(Text(note, style="yellow"))
-    table = Table(title=f"Rebuild of epoch {report.epoch} up to position {report.until}")
+    upto = f"up to position {report.until}" if report.until is not None else "(no events)"
+    table = Table(title=f"Rebuild of epoch {report.epoch} {upto}")
     for col, justify in (("read model", "left"), ("version", "left"), ("rows", "right"), ("added", "right"),
                          ("removed", "right"), ("changed", "right"), ("status", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
