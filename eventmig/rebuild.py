@@ -397,6 +397,7 @@ def _verify(db: ReadModelDB, job: _Job, accept_changes: bool) -> tuple[list[Proj
     problems: list[str] = []
     with db.read() as conn:
         live = db.live_models(conn)
+        built = {r.id: r for r in db.runs(conn=conn)}
         for run in job.runs:
             projection = job.projections[run.projection]
             model: LiveModel | None = live.get(projection.name)
@@ -419,7 +420,10 @@ def _verify(db: ReadModelDB, job: _Job, accept_changes: bool) -> tuple[list[Proj
                     f"{t.table}: {t.added} added, {t.removed} removed, {t.changed} changed" for t in tables
                     if t.added or t.removed or t.changed
                 )
-                if live_version == projection.version:
+                appended = _appended_since(built.get(model.run_id) if model else None, run)
+                if live_version == projection.version and appended is not None:
+                    job.notes.append(f"{projection.name} v{projection.version}: {summary}, {appended}")
+                elif live_version == projection.version:
                     report.problems.append(
                         f"{projection.name} v{projection.version} rows differ from the live tables although its version "
                         f"did not change ({summary}): bump the projection's version if the change is intended"
@@ -441,6 +445,24 @@ def _verify(db: ReadModelDB, job: _Job, accept_changes: bool) -> tuple[list[Proj
                 run.updated_at = time.time()
                 db.save_run(run, conn)
     return reports, problems
+
+
+def _appended_since(live: RebuildRun | None, run: RebuildRun) -> str | None:
+    """Why rows of an unchanged projection may differ from its live tables: events appended since they were built.
+
+    Only when the live tables are a rebuild of the same code over the same
+    epoch up to an earlier position: then the differences are the new
+    events' doing, not a change of the code, and refusing would leave no way
+    to bring the tables up to date short of a version bump. Anything else
+    (other code, another epoch, live tables edited by hand) is None: a
+    difference to refuse.
+    """
+    if live is None or live.fingerprint != run.fingerprint or live.epoch != run.epoch or run.until is None:
+        return None
+    if live.until is not None and live.until >= run.until:
+        return None
+    since = f"after position {live.until}" if live.until is not None else "since"
+    return f"from events appended {since} (the live tables were built by run {live.id} of the same code)"
 
 
 def _table_report(diff: TableDiff) -> TableReport:

@@ -301,6 +301,26 @@ def test_version_unchanged_but_rows_differ_is_refused_even_with_accept(sqlite_ur
         assert "did not change" in report.problems[0]
 
 
+def test_events_appended_since_the_live_tables_explain_differences_of_the_same_code(store_url, shop_registry):
+    """Same version and code: rows that differ because events were appended since the live tables were built
+    are swapped in (noted); the same difference under changed code of the same version is refused."""
+    late = {"order_id": "late", "customer_id": "c", "total_cents": 5, "placed_at": "t", "channel": "web", "currency": "EUR"}
+    with open_store(store_url) as store:
+        seed(store, 600)
+        assert rebuild(store, [shop.order_summary], registry=shop_registry, read_models=store_url, workers=2).swapped
+        store.write_batch([_event("order-late", 1, "OrderPlaced", late, 3)])
+        recoded = _order_summary_v2()
+        recoded.version = 1  # the rows changed, the version did not
+        refused = rebuild(store, [recoded], registry=shop_registry, read_models=store_url, workers=2,
+                          accept_changes=True)
+        assert not refused.ok and "did not change" in refused.problems[0]
+        same = rebuild(store, [shop.order_summary], registry=shop_registry, read_models=store_url, workers=2)
+        assert same.ok and same.swapped
+        (t,) = same.projections[0].tables
+        assert (t.added, t.removed, t.changed, t.sample) == (1, 0, 0, ['["late"]'])
+        assert any("from events appended after position" in n for n in same.notes)
+
+
 def test_no_swap_stops_after_verification(sqlite_url, shop_registry):
     with open_store(sqlite_url) as store:
         seed(store, 800)

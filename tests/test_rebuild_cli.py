@@ -187,3 +187,24 @@ def test_read_models_in_another_database_through_the_cli(direction: str, sqlite_
         assert not db.table_exists("events", conn)
         assert {n: m.run_id for n, m in db.live_models(conn).items()} == {
             p["name"]: p["run_id"] for p in report["projections"]}
+
+
+def test_rebuild_of_an_empty_store(store_url: str):
+    """No events yet: every projection gets its (empty) tables, swapped in; the next rebuild fills them."""
+    open_store(store_url).close()
+    env = {"EVENTMIG_STORE": store_url}
+    empty = eventmig("rebuild", "--workers", "2", "--json", **env)
+    assert empty.returncode == 0, empty.stderr
+    report = as_json(empty)
+    assert report["ok"] and report["swapped"] and report["until"] is None and report["events_read"] == 0
+    assert {t["table"]: t["rows"] for p in report["projections"] for t in p["tables"]} == {
+        "order_summary": 0, "customer_totals": 0, "order_snapshots": 0}
+    human = eventmig("rebuild", "--workers", "2", **env)
+    assert human.returncode == 0 and "(no events)" in human.stdout and "swapped in" in human.stdout
+    with open_store(store_url) as store:
+        seed(store, 300)
+    # the same code, the same version: the new rows are the new events' doing, swapped in without a flag
+    filled = as_json(eventmig("rebuild", "--workers", "2", "--json", **env))
+    assert filled["swapped"] and filled["events_read"] == 300
+    assert all(t["rows"] == t["added"] > 0 for p in filled["projections"] for t in p["tables"])
+    assert len(filled["notes"]) == 3 and all("from events appended since" in n for n in filled["notes"])
