@@ -544,11 +544,11 @@ class Binding:
         for route in self.routes.values():
             for slot in route.slots:
                 name = slot.projection.name
-                code = getattr(slot.handler, "__code__", None)
+                code = _code_of(slot.handler)
                 if code is not None:
                     codes.setdefault(code, f"projection {name}: handler of {route.type}")
                 key = slot.projection.key
-                code = getattr(key, "__code__", None) if callable(key) and key is not STREAM else None
+                code = _code_of(key) if callable(key) and key is not STREAM else None
                 if code is not None:
                     codes.setdefault(code, f"projection {name}: key function")
         tb = exc.__traceback__
@@ -882,6 +882,15 @@ class Binding:
             return out
 
         return run
+
+
+def _code_of(fn: Any) -> Any:
+    """The code object a callable runs: a function's, a bound method's, a partial's or a callable instance's."""
+    for candidate in (fn, getattr(fn, "__func__", None), getattr(fn, "func", None), getattr(type(fn), "__call__", None)):
+        code = getattr(candidate, "__code__", None)
+        if code is not None:
+            return code
+    return None
 
 
 def _dict_key(field: str) -> Callable[[Any], Any]:

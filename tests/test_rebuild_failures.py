@@ -149,3 +149,25 @@ def test_a_failing_handler_through_the_cli(sqlite_url: str, tmp_path: Path):
             assert line.endswith("): ZeroDivisionError: division by zero") and " event at order-" in line
     with open_store(sqlite_url) as store, store.engine.connect() as conn:
         assert not sa.inspect(conn).has_table("order_summary")  # nothing was swapped in
+
+
+def test_handlers_that_are_not_plain_functions_are_named_too(sqlite_url, shop_registry):
+    """A callable object or a partial as handler: the error still names its projection."""
+    import functools
+
+    class Refuse:
+        def __call__(self, s, e):
+            raise RuntimeError("callable object")
+
+    def refuse(why, s, e):
+        raise RuntimeError(why)
+
+    with open_store(sqlite_url) as store:
+        seed(store, 300)
+        for handler, why in ((Refuse(), "callable object"), (functools.partial(refuse, "partial"), "partial")):
+            p = Projection("order_summary", version=1, tables=shop.order_summary.tables, state=shop.order_summary.state_type)
+            p.on("OrderPlaced")(handler)
+            p.rows(lambda k, s: [])
+            with pytest.raises(RebuildFailed, match=rf"^projection order_summary: handler of OrderPlaced failed on .*"
+                                                    rf"RuntimeError: {why}$"):
+                rebuild(store, [p], registry=shop_registry, read_models=sqlite_url, workers=1, restart=True)
