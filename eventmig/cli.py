@@ -354,6 +354,7 @@ def switch(
 @app.command()
 @reports_errors
 def rollback(
+    names: Annotated[list[str] | None, typer.Argument(help="With --read-models: the projections to roll back (default: those of the last swap).", show_default=False)] = None,
     config: ConfigOpt = None,
     store: StoreOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Roll back even if events were appended since the switch.")] = False,
@@ -361,14 +362,19 @@ def rollback(
     read_models_url: Annotated[str | None, typer.Option("--read-models-url", help="Read-model database URL (env EVENTMIG_READ_MODELS; default: the store's).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Make the epoch that was active before the last switch active again (or, with --read-models, the previous read-model tables)."""
-    report = command.rollback(_settings(config, store, read_models=read_models_url), force=force, read_models=read_models)
+    """Make the epoch that was active before the last switch active again (or, with --read-models, the read-model tables the last swap replaced)."""
+    report = command.rollback(_settings(config, store, read_models=read_models_url), force=force, read_models=read_models,
+                              names=names)
     if as_json:
         return _emit_json(report)
     if isinstance(report, command.cutover.ReadModelRollbackReport):
         for swap in report.swaps:
-            out.print(Text(f"rolled back: {swap.projection} v{swap.to_version} (run {swap.run_id}) is live again "
-                           f"(was v{swap.from_version}); tables {', '.join(swap.tables)}", style="green"))
+            now = (f"{swap.projection} v{swap.to_version} (run {swap.run_id}) is" if swap.to_version is not None
+                   else f"{swap.projection}: the tables it had before eventmig's first swap are")
+            was = f"v{swap.from_version}" if swap.from_version is not None else "tables eventmig did not build"
+            out.print(Text(f"rolled back: {now} live again (was {was}); tables {', '.join(swap.tables)}", style="green"))
+        for note in report.notes:
+            err.print(Text(note, style="yellow"))
         return None
     out.print(Text(f"rolled back: epoch {report.to_epoch} is active (was {report.from_epoch})", style="green"))
     if report.hidden_events:
@@ -406,7 +412,8 @@ def rebuild(
 def _print_rebuild(report: Any) -> None:
     for note in report.notes:
         err.print(Text(note, style="yellow"))
-    table = Table(title=f"Rebuild of epoch {report.epoch} up to position {report.until}")
+    upto = f"up to position {report.until}" if report.until is not None else "(no events)"
+    table = Table(title=f"Rebuild of epoch {report.epoch} {upto}")
     for col, justify in (("read model", "left"), ("version", "left"), ("rows", "right"), ("added", "right"),
                          ("removed", "right"), ("changed", "right"), ("status", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]

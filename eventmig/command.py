@@ -317,10 +317,16 @@ def switch(
 def rollback(
     settings: Settings, *, force: bool = False, read_models: bool = False, names: list[str] | None = None
 ) -> cutover.SwitchReport | cutover.ReadModelRollbackReport:
-    """Undo the last switch of epochs or, with ``read_models``, the last swap of read-model tables."""
+    """Undo the last switch of epochs or, with ``read_models``, the last swap of read-model tables.
+
+    A SQLite read-model database that does not exist is an error, not a new
+    empty database: a mistyped path must not look like "nothing to roll back".
+    """
     if read_models:
-        with ReadModelDB(settings.read_models_url) as db:
+        with ReadModelDB(settings.read_models_url, create=False) as db:
             return cutover.rollback_read_models(db, names)
+    if names:
+        raise ConfigError("projection names are for `eventmig rollback --read-models`; an epoch rollback takes none")
     with open_configured_store(settings) as store:
         return cutover.rollback(store, force=force)
 
@@ -547,7 +553,9 @@ def init(directory: str | Path = ".") -> InitReport:
 # ------------------------------------------------------------------------ demo
 class DemoStep(msgspec.Struct):
     step: str
-    events: int | None  # None for steps that handle rows or tables, not events
+    #: the events the step covers: for verifying and swapping read models, the events their tables were
+    #: rebuilt from (so events/s says how fast read models of that many events are verified or swapped in)
+    events: int | None
     seconds: float
     events_per_second: float | None
     result: str
@@ -616,18 +624,19 @@ def demo(
     rows = sum(t.rows for t in tables)
     steps.append(_timed("rebuild", r.events_read, r.timings.get("fold", 0.0),
                         f"{len(r.projections)} projections, {r.workers} workers, {rows} rows"))
-    steps.append(_timed("verify read models", None, r.timings.get("verify", 0.0),
+    steps.append(_timed("verify read models", r.events_read, r.timings.get("verify", 0.0),
                         f"{len(tables)} tables, {rows + sum(t.live_rows for t in tables)} rows compared"
                         + ("" if r.ok else ": " + "; ".join(r.problems))))
     if not r.ok:
         return DemoReport(url, steps, False)
-    steps.append(_timed("swap", None, r.timings.get("swap", 0.0),
-                        ", ".join(p.name for p in r.projections) + " live"))
+    steps.append(_timed("swap", r.events_read, r.timings.get("swap", 0.0),
+                        ", ".join(p.name for p in r.projections) + " live (one transaction of renames)"))
     return DemoReport(url, steps, True)
 
 
 def _timed(name: str, events: int | None, seconds: float, result: str) -> DemoStep:
-    rate = round(events / seconds, 1) if events is not None and seconds else None
+    # timings come rounded to the millisecond: a step faster than that did at least events / 1 ms
+    rate = round(events / max(seconds, 0.001), 1) if events is not None else None
     return DemoStep(name, events, round(seconds, 3), rate, result)
 
 

@@ -174,12 +174,14 @@ def rollback(store: EventStore, *, force: bool = False) -> SwitchReport:
 # A rebuild's shadow tables replace the live ones in one transaction of
 # renames (SQLite and PostgreSQL both have transactional DDL); the live
 # tables become ``<table>__prev``, so rolling back is the same swap again.
+# Live tables eventmig did not build (the application's own, before the
+# first rebuild) are kept the same way, recorded as UNMANAGED_RUN.
 
 
 class ReadModelSwap(msgspec.Struct):
     projection: str
-    from_version: int | None
-    to_version: int
+    from_version: int | None  # None: the tables were not built by eventmig, or there were none
+    to_version: int | None  # None: back to tables eventmig did not build
     run_id: str
     tables: list[str]
 
@@ -189,6 +191,8 @@ class ReadModelRollbackReport(msgspec.Struct):
     read_models: str
     swaps: list[ReadModelSwap]
     at: float
+    #: projections of the last swap left as they are: their first swap replaced no table
+    notes: list[str] = []
 
 
 def swap_read_models(db: ReadModelDB, runs: Sequence[RebuildRun], projections: Mapping[str, Projection]) -> list[ReadModelSwap]:
@@ -201,6 +205,8 @@ def swap_read_models(db: ReadModelDB, runs: Sequence[RebuildRun], projections: M
         live = db.live_models(conn)
         for run in runs:
             model = live.get(run.projection)
+            if model is None and any(db.table_exists(t, conn) for t in run.tables):
+                model = _unmanaged(run.projection, list(run.tables), now)  # the application's own tables
             for table, shadow in run.tables.items():
                 if not db.table_exists(shadow, conn):
                     raise StoreError(f"shadow table {shadow} of run {run.id} is missing; rebuild {run.projection} again")
@@ -221,51 +227,79 @@ def swap_read_models(db: ReadModelDB, runs: Sequence[RebuildRun], projections: M
 
 
 def rollback_read_models(db: ReadModelDB, names: Sequence[str] | None = None) -> ReadModelRollbackReport:
-    """Put back the read-model tables the last swap replaced (all projections, or the named ones).
+    """Put back the read-model tables the last swap replaced (or, given names, those projections' last swap).
 
-    The tables rolled back from become the ``__prev`` ones, so a second
-    rollback undoes the first.
+    The last swap is the last rebuild's swap, or the last rollback: the
+    tables rolled back from become the ``__prev`` ones, so a second
+    rollback undoes the first. A projection whose first swap replaced no
+    table has nothing to go back to and is left as it is.
     """
-    from .readmodels import PREVIOUS_SUFFIX
+    from .readmodels import PREVIOUS_SUFFIX, UNMANAGED_RUN
     from .rebuild import LOCK as REBUILD_LOCK
 
     now = time.time()
     swaps: list[ReadModelSwap] = []
+    notes: list[str] = []
     with db.lock(REBUILD_LOCK), db.write() as conn:
         live = db.live_models(conn)
         if names:
             unknown = [n for n in names if n not in live]
             if unknown:
                 raise ConfigError(f"no swapped read models named {', '.join(unknown)} in {db.url}")
-            chosen = [live[n] for n in names]
+            chosen = [live[n] for n in dict.fromkeys(names)]
         else:
-            chosen = [m for m in live.values() if m.previous_run_id is not None]
-        if not chosen:
-            raise ConfigError(f"nothing to roll back: no read model in {db.url} has previous tables")
+            last = [n for n in dict.fromkeys(db.last_swapped(conn)) if n in live]
+            if not last:
+                raise ConfigError(f"nothing to roll back: no read-model tables were ever swapped into {db.url}")
+            chosen = [live[n] for n in last if live[n].previous_run_id is not None]
+            notes = [f"{n}: its first swap replaced no tables; left as it is" for n in last
+                     if live[n].previous_run_id is None]
+            if not chosen:
+                raise ConfigError(
+                    f"nothing to roll back: the last swap in {db.url} ({', '.join(last)}) replaced no tables"
+                )
         for model in chosen:
-            missing = [t for t in model.tables if not db.table_exists(t + PREVIOUS_SUFFIX, conn)]
-            if model.previous_run_id is None or missing:
+            unmanaged = model.previous_run_id == UNMANAGED_RUN
+            present = {t for t in model.tables if db.table_exists(t + PREVIOUS_SUFFIX, conn)}
+            # the application's own tables may have been fewer than the projection's; not so eventmig's
+            missing = [t for t in model.tables if t not in present]
+            if model.previous_run_id is None:
+                raise ConfigError(f"nothing to roll back for {model.projection}: its first swap replaced no tables")
+            if not present or (missing and not unmanaged):
                 raise ConfigError(
                     f"nothing to roll back for {model.projection}: its previous tables "
                     f"({', '.join(t + PREVIOUS_SUFFIX for t in missing) or 'none recorded'}) do not exist"
                 )
-            for table in model.tables:
-                conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {table}__rollback")
-                conn.exec_driver_sql(f"ALTER TABLE {table}{PREVIOUS_SUFFIX} RENAME TO {table}")
-                conn.exec_driver_sql(f"ALTER TABLE {table}__rollback RENAME TO {table}{PREVIOUS_SUFFIX}")
-            assert model.previous_version is not None
+            for table in model.tables:  # live and previous exchange names; either may be absent
+                is_live = db.table_exists(table, conn)
+                if is_live:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {table}__rollback")
+                if table in present:
+                    conn.exec_driver_sql(f"ALTER TABLE {table}{PREVIOUS_SUFFIX} RENAME TO {table}")
+                if is_live:
+                    conn.exec_driver_sql(f"ALTER TABLE {table}__rollback RENAME TO {table}{PREVIOUS_SUFFIX}")
             _record_read_model(
                 db, conn, model.projection, version=model.previous_version, run_id=model.previous_run_id,
                 tables=model.tables, previous=model, at=now, kind="rollback",
             )
             swaps.append(ReadModelSwap(model.projection, model.version, model.previous_version, model.previous_run_id, model.tables))
-    return ReadModelRollbackReport("rollback", db.url, swaps, now)
+    return ReadModelRollbackReport("rollback", db.url, swaps, now, notes)
+
+
+def _unmanaged(projection: str, tables: list[str], at: float) -> LiveModel:
+    """The record of live tables eventmig did not build, so that a rollback can put them back."""
+    from .readmodels import UNMANAGED_RUN, LiveModel
+
+    return LiveModel(projection, None, UNMANAGED_RUN, tables, None, None, at)
 
 
 def _record_read_model(
-    db: ReadModelDB, conn: Any, projection: str, *, version: int, run_id: str, tables: list[str],
+    db: ReadModelDB, conn: Any, projection: str, *, version: int | None, run_id: str, tables: list[str],
     previous: LiveModel | None, at: float, kind: str,
 ) -> None:
+    """Record which tables are live now (version None, tables eventmig did not build, is stored as 0)."""
+    version = version or 0
+    from_version = (previous.version or 0) if previous else None
     conn.exec_driver_sql(
         db.q(
             "INSERT INTO eventmig_read_models (projection, version, run_id, tables, previous_version, previous_run_id, "
@@ -275,7 +309,7 @@ def _record_read_model(
         ),
         (
             projection, version, run_id, msgspec.json.encode(tables).decode(),
-            previous.version if previous else None, previous.run_id if previous else None, at,
+            from_version, previous.run_id if previous else None, at,
         ),
     )
     conn.exec_driver_sql(
@@ -283,5 +317,5 @@ def _record_read_model(
             "INSERT INTO eventmig_read_model_swaps (kind, projection, from_version, to_version, run_id, at) "
             "VALUES (?, ?, ?, ?, ?, ?)"
         ),
-        (kind, projection, previous.version if previous else None, version, run_id, at),
+        (kind, projection, from_version, version, run_id, at),
     )

@@ -531,6 +531,34 @@ class Binding:
             return (KEY_INDEXED if _arity(key) >= 2 else KEY_FUNCTION), key
         raise ConfigError(f"projection {projection.name}: key must be a field name, STREAM or a function, got {key!r}")
 
+    # ---------------------------------------------------------------- blame
+    def culprit(self, exc: BaseException) -> str | None:
+        """Which projection's code raised ``exc``: ``"projection P: handler of T"`` or ``"...: key function"``.
+
+        Found by walking the traceback for the code of a bound handler or key
+        function, so that folding pays nothing for it until something fails.
+        None when no projection code is on the traceback (eventmig's own code,
+        or the database, failed).
+        """
+        codes: dict[Any, str] = {}
+        for route in self.routes.values():
+            for slot in route.slots:
+                name = slot.projection.name
+                code = _code_of(slot.handler)
+                if code is not None:
+                    codes.setdefault(code, f"projection {name}: handler of {route.type}")
+                key = slot.projection.key
+                code = _code_of(key) if callable(key) and key is not STREAM else None
+                if code is not None:
+                    codes.setdefault(code, f"projection {name}: key function")
+        tb = exc.__traceback__
+        while tb is not None:  # outermost first: the function eventmig called, not a helper it called
+            found = codes.get(tb.tb_frame.f_code)
+            if found is not None:
+                return found
+            tb = tb.tb_next
+        return None
+
     # --------------------------------------------------------------- routing
     def handled_types(self) -> set[str]:
         return set(self.routes)
@@ -854,6 +882,15 @@ class Binding:
             return out
 
         return run
+
+
+def _code_of(fn: Any) -> Any:
+    """The code object a callable runs: a function's, a bound method's, a partial's or a callable instance's."""
+    for candidate in (fn, getattr(fn, "__func__", None), getattr(fn, "func", None), getattr(type(fn), "__call__", None)):
+        code = getattr(candidate, "__code__", None)
+        if code is not None:
+            return code
+    return None
 
 
 def _dict_key(field: str) -> Callable[[Any], Any]:

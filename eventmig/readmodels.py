@@ -44,6 +44,9 @@ _encode_row = msgspec.json.Encoder(order="sorted").encode
 _blake2b = hashlib.blake2b
 
 PREVIOUS_SUFFIX = "__prev"
+#: the run id standing for tables eventmig did not build: the live tables a projection's first swap replaced
+#: (their version is stored as 0 and read back as None)
+UNMANAGED_RUN = "-"
 
 
 class RebuildRun(msgspec.Struct):
@@ -74,7 +77,7 @@ class Partition(msgspec.Struct):
 
 class LiveModel(msgspec.Struct):
     projection: str
-    version: int
+    version: int | None  # None: tables eventmig did not build (run_id is UNMANAGED_RUN)
     run_id: str
     tables: list[str]
     previous_version: int | None
@@ -87,7 +90,7 @@ class SwapRecord(msgspec.Struct):
     kind: str  # "swap" | "rollback"
     projection: str
     from_version: int | None
-    to_version: int
+    to_version: int | None  # None: back to the tables the projection's first swap replaced
     run_id: str
     at: float
 
@@ -262,7 +265,7 @@ class ReadModelDB(SQLDatabase):
             "FROM eventmig_read_models"
         ).fetchall()
         return {
-            r[0]: LiveModel(r[0], r[1], r[2], msgspec.json.decode(r[3]), r[4], r[5], r[6]) for r in rows
+            r[0]: LiveModel(r[0], r[1] or None, r[2], msgspec.json.decode(r[3]), r[4] or None, r[5], r[6]) for r in rows
         }
 
     def swaps(self) -> list[SwapRecord]:
@@ -270,7 +273,14 @@ class ReadModelDB(SQLDatabase):
             rows = c.exec_driver_sql(
                 "SELECT id, kind, projection, from_version, to_version, run_id, at FROM eventmig_read_model_swaps ORDER BY id"
             ).fetchall()
-        return [SwapRecord(*row) for row in rows]
+        return [SwapRecord(r[0], r[1], r[2], r[3] or None, r[4] or None, r[5], r[6]) for r in rows]
+
+    def last_swapped(self, conn: Connection) -> list[str]:
+        """The projections of the last swap (or rollback): one transaction records them all at one time."""
+        return list(conn.exec_driver_sql(
+            "SELECT projection FROM eventmig_read_model_swaps WHERE at = "
+            "(SELECT at FROM eventmig_read_model_swaps ORDER BY id DESC LIMIT 1) ORDER BY id"
+        ).scalars())
 
     # ---------------------------------------------------------- raw writes
     def raw(self, conn: Connection) -> Any:

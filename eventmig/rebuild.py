@@ -73,6 +73,7 @@ from .projections import (
     _DELETED,
 )
 from .readmodels import LiveModel, Partition, ReadModelDB, RebuildRun, TableDiff
+from .sqlengine import first_line
 from .stores.base import EventStore, StreamPartitions
 from .upcasting import CompiledRegistry, Registry
 
@@ -396,6 +397,7 @@ def _verify(db: ReadModelDB, job: _Job, accept_changes: bool) -> tuple[list[Proj
     problems: list[str] = []
     with db.read() as conn:
         live = db.live_models(conn)
+        built = {r.id: r for r in db.runs(conn=conn)}
         for run in job.runs:
             projection = job.projections[run.projection]
             model: LiveModel | None = live.get(projection.name)
@@ -418,7 +420,10 @@ def _verify(db: ReadModelDB, job: _Job, accept_changes: bool) -> tuple[list[Proj
                     f"{t.table}: {t.added} added, {t.removed} removed, {t.changed} changed" for t in tables
                     if t.added or t.removed or t.changed
                 )
-                if live_version == projection.version:
+                appended = _appended_since(built.get(model.run_id) if model else None, run)
+                if live_version == projection.version and appended is not None:
+                    job.notes.append(f"{projection.name} v{projection.version}: {summary}, {appended}")
+                elif live_version == projection.version:
                     report.problems.append(
                         f"{projection.name} v{projection.version} rows differ from the live tables although its version "
                         f"did not change ({summary}): bump the projection's version if the change is intended"
@@ -440,6 +445,24 @@ def _verify(db: ReadModelDB, job: _Job, accept_changes: bool) -> tuple[list[Proj
                 run.updated_at = time.time()
                 db.save_run(run, conn)
     return reports, problems
+
+
+def _appended_since(live: RebuildRun | None, run: RebuildRun) -> str | None:
+    """Why rows of an unchanged projection may differ from its live tables: events appended since they were built.
+
+    Only when the live tables are a rebuild of the same code over the same
+    epoch up to an earlier position: then the differences are the new
+    events' doing, not a change of the code, and refusing would leave no way
+    to bring the tables up to date short of a version bump. Anything else
+    (other code, another epoch, live tables edited by hand) is None: a
+    difference to refuse.
+    """
+    if live is None or live.fingerprint != run.fingerprint or live.epoch != run.epoch or run.until is None:
+        return None
+    if live.until is not None and live.until >= run.until:
+        return None
+    since = f"after position {live.until}" if live.until is not None else "since"
+    return f"from events appended {since} (the live tables were built by run {live.id} of the same code)"
 
 
 def _table_report(diff: TableDiff) -> TableReport:
@@ -914,10 +937,15 @@ class _Folder:
             if table is None:
                 table = scan.tables[key] = self._table(members)
             part = rows if hi - lo == n else rows[lo:hi]
-            if self._meta_key is not None:
-                self._fold_by_metadata(part, table)
-            else:
-                self._fold_by_name(part, table)
+            try:
+                if self._meta_key is not None:
+                    self._fold_by_metadata(part, table)
+                else:
+                    self._fold_by_name(part, table)
+            except EventmigError:
+                raise
+            except Exception as exc:  # a projection's code failed: say which, on which event
+                raise _code_failed(self.binding, exc) from None
 
     def _fold_by_metadata(self, rows: list[tuple[Any, ...]], table: dict[str, Any]) -> None:
         """The hot loop, schema versions in metadata: one lookup by stored type, one by version."""
@@ -1441,7 +1469,24 @@ class _Folder:
     @staticmethod
     def _rows(state: _UnitState, items: list[tuple[Any, Any]]) -> dict[str, list[tuple[Any, ...]]]:
         """The rows of these (key, state) pairs, per table."""
-        return state.slots.projection.rows_of_many(items) if items else {}
+        projection = state.slots.projection
+        try:
+            return projection.rows_of_many(items) if items else {}
+        except EventmigError:
+            raise
+        except Exception as exc:  # the projection's rows function failed: find the key, one at a time
+            for key, value in items:
+                try:
+                    projection.rows_of(key, value)
+                except Exception as failed:  # noqa: BLE001 - reported in one line
+                    exc = failed
+                    break
+            else:
+                key = None
+            of = f" on key {key!r}" if key is not None else ""
+            raise RebuildFailed(
+                f"projection {projection.name}: rows function failed{of}: {type(exc).__name__}: {first_line(exc)}"
+            ) from None
 
     def _insert(self, conn: sa.Connection, state: _UnitState, tables: dict[str, list[tuple[Any, ...]]]) -> None:
         """Bulk-write rows into the unit's shadow tables."""
@@ -1450,13 +1495,19 @@ class _Folder:
         for name, rows in tables.items():
             try:
                 self.db.bulk_insert(conn, shadow[name], self._columns(projection, name), rows)
+            except EventmigError:
+                raise
             except Exception as exc:
                 if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
                     raise RebuildFailed(
                         f"projection {projection.name}: two keys produced rows with the same primary key in "
                         f"{name}: {str(exc).splitlines()[0]}"
                     ) from None
-                raise
+                # a NULL in a NOT NULL column, text in a number column...: whose rows, into which table
+                raise RebuildFailed(
+                    f"projection {projection.name}: writing its rows into {name} failed: "
+                    f"{type(exc).__name__}: {first_line(exc)}"
+                ) from None
 
     @staticmethod
     def _columns(projection: Projection, name: str) -> list[str]:
@@ -1470,3 +1521,29 @@ def _skip(row: tuple[Any, ...]) -> None:
 def _failed(row: tuple[Any, ...], reason: Any) -> RebuildFailed:
     event = f"event {row[3]} " if row[3] is not None else "event "  # a lean read leaves the id out
     return RebuildFailed(f"cannot decode {event}({row[4]} at {row[0]}@{row[1]}, position {row[2]}): {reason}")
+
+
+def _event_label(row: tuple[Any, ...]) -> str:
+    """``T event at stream@version (position p, id i)``; a lean read leaves the id out."""
+    event_id = f", id {row[3]}" if row[3] is not None else ""
+    return f"{row[4]} event at {row[0]}@{row[1]} (position {row[2]}{event_id})"
+
+
+def _code_failed(binding: Binding, exc: Exception) -> RebuildFailed:
+    """One line for an exception out of the fold loop: whose code (a handler, a key function), which event.
+
+    The loop itself pays nothing for this: the event is the ``row`` of the
+    loop's frame on the traceback, the projection is found by its code.
+    """
+    row = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code in _LOOPS:
+            row = tb.tb_frame.f_locals.get("row")
+        tb = tb.tb_next
+    who = binding.culprit(exc) or "rebuild"
+    on = f" on {_event_label(row)}" if isinstance(row, tuple) and len(row) >= 5 else ""
+    return RebuildFailed(f"{who} failed{on}: {type(exc).__name__}: {first_line(exc)}")
+
+
+_LOOPS = frozenset((_Folder._fold_by_metadata.__code__, _Folder._fold_by_name.__code__))

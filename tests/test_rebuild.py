@@ -116,16 +116,18 @@ def _digests(report) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------- property
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(history=shop_histories(), workers=st.sampled_from([2, 3]), batch=st.sampled_from([1, 3, 50]),
-       cache=st.sampled_from([None, 1, 3]))
-def test_rebuilt_tables_equal_a_sequential_fold(shop_registry, history, workers, batch, cache):
+       cache=st.sampled_from([None, 1, 3]), fork=st.booleans())
+def test_rebuilt_tables_equal_a_sequential_fold(shop_registry, history, workers, batch, cache, fork):
     """For any history, the tables rebuilt by one worker or several equal a plain sequential fold.
 
-    Tiny caches make workers drop states from memory and reload them from
-    their state tables, as they do on large stores.
+    Several workers fold their partitions in worker processes (``fork``) or,
+    as a history this small otherwise is, all in this process. Tiny caches
+    make workers drop states from memory and reload them from their state
+    tables, as they do on large stores.
     """
-    with tempfile.TemporaryDirectory() as tmp, _cache_size(cache):
+    with tempfile.TemporaryDirectory() as tmp, _cache_size(cache), _fork_always(fork):
         url = f"sqlite:///{tmp}/events.db"
         with open_store(url) as store:
             if history:
@@ -135,8 +137,22 @@ def test_rebuilt_tables_equal_a_sequential_fold(shop_registry, history, workers,
                 report = rebuild(store, shop.projections, registry=shop_registry, read_models=f"sqlite:///{tmp}/rm{n}.db",
                                  workers=n, batch_size=batch)
                 assert report.ok, report.problems
+                assert report.processes == (n if fork and n > 1 else 0)
                 assert report.events_read == len(history)
                 assert _digests(report) == expected
+
+
+@contextmanager
+def _fork_always(fork: bool) -> Iterator[None]:
+    """Worker processes however small the history (no monkeypatch: hypothesis runs many examples per test)."""
+    import eventmig.rebuild as rebuild_module
+
+    saved = rebuild_module.FORK_MIN_EVENTS
+    rebuild_module.FORK_MIN_EVENTS = 0 if fork else saved
+    try:
+        yield
+    finally:
+        rebuild_module.FORK_MIN_EVENTS = saved
 
 
 @contextmanager
@@ -283,6 +299,26 @@ def test_version_unchanged_but_rows_differ_is_refused_even_with_accept(sqlite_ur
                          accept_changes=True)
         assert not report.ok and report.projections[0].tables[0].changed == 1
         assert "did not change" in report.problems[0]
+
+
+def test_events_appended_since_the_live_tables_explain_differences_of_the_same_code(store_url, shop_registry):
+    """Same version and code: rows that differ because events were appended since the live tables were built
+    are swapped in (noted); the same difference under changed code of the same version is refused."""
+    late = {"order_id": "late", "customer_id": "c", "total_cents": 5, "placed_at": "t", "channel": "web", "currency": "EUR"}
+    with open_store(store_url) as store:
+        seed(store, 600)
+        assert rebuild(store, [shop.order_summary], registry=shop_registry, read_models=store_url, workers=2).swapped
+        store.write_batch([_event("order-late", 1, "OrderPlaced", late, 3)])
+        recoded = _order_summary_v2()
+        recoded.version = 1  # the rows changed, the version did not
+        refused = rebuild(store, [recoded], registry=shop_registry, read_models=store_url, workers=2,
+                          accept_changes=True)
+        assert not refused.ok and "did not change" in refused.problems[0]
+        same = rebuild(store, [shop.order_summary], registry=shop_registry, read_models=store_url, workers=2)
+        assert same.ok and same.swapped
+        (t,) = same.projections[0].tables
+        assert (t.added, t.removed, t.changed, t.sample) == (1, 0, 0, ['["late"]'])
+        assert any("from events appended after position" in n for n in same.notes)
 
 
 def test_no_swap_stops_after_verification(sqlite_url, shop_registry):

@@ -9,9 +9,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+
+import projections as shop
 from eventmig.demo import seed
-from eventmig.readmodels import ReadModelDB
-from eventmig.stores import open_store
+from eventmig.projections import replay
+from eventmig.readmodels import ReadModelDB, digest_table_rows
+from eventmig.stores import mask_url, open_store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -139,3 +144,67 @@ def test_busy_and_bad_configuration_exit_codes(sqlite_url: str, tmp_path: Path):
     assert not_a_list.returncode == 2 and "not a list" in as_json(not_a_list)["error"]
     nothing = eventmig("rollback", "--read-models", "--json", EVENTMIG_STORE=sqlite_url)
     assert nothing.returncode == 2 and "nothing to roll back" in as_json(nothing)["error"]
+
+
+FORCED_FORK = (
+    "import runpy, sys; import eventmig.rebuild as r; r.FORK_MIN_EVENTS = 0; sys.argv[0] = 'eventmig'; "
+    "runpy.run_module('eventmig', run_name='__main__')"
+)
+
+
+@pytest.mark.parametrize("direction", ["sqlite-store-postgres-read-models", "postgres-store-sqlite-read-models"])
+def test_read_models_in_another_database_through_the_cli(direction: str, sqlite_url: str, postgres_url: str,
+                                                         tmp_path: Path, shop_registry):
+    """Store on one backend, read models on the other: rebuild in worker processes, verify, swap, roll back."""
+    store_url, read_models = ((sqlite_url, postgres_url) if direction.startswith("sqlite")
+                              else (postgres_url, f"sqlite:///{tmp_path}/read-models.db"))
+    with open_store(store_url) as store:
+        seed(store, 2000)
+        rows = [r for batch in store.read_all_rows() for r in batch]
+    tables = {t.name: t for p in shop.projections for t in p.tables}
+    expected = {name: digest_table_rows(tables[name], produced)
+                for name, produced in replay(shop.projections, shop_registry, rows).items()}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTMIG_")}
+    env.update(EVENTMIG_STORE=store_url, PYTHONPATH=str(REPO))
+    forked = subprocess.run([sys.executable, "-c", FORCED_FORK, "rebuild", "--read-models", read_models, "--workers", "2",
+                             "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert forked.returncode == 0, forked.stderr
+    report = as_json(forked)
+    assert report["ok"] and report["swapped"] and report["processes"] == 2 and report["events_read"] == 2000
+    assert report["read_models"] == mask_url(read_models)
+    assert {t["table"]: t["digest"] for p in report["projections"] for t in p["tables"]} == expected
+
+    again = as_json(eventmig("rebuild", "--read-models", read_models, "--workers", "2", "--json", EVENTMIG_STORE=store_url))
+    assert again["swapped"] and all(t["changed"] == t["added"] == t["removed"] == 0
+                                    for p in again["projections"] for t in p["tables"])
+    rolled = eventmig("rollback", "--read-models", "--read-models-url", read_models, "--json", EVENTMIG_STORE=store_url)
+    assert rolled.returncode == 0, rolled.stderr
+    assert {s["projection"] for s in as_json(rolled)["swaps"]} == {"order_summary", "customer_totals", "order_snapshots"}
+
+    with open_store(store_url) as store, store.engine.connect() as conn:  # the event store got none of it
+        assert not [n for n in sa.inspect(conn).get_table_names() if n.startswith(("order_", "customer_", "eventmig_rebuild", "eventmig_read", "eventmig_rbs"))]
+    with ReadModelDB(read_models) as db, db.read() as conn:  # and the read-model database no events
+        assert not db.table_exists("events", conn)
+        assert {n: m.run_id for n, m in db.live_models(conn).items()} == {
+            p["name"]: p["run_id"] for p in report["projections"]}
+
+
+def test_rebuild_of_an_empty_store(store_url: str):
+    """No events yet: every projection gets its (empty) tables, swapped in; the next rebuild fills them."""
+    open_store(store_url).close()
+    env = {"EVENTMIG_STORE": store_url}
+    empty = eventmig("rebuild", "--workers", "2", "--json", **env)
+    assert empty.returncode == 0, empty.stderr
+    report = as_json(empty)
+    assert report["ok"] and report["swapped"] and report["until"] is None and report["events_read"] == 0
+    assert {t["table"]: t["rows"] for p in report["projections"] for t in p["tables"]} == {
+        "order_summary": 0, "customer_totals": 0, "order_snapshots": 0}
+    human = eventmig("rebuild", "--workers", "2", **env)
+    assert human.returncode == 0 and "(no events)" in human.stdout and "swapped in" in human.stdout
+    with open_store(store_url) as store:
+        seed(store, 300)
+    # the same code, the same version: the new rows are the new events' doing, swapped in without a flag
+    filled = as_json(eventmig("rebuild", "--workers", "2", "--json", **env))
+    assert filled["swapped"] and filled["events_read"] == 300
+    assert all(t["rows"] == t["added"] > 0 for p in filled["projections"] for t in p["tables"])
+    assert len(filled["notes"]) == 3 and all("from events appended since" in n for n in filled["notes"])
