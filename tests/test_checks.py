@@ -104,6 +104,27 @@ def test_a_step_that_drops_a_required_field_is_caught() -> None:
     assert failure.example["data"] == {"sku": "", "qty": 0}
 
 
+def test_a_dict_step_that_assumes_a_defaulted_field_is_present_is_caught() -> None:
+    """v1 events stored before ``nickname`` existed have no such key: the rename gives no ``alias``."""
+    r = Registry()
+
+    @r.schema("User", 1)
+    class UserV1(msgspec.Struct):
+        id: str
+        nickname: str = ""
+
+    @r.schema("User", 2)
+    class User(msgspec.Struct):
+        id: str
+        alias: str
+
+    r.fields("User", 1, rename={"nickname": "alias"})
+    failure = failure_of(check_upcasters(r, examples=EXAMPLES), "User v1")
+    assert failure.property == "reaches heads"
+    assert "missing required field `alias`" in failure.message
+    assert failure.example["data"] == {"id": ""}  # shrunk to the one absent field
+
+
 def test_nondeterministic_steps_are_caught() -> None:
     def with_uuid(e, Product):
         return Product(e.sku, e.name, str(uuid.uuid4()), 1)
