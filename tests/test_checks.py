@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import uuid
+from typing import Annotated
 
 import msgspec
 import pytest
@@ -189,6 +190,40 @@ def test_nodes_without_a_schema_are_reported_as_not_generated() -> None:
     assert not user.generated and user.examples == 0
     assert "cannot generate without a schema" in user.note
     assert "not generated: User v1" in report.format()
+
+
+class Cents:
+    """A type msgspec knows only through hooks: no strategy is derived for it."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def test_a_schema_that_cannot_be_generated_fails_its_node_and_the_others_are_still_checked() -> None:
+    r = Registry()
+
+    @r.schema("Refund", 1)
+    class Refund(msgspec.Struct):
+        amount: Cents
+
+    @r.schema("Coupon", 1)
+    class Coupon(msgspec.Struct):
+        code: Annotated[str, msgspec.Meta(min_length=8, max_length=4)]  # no string fits
+
+    @r.schema("Note", 1)
+    class Note(msgspec.Struct):
+        text: str
+
+    report = check_upcasters(r, examples=10)
+    assert not report.ok
+    refund = failure_of(report, "Refund v1")
+    assert refund.property == "generation" and "register_strategy" in refund.message
+    coupon = failure_of(report, "Coupon v1")
+    assert coupon.property == "generation" and "min_size=8" in coupon.message
+    note = next(n for n in report.nodes if n.name == "Note v1")
+    assert note.generated and note.examples > 0 and not note.failures
+    assert report.not_generated == []
+    assert "Refund v1: property 'generation' failed" in report.format()
 
 
 def test_assert_upcasters_raises_an_assertion_error_with_the_report() -> None:

@@ -218,8 +218,10 @@ def _strategy(node: mi.Type, *, root: bool = False) -> SearchStrategy[Any]:
         return from_type(node.cls)
     builder = _BUILDERS.get(type(node))
     if builder is None:
+        cls = getattr(node, "cls", None)
+        what = f"{cls.__module__}.{cls.__qualname__}" if isinstance(cls, type) else repr(node)
         raise TypeError(
-            f"cannot generate values of {node!r}; "
+            f"cannot generate values of {what}; "
             "use eventmig.testing.strategies.register_strategy for it"
         )
     return builder(node)
