@@ -357,6 +357,9 @@ class CompiledRegistry:
             for t, v in self.heads.items()
             if (t, v) in registry.schemas
         }
+        #: heads whose schema holds msgspec.Raw: encoding copies its bytes, key order and all,
+        #: so canonical bytes of them need a decode and a sorted re-encode
+        self._raw_heads = frozenset(node for node in self._head_decoders if _holds_raw(registry.schemas[node]))
         #: whether any step reads the event's context, so callers build it only when needed
         self.needs_context = any(s.takes_context for s in steps.values())
         self._chains: dict[Node, Chain] = {}
@@ -463,6 +466,7 @@ class CompiledRegistry:
             self._validate_head(node, payload, ())
             return Outcome("head", [(type, version, payload, ())])
         encode = _encode if canonical else _encode_fast
+        raw_heads = self._raw_heads if canonical else frozenset()
         decode, chain = entry
         try:
             payload = decode(data)
@@ -478,6 +482,8 @@ class CompiledRegistry:
                 encoded = encode(obj)
             except (TypeError, msgspec.EncodeError) as exc:
                 raise UpcastError(f"output of {' -> '.join(path)} cannot be encoded: {exc}") from None
+            if raw_heads and (t, v) in raw_heads:
+                encoded = canonical_json(_json_decode(encoded))
             decoder = head_decoders.get((t, v))
             if decoder is not None:
                 try:
@@ -671,6 +677,27 @@ def _convert(obj: Any, cls: type, node: Node, name: str) -> Any:
         return msgspec.convert(builtins, cls)
     except msgspec.ValidationError as exc:
         raise UpcastError(f"{_format_node(node)} from {name} does not match {cls.__qualname__}: {exc}") from None
+
+
+def _holds_raw(schema: type) -> bool:
+    """Whether values of ``schema`` can hold ``msgspec.Raw`` anywhere inside."""
+    import msgspec.inspect as mi
+
+    seen: set[int] = set()
+
+    def walk(node: Any) -> bool:
+        if isinstance(node, mi.RawType):
+            return True
+        if isinstance(node, (list, tuple)):
+            return any(walk(n) for n in node)
+        if isinstance(node, mi.Field):
+            return walk(node.type)
+        if not isinstance(node, mi.Type) or id(node) in seen:
+            return False
+        seen.add(id(node))
+        return any(walk(getattr(node, f)) for f in node.__struct_fields__)
+
+    return walk(mi.type_info(schema))
 
 
 def _canonical(data: bytes, node: Node) -> bytes:

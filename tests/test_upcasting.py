@@ -312,3 +312,29 @@ def test_reference_shop_registry_compiles(shop_registry):
     assert shop_registry.heads["OrderPlaced"] == 3
     assert shop_registry.heads["LineItemAdded"] == 1
     assert "CartViewed" not in shop_registry.heads
+
+
+def raw_hooks() -> Registry:
+    """Hook v1 -> v2, passing an unparsed (msgspec.Raw) body through a typed step."""
+    r = Registry()
+
+    @r.schema("Hook", 1)
+    class HookV1(msgspec.Struct):
+        url: str
+        body: msgspec.Raw
+
+    @r.schema("Hook", 2)
+    class Hook(msgspec.Struct):
+        target: str
+        body: msgspec.Raw
+
+    @r.upcaster
+    def hook_target(e: HookV1) -> Hook:
+        return Hook(e.url, e.body)
+
+    return r
+
+
+def test_canonical_output_sorts_keys_inside_raw_fields_too():
+    out = raw_hooks().compile().upcast("Hook", 1, b'{"url":"u","body":{"b":1,"a":[{"d":2,"c":3}]}}')
+    assert out.events[0][2] == b'{"body":{"a":[{"c":3,"d":2}],"b":1},"target":"u"}'
