@@ -192,6 +192,28 @@ def test_nodes_without_a_schema_are_reported_as_not_generated() -> None:
     assert "not generated: User v1" in report.format()
 
 
+def test_schemas_with_unparsed_raw_fields_are_generated_and_hold() -> None:
+    r = Registry()
+
+    @r.schema("Hook", 1)
+    class HookV1(msgspec.Struct):
+        url: str
+        body: msgspec.Raw
+
+    @r.schema("Hook", 2)
+    class Hook(msgspec.Struct):
+        target: str
+        body: msgspec.Raw
+
+    @r.upcaster
+    def hook_target(e: HookV1) -> Hook:
+        return Hook(e.url, e.body)
+
+    report = check_upcasters(r, examples=EXAMPLES)
+    assert report.ok, report.format()
+    assert all(n.generated and n.examples > 0 for n in report.nodes)
+
+
 class Cents:
     """A type msgspec knows only through hooks: no strategy is derived for it."""
 
