@@ -11,6 +11,8 @@ import msgspec
 import pytest
 
 from eventmig import Registry
+from eventmig.events import canonical_json
+from eventmig.upcasting import CompiledRegistry, Outcome
 from eventmig.testing.checks import (
     CheckFailed,
     RegistryReport,
@@ -172,6 +174,37 @@ def test_a_chain_that_differs_from_its_steps_applied_one_by_one_is_caught() -> N
     assert '"0 C"' in failure.message and '"0.0 C"' in failure.message
     assert failure.example["data"] == {"celsius": 0}
     assert not [f for n, f in report.failures if n.name == "Reading v2"]
+
+
+class SchemaNormalisingRegistry(CompiledRegistry):
+    """An engine that re-encodes events at their head through the head schema.
+
+    Plausible as an optimisation, and wrong: an event stored before a field
+    with a default existed gains that field, so it is no longer the event stored.
+    """
+
+    def upcast(self, type, version, data, context=None, *, canonical=True) -> Outcome:
+        outcome = super().upcast(type, version, data, context, canonical=canonical)
+        schema = self.registry.schemas.get((type, version))
+        if outcome.kind != "head" or schema is None:
+            return outcome
+        return Outcome("head", [(type, version, canonical_json(msgspec.json.decode(data, type=schema)), ())])
+
+
+def test_an_event_at_its_head_that_comes_out_changed_is_caught() -> None:
+    r = Registry()
+
+    @r.schema("Refund", 1)
+    class Refund(msgspec.Struct):
+        order_id: str
+        reason: str = "unknown"
+
+    report = check_upcasters(SchemaNormalisingRegistry(r), examples=EXAMPLES)
+    failure = failure_of(report, "Refund v1")
+    assert failure.property == "head unchanged"
+    assert failure.example["data"] == {"order_id": ""}
+    assert '"reason":"unknown"' in failure.message
+    assert check_upcasters(r, examples=EXAMPLES).ok
 
 
 def test_nodes_without_a_schema_are_reported_as_not_generated() -> None:
