@@ -220,6 +220,7 @@ def test_text_and_binary_round_trip(tp: Any, data: st.DataObject) -> None:
     datetime.date,
     datetime.time,
     Annotated[datetime.time, Meta(tz=True)],
+    Annotated[datetime.time, Meta(tz=False)],
     datetime.timedelta,
 )
 @FAST
@@ -387,11 +388,13 @@ def test_patterns_are_honoured_with_search_semantics(anchored: str, unanchored: 
     from_type(Annotated[datetime.datetime, Meta(tz=True)]),
     from_type(Annotated[datetime.datetime, Meta(tz=False)]),
     from_type(Annotated[datetime.time, Meta(tz=True)]),
+    from_type(Annotated[datetime.time, Meta(tz=False)]),
 )
 def test_timezone_requirements_are_honoured(
-    aware: datetime.datetime, naive: datetime.datetime, clock: datetime.time
+    aware: datetime.datetime, naive: datetime.datetime, clock: datetime.time, local_clock: datetime.time
 ) -> None:
-    assert aware.tzinfo is not None and naive.tzinfo is None and clock.tzinfo is not None
+    assert aware.tzinfo is not None and naive.tzinfo is None
+    assert clock.tzinfo is not None and local_clock.tzinfo is None
 
 
 def test_datetimes_cover_both_aware_and_naive_when_unconstrained() -> None:
