@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 import msgspec
+import msgspec.inspect as mi
 
 from .errors import RegistryError, UpcastError
 from .events import MetadataKey, VersionLocation, canonical_json
@@ -359,7 +360,10 @@ class CompiledRegistry:
         }
         #: heads whose schema holds msgspec.Raw: encoding copies its bytes, key order and all,
         #: so canonical bytes of them need a decode and a sorted re-encode
-        self._raw_heads = frozenset(node for node in self._head_decoders if _holds_raw(registry.schemas[node]))
+        self._raw_heads = frozenset(n for n in self._head_decoders if _holds(registry.schemas[n], _RAW))
+        #: heads whose schema holds sets: a set's order in the fast encoding is its iteration order,
+        #: which no reader can canonicalise once it is a JSON array, so they are always written sorted
+        self._set_heads = frozenset(n for n in self._head_decoders if _holds(registry.schemas[n], _SETS))
         #: whether any step reads the event's context, so callers build it only when needed
         self.needs_context = any(s.takes_context for s in steps.values())
         self._chains: dict[Node, Chain] = {}
@@ -467,6 +471,7 @@ class CompiledRegistry:
             return Outcome("head", [(type, version, payload, ())])
         encode = _encode if canonical else _encode_fast
         raw_heads = self._raw_heads if canonical else frozenset()
+        set_heads = frozenset() if canonical else self._set_heads
         decode, chain = entry
         try:
             payload = decode(data)
@@ -479,7 +484,7 @@ class CompiledRegistry:
         head_decoders = self._head_decoders
         for t, v, obj, path in chain(payload, context):
             try:
-                encoded = encode(obj)
+                encoded = _encode(obj) if set_heads and (t, v) in set_heads else encode(obj)
             except (TypeError, msgspec.EncodeError) as exc:
                 raise UpcastError(f"output of {' -> '.join(path)} cannot be encoded: {exc}") from None
             if raw_heads and (t, v) in raw_heads:
@@ -679,14 +684,16 @@ def _convert(obj: Any, cls: type, node: Node, name: str) -> Any:
         raise UpcastError(f"{_format_node(node)} from {name} does not match {cls.__qualname__}: {exc}") from None
 
 
-def _holds_raw(schema: type) -> bool:
-    """Whether values of ``schema`` can hold ``msgspec.Raw`` anywhere inside."""
-    import msgspec.inspect as mi
+_RAW = (mi.RawType,)
+_SETS = (mi.SetType, mi.FrozenSetType)
 
+
+def _holds(schema: type, kinds: tuple[type[mi.Type], ...]) -> bool:
+    """Whether values of ``schema`` can hold a value of one of these msgspec type kinds anywhere inside."""
     seen: set[int] = set()
 
     def walk(node: Any) -> bool:
-        if isinstance(node, mi.RawType):
+        if isinstance(node, kinds):
             return True
         if isinstance(node, (list, tuple)):
             return any(walk(n) for n in node)

@@ -308,3 +308,24 @@ def test_payloads_with_raw_fields_migrate_and_verify(sqlite_url: str):
         store.append("hook-1", [new_event("Hook", b'{"url":"u","body":{"b":1,"a":2}}')])
         assert migrate(store, r.compile()).quarantined == 0
         assert verify(store, r.compile()).ok
+
+
+def test_payloads_with_set_fields_migrate_and_verify(sqlite_url: str):
+    r = Registry()
+
+    @r.schema("Tagged", 1)
+    class TaggedV1(msgspec.Struct):
+        tags: list[str]
+
+    @r.schema("Tagged", 2)
+    class Tagged(msgspec.Struct):
+        tags: set[str]
+
+    @r.upcaster
+    def as_set(e: TaggedV1) -> Tagged:
+        return Tagged(set(e.tags))
+
+    with open_store(sqlite_url, create=True) as store:
+        store.append("tagged-1", [new_event("Tagged", {"tags": [f"tag-{i}" for i in range(20)]})])
+        assert migrate(store, r.compile()).quarantined == 0
+        assert verify(store, r.compile()).ok
