@@ -207,6 +207,43 @@ def test_an_event_at_its_head_that_comes_out_changed_is_caught() -> None:
     assert check_upcasters(r, examples=EXAMPLES).ok
 
 
+class HashOrderWritingRegistry(CompiledRegistry):
+    """An engine that writes head sets in their hash order, as a plain fast encoder does."""
+
+    def upcast(self, type, version, data, context=None, *, canonical=True) -> Outcome:
+        outcome = super().upcast(type, version, data, context, canonical=canonical)
+        if canonical:
+            return outcome
+        events = []
+        for t, v, out, path in outcome.events:
+            schema = self.registry.schemas[(t, v)]
+            events.append((t, v, msgspec.json.encode(msgspec.json.decode(out, type=schema)), path))
+        return Outcome(outcome.kind, events)
+
+
+def test_outputs_migrate_would_write_differently_from_what_verify_expects_are_caught() -> None:
+    r = Registry()
+
+    @r.schema("Tagged", 1)
+    class TaggedV1(msgspec.Struct):
+        tags: list[str]
+
+    @r.schema("Tagged", 2)
+    class Tagged(msgspec.Struct):
+        tags: set[str]
+
+    @r.upcaster
+    def as_set(e: TaggedV1) -> Tagged:
+        return Tagged(set(e.tags))
+
+    assert check_upcasters(r, examples=EXAMPLES).ok
+    report = check_upcasters(HashOrderWritingRegistry(r), examples=EXAMPLES)
+    failure = failure_of(report, "Tagged v1")
+    assert failure.property == "verifies", report.format()
+    assert "migrate writes what reads back as" in failure.message and "verify expects" in failure.message
+    assert len(set(failure.example["data"]["tags"])) == 2  # shrunk: two members out of order
+
+
 def test_nodes_without_a_schema_are_reported_as_not_generated() -> None:
     r = Registry()
 

@@ -15,7 +15,12 @@ each one must satisfy:
     step's outputs as events stored at their own schema versions (what a
     migration of a store that already holds such events would do);
 ``head unchanged``
-    an event already at its head comes out as its canonical bytes.
+    an event already at its head comes out as its canonical bytes;
+``verifies``
+    what ``migrate`` writes (msgspec's faster field-order encoding), read
+    back and canonicalised as ``verify`` reads it, equals the canonical
+    output ``verify`` compares it with: otherwise every migration of such
+    events fails its verification.
 
 Hypothesis drives the generation and shrinks each failure to a minimal
 example, which the report shows together with the chain that failed. It is
@@ -47,7 +52,7 @@ from .events import schema_for, stored_events
 
 __all__ = ["CheckFailed", "Failure", "NodeReport", "RegistryReport", "assert_upcasters", "check_upcasters"]
 
-PROPERTIES = ("upcasts", "reaches heads", "deterministic", "stepwise", "head unchanged")
+PROPERTIES = ("upcasts", "reaches heads", "deterministic", "stepwise", "head unchanged", "verifies")
 
 _decode = msgspec.json.Decoder().decode
 
@@ -285,6 +290,14 @@ def _check_event(compiled: CompiledRegistry, node: Node, event: RecordedEvent) -
             raise _PropertyFailed("head unchanged", f"an event at its head came out as {_show(first.events)}", event)
         return
 
+    written = _written(compiled, node, event, context)
+    if written != _produced(first.events):
+        raise _PropertyFailed(
+            "verifies",
+            f"migrate writes what reads back as {_show(written)} but verify expects {_show(first.events)}",
+            event,
+        )
+
     step = compiled.registry.steps.get(node)
     if step is None or not step.targets:
         return
@@ -296,6 +309,19 @@ def _check_event(compiled: CompiledRegistry, node: Node, event: RecordedEvent) -
             f"from their own versions gave {_show(stepwise)}",
             event,
         )
+
+
+def _written(
+    compiled: CompiledRegistry, node: Node, event: RecordedEvent, context: EventContext
+) -> list[tuple[str, int, bytes]]:
+    """The outputs as migrate writes them, canonicalised as verify reads them back."""
+    try:
+        outcome = compiled.upcast(node[0], node[1], event.data, context, canonical=False)
+        return [(t, v, canonical_json(_decode(data))) for t, v, data, _ in outcome.events]
+    except Exception as exc:  # noqa: BLE001 (whatever the service code raises is the finding)
+        raise _PropertyFailed(
+            "verifies", f"upcasting as migrate writes failed: {type(exc).__name__}: {exc}", event
+        ) from None
 
 
 def _stepwise(
