@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 import msgspec
+import msgspec.inspect as mi
 
 from .errors import RegistryError, UpcastError
 from .events import MetadataKey, VersionLocation, canonical_json
@@ -357,6 +358,12 @@ class CompiledRegistry:
             for t, v in self.heads.items()
             if (t, v) in registry.schemas
         }
+        #: heads whose schema holds msgspec.Raw: encoding copies its bytes, key order and all,
+        #: so canonical bytes of them need a decode and a sorted re-encode
+        self._raw_heads = frozenset(n for n in self._head_decoders if _holds(registry.schemas[n], _RAW))
+        #: heads whose schema holds sets: a set's order in the fast encoding is its iteration order,
+        #: which no reader can canonicalise once it is a JSON array, so they are always written sorted
+        self._set_heads = frozenset(n for n in self._head_decoders if _holds(registry.schemas[n], _SETS))
         #: whether any step reads the event's context, so callers build it only when needed
         self.needs_context = any(s.takes_context for s in steps.values())
         self._chains: dict[Node, Chain] = {}
@@ -463,6 +470,8 @@ class CompiledRegistry:
             self._validate_head(node, payload, ())
             return Outcome("head", [(type, version, payload, ())])
         encode = _encode if canonical else _encode_fast
+        raw_heads = self._raw_heads if canonical else frozenset()
+        set_heads = frozenset() if canonical else self._set_heads
         decode, chain = entry
         try:
             payload = decode(data)
@@ -475,9 +484,11 @@ class CompiledRegistry:
         head_decoders = self._head_decoders
         for t, v, obj, path in chain(payload, context):
             try:
-                encoded = encode(obj)
+                encoded = _encode(obj) if set_heads and (t, v) in set_heads else encode(obj)
             except (TypeError, msgspec.EncodeError) as exc:
                 raise UpcastError(f"output of {' -> '.join(path)} cannot be encoded: {exc}") from None
+            if raw_heads and (t, v) in raw_heads:
+                encoded = canonical_json(_json_decode(encoded))
             decoder = head_decoders.get((t, v))
             if decoder is not None:
                 try:
@@ -671,6 +682,29 @@ def _convert(obj: Any, cls: type, node: Node, name: str) -> Any:
         return msgspec.convert(builtins, cls)
     except msgspec.ValidationError as exc:
         raise UpcastError(f"{_format_node(node)} from {name} does not match {cls.__qualname__}: {exc}") from None
+
+
+_RAW = (mi.RawType,)
+_SETS = (mi.SetType, mi.FrozenSetType)
+
+
+def _holds(schema: type, kinds: tuple[type[mi.Type], ...]) -> bool:
+    """Whether values of ``schema`` can hold a value of one of these msgspec type kinds anywhere inside."""
+    seen: set[int] = set()
+
+    def walk(node: Any) -> bool:
+        if isinstance(node, kinds):
+            return True
+        if isinstance(node, (list, tuple)):
+            return any(walk(n) for n in node)
+        if isinstance(node, mi.Field):
+            return walk(node.type)
+        if not isinstance(node, mi.Type) or id(node) in seen:
+            return False
+        seen.add(id(node))
+        return any(walk(getattr(node, f)) for f in node.__struct_fields__)
+
+    return walk(mi.type_info(schema))
 
 
 def _canonical(data: bytes, node: Node) -> bytes:

@@ -105,6 +105,37 @@ def test_a_step_that_loses_a_required_field_fails_the_check(tmp_path: Path) -> N
     assert "missing required field `channel`" in failures[("OrderPlaced", 2)][0]["message"]
 
 
+def test_a_schema_with_no_strategy_fails_the_check_rather_than_crashing(tmp_path: Path) -> None:
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "__init__.py").write_text(textwrap.dedent("""
+        import msgspec
+        from eventmig import Registry
+        registry = Registry()
+
+        class Money:  # encoded by the service's own msgspec hooks
+            def __init__(self, cents):
+                self.cents = cents
+
+        @registry.schema("Paid", 1)
+        class PaidV1(msgspec.Struct):
+            amount: Money
+
+        @registry.schema("Paid", 2)
+        class Paid(msgspec.Struct):
+            cents: int
+
+        @registry.upcaster
+        def paid_in_cents(e: PaidV1) -> Paid:
+            return Paid(e.amount.cents)
+    """))
+    (tmp_path / "pyproject.toml").write_text('[tool.eventmig]\nupcasters = "svc:registry"\n')
+    result = eventmig("check", "--config", str(tmp_path / "pyproject.toml"), "--examples", "5", "--no-store")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Paid v1: property 'generation' failed" in result.stdout
+    assert "cannot generate values of svc.Money; use eventmig.testing.strategies.register_strategy" in result.stdout
+    assert "unexpected" not in result.stderr
+
+
 def test_stored_versions_without_a_path_and_failing_stored_events_fail_the_check(sqlite_url: str) -> None:
     with open_store(sqlite_url) as store:
         store.append("order-1", [

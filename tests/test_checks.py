@@ -5,11 +5,14 @@ from __future__ import annotations
 import itertools
 import random
 import uuid
+from typing import Annotated
 
 import msgspec
 import pytest
 
 from eventmig import Registry
+from eventmig.events import canonical_json
+from eventmig.upcasting import CompiledRegistry, Outcome
 from eventmig.testing.checks import (
     CheckFailed,
     RegistryReport,
@@ -104,6 +107,27 @@ def test_a_step_that_drops_a_required_field_is_caught() -> None:
     assert failure.example["data"] == {"sku": "", "qty": 0}
 
 
+def test_a_dict_step_that_assumes_a_defaulted_field_is_present_is_caught() -> None:
+    """v1 events stored before ``nickname`` existed have no such key: the rename gives no ``alias``."""
+    r = Registry()
+
+    @r.schema("User", 1)
+    class UserV1(msgspec.Struct):
+        id: str
+        nickname: str = ""
+
+    @r.schema("User", 2)
+    class User(msgspec.Struct):
+        id: str
+        alias: str
+
+    r.fields("User", 1, rename={"nickname": "alias"})
+    failure = failure_of(check_upcasters(r, examples=EXAMPLES), "User v1")
+    assert failure.property == "reaches heads"
+    assert "missing required field `alias`" in failure.message
+    assert failure.example["data"] == {"id": ""}  # shrunk to the one absent field
+
+
 def test_nondeterministic_steps_are_caught() -> None:
     def with_uuid(e, Product):
         return Product(e.sku, e.name, str(uuid.uuid4()), 1)
@@ -152,6 +176,74 @@ def test_a_chain_that_differs_from_its_steps_applied_one_by_one_is_caught() -> N
     assert not [f for n, f in report.failures if n.name == "Reading v2"]
 
 
+class SchemaNormalisingRegistry(CompiledRegistry):
+    """An engine that re-encodes events at their head through the head schema.
+
+    Plausible as an optimisation, and wrong: an event stored before a field
+    with a default existed gains that field, so it is no longer the event stored.
+    """
+
+    def upcast(self, type, version, data, context=None, *, canonical=True) -> Outcome:
+        outcome = super().upcast(type, version, data, context, canonical=canonical)
+        schema = self.registry.schemas.get((type, version))
+        if outcome.kind != "head" or schema is None:
+            return outcome
+        return Outcome("head", [(type, version, canonical_json(msgspec.json.decode(data, type=schema)), ())])
+
+
+def test_an_event_at_its_head_that_comes_out_changed_is_caught() -> None:
+    r = Registry()
+
+    @r.schema("Refund", 1)
+    class Refund(msgspec.Struct):
+        order_id: str
+        reason: str = "unknown"
+
+    report = check_upcasters(SchemaNormalisingRegistry(r), examples=EXAMPLES)
+    failure = failure_of(report, "Refund v1")
+    assert failure.property == "head unchanged"
+    assert failure.example["data"] == {"order_id": ""}
+    assert '"reason":"unknown"' in failure.message
+    assert check_upcasters(r, examples=EXAMPLES).ok
+
+
+class HashOrderWritingRegistry(CompiledRegistry):
+    """An engine that writes head sets in their hash order, as a plain fast encoder does."""
+
+    def upcast(self, type, version, data, context=None, *, canonical=True) -> Outcome:
+        outcome = super().upcast(type, version, data, context, canonical=canonical)
+        if canonical:
+            return outcome
+        events = []
+        for t, v, out, path in outcome.events:
+            schema = self.registry.schemas[(t, v)]
+            events.append((t, v, msgspec.json.encode(msgspec.json.decode(out, type=schema)), path))
+        return Outcome(outcome.kind, events)
+
+
+def test_outputs_migrate_would_write_differently_from_what_verify_expects_are_caught() -> None:
+    r = Registry()
+
+    @r.schema("Tagged", 1)
+    class TaggedV1(msgspec.Struct):
+        tags: list[str]
+
+    @r.schema("Tagged", 2)
+    class Tagged(msgspec.Struct):
+        tags: set[str]
+
+    @r.upcaster
+    def as_set(e: TaggedV1) -> Tagged:
+        return Tagged(set(e.tags))
+
+    assert check_upcasters(r, examples=EXAMPLES).ok
+    report = check_upcasters(HashOrderWritingRegistry(r), examples=EXAMPLES)
+    failure = failure_of(report, "Tagged v1")
+    assert failure.property == "verifies", report.format()
+    assert "migrate writes what reads back as" in failure.message and "verify expects" in failure.message
+    assert len(set(failure.example["data"]["tags"])) == 2  # shrunk: two members out of order
+
+
 def test_nodes_without_a_schema_are_reported_as_not_generated() -> None:
     r = Registry()
 
@@ -168,6 +260,62 @@ def test_nodes_without_a_schema_are_reported_as_not_generated() -> None:
     assert not user.generated and user.examples == 0
     assert "cannot generate without a schema" in user.note
     assert "not generated: User v1" in report.format()
+
+
+def test_schemas_with_unparsed_raw_fields_are_generated_and_hold() -> None:
+    r = Registry()
+
+    @r.schema("Hook", 1)
+    class HookV1(msgspec.Struct):
+        url: str
+        body: msgspec.Raw
+
+    @r.schema("Hook", 2)
+    class Hook(msgspec.Struct):
+        target: str
+        body: msgspec.Raw
+
+    @r.upcaster
+    def hook_target(e: HookV1) -> Hook:
+        return Hook(e.url, e.body)
+
+    report = check_upcasters(r, examples=EXAMPLES)
+    assert report.ok, report.format()
+    assert all(n.generated and n.examples > 0 for n in report.nodes)
+
+
+class Cents:
+    """A type msgspec knows only through hooks: no strategy is derived for it."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def test_a_schema_that_cannot_be_generated_fails_its_node_and_the_others_are_still_checked() -> None:
+    r = Registry()
+
+    @r.schema("Refund", 1)
+    class Refund(msgspec.Struct):
+        amount: Cents
+
+    @r.schema("Coupon", 1)
+    class Coupon(msgspec.Struct):
+        code: Annotated[str, msgspec.Meta(min_length=8, max_length=4)]  # no string fits
+
+    @r.schema("Note", 1)
+    class Note(msgspec.Struct):
+        text: str
+
+    report = check_upcasters(r, examples=10)
+    assert not report.ok
+    refund = failure_of(report, "Refund v1")
+    assert refund.property == "generation" and "register_strategy" in refund.message
+    coupon = failure_of(report, "Coupon v1")
+    assert coupon.property == "generation" and "min_size=8" in coupon.message
+    note = next(n for n in report.nodes if n.name == "Note v1")
+    assert note.generated and note.examples > 0 and not note.failures
+    assert report.not_generated == []
+    assert "Refund v1: property 'generation' failed" in report.format()
 
 
 def test_assert_upcasters_raises_an_assertion_error_with_the_report() -> None:

@@ -53,6 +53,25 @@ def test_version_one_events_come_with_and_without_the_version_key(shop_registry)
     assert msgspec.json.decode(later.metadata)["schema_version"] == 2
 
 
+def test_fields_with_a_default_are_sometimes_absent_as_in_events_stored_before_they_existed() -> None:
+    r = Registry()
+
+    @r.schema("Signup", 1)
+    class Signup(msgspec.Struct, rename="camel"):
+        user_id: str
+        referral_code: str | None = None
+        tags: list[str] = msgspec.field(default_factory=list)
+
+    def fields(e: RecordedEvent) -> set[str]:
+        return set(msgspec.json.decode(e.data))
+
+    events = stored_events(r, "Signup", 1)
+    bare = find(events, lambda e: fields(e) == {"userId"})
+    assert msgspec.json.decode(bare.data, type=Signup).tags == []  # msgspec fills the default
+    find(events, lambda e: fields(e) == {"userId", "referralCode", "tags"})
+    find(events, lambda e: fields(e) == {"userId", "tags"})
+
+
 @FAST
 @given(st.data())
 def test_the_version_goes_where_the_registry_keeps_it(data: st.DataObject) -> None:

@@ -293,3 +293,48 @@ def test_switch_under_continuous_writes_loses_nothing(store_url: str, shop_regis
 
 def current_run_of(store: EventStore, target_epoch: int):
     return next(r for r in store.runs("migrate") if r.target_epoch == target_epoch)
+
+
+def test_payloads_with_raw_fields_migrate_and_verify(sqlite_url: str):
+    """An unparsed sub-document keeps its stored key order when encoded: digests must not see it."""
+    r = Registry()
+
+    @r.schema("Hook", 1)
+    class HookV1(msgspec.Struct):
+        url: str
+        body: msgspec.Raw
+
+    @r.schema("Hook", 2)
+    class Hook(msgspec.Struct):
+        target: str
+        body: msgspec.Raw
+
+    @r.upcaster
+    def hook_target(e: HookV1) -> Hook:
+        return Hook(e.url, e.body)
+
+    with open_store(sqlite_url, create=True) as store:
+        store.append("hook-1", [new_event("Hook", b'{"url":"u","body":{"b":1,"a":2}}')])
+        assert migrate(store, r.compile()).quarantined == 0
+        assert verify(store, r.compile()).ok
+
+
+def test_payloads_with_set_fields_migrate_and_verify(sqlite_url: str):
+    r = Registry()
+
+    @r.schema("Tagged", 1)
+    class TaggedV1(msgspec.Struct):
+        tags: list[str]
+
+    @r.schema("Tagged", 2)
+    class Tagged(msgspec.Struct):
+        tags: set[str]
+
+    @r.upcaster
+    def as_set(e: TaggedV1) -> Tagged:
+        return Tagged(set(e.tags))
+
+    with open_store(sqlite_url, create=True) as store:
+        store.append("tagged-1", [new_event("Tagged", {"tags": [f"tag-{i}" for i in range(20)]})])
+        assert migrate(store, r.compile()).quarantined == 0
+        assert verify(store, r.compile()).ok

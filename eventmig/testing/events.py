@@ -17,8 +17,9 @@ it will really read::
 
 Payloads come from the schema Struct of each ``(type, version)`` through
 :func:`~eventmig.testing.strategies.builtins_from_type`, so they honour its
-``msgspec.Meta`` constraints; a node without a schema (a dict step
-registered without one) cannot be generated.
+``msgspec.Meta`` constraints, and its fields with a default are sometimes
+absent, as in events stored before those fields existed; a node without a
+schema (a dict step registered without one) cannot be generated.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
+import msgspec.inspect as mi
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
@@ -87,14 +89,35 @@ def generatable_nodes(registry: RegistryLike) -> list[Node]:
 
 
 def payloads(registry: RegistryLike, type: str, version: int) -> SearchStrategy[Any]:
-    """Payloads of ``(type, version)`` as JSON builtins (what the store's ``data`` decodes to)."""
+    """Payloads of ``(type, version)`` as JSON builtins (what the store's ``data`` decodes to).
+
+    A field with a default is sometimes absent, as in an event written
+    before the field was added: msgspec reads it as the default, but a step
+    that works on the plain dict sees no key at all, and must still cope.
+    """
     schema = schema_for(registry, type, version)
     if schema is None:
         raise ValueError(
             f"cannot generate events of {type} v{version}: it has no schema "
             f"(register one with @registry.schema({type!r}, {version}))"
         )
-    return builtins_from_type(schema)
+    return _with_defaults_omitted(schema, builtins_from_type(schema))
+
+
+def _with_defaults_omitted(schema: type, values: SearchStrategy[Any]) -> SearchStrategy[Any]:
+    """``values`` (builtins of ``schema``) with some top-level fields that have a default left out.
+
+    Shrinking keeps every field, so a minimal failing example omits only
+    the fields its failure needs absent.
+    """
+    info = mi.type_info(schema)
+    if not isinstance(info, mi.StructType) or info.array_like:
+        return values
+    optional = [f.encode_name for f in info.fields if not f.required]
+    if not optional:
+        return values
+    omitted = st.sets(st.sampled_from(optional))
+    return st.tuples(values, omitted).map(lambda pair: {k: v for k, v in pair[0].items() if k not in pair[1]})
 
 
 def _streams(type: str) -> SearchStrategy[str]:
