@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from .errors import ConfigError, StoreError
+from .stores import mask_url
 
 
 def normalize_sql_url(url: str) -> str:
@@ -62,7 +63,8 @@ class SQLDatabase:
             parsed = make_url(self.raw_url)
         except sa.exc.ArgumentError:
             raise ConfigError(f"not a {what} URL: {url!r}") from None
-        self.url = parsed.render_as_string(hide_password=True)
+        # SQLAlchemy hides the password of user:password@ but not a ?password= parameter
+        self.url = mask_url(parsed.render_as_string(hide_password=True))
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
             raise ConfigError(f"unsupported {what} {self.url}: use sqlite:/// or postgresql+psycopg://")

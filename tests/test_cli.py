@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from eventmig.stores import open_store
+from eventmig.stores import mask_url, open_store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -134,6 +134,23 @@ def test_unreachable_postgres_is_a_runtime_error_without_the_password():
     assert "admin:***@" in result.stderr
     as_js = eventmig("status", "--json", "--store", "postgresql://admin:s3cret-pw@127.0.0.1:1/db")
     assert "s3cret-pw" not in as_js.stdout + as_js.stderr and as_json(as_js)["exit_code"] == 3
+
+
+@pytest.mark.parametrize("command", ["status", "migrate", "plan", "switch"])
+def test_a_password_in_the_query_string_is_masked_too(command: str):
+    url = "postgresql+psycopg://admin@127.0.0.1:1/db?sslmode=disable&password=s3cret-pw"
+    for flags in ((), ("--json",)):
+        result = eventmig(command, "--store", url, *flags)
+        assert result.returncode == 3
+        assert "s3cret-pw" not in result.stderr + result.stdout
+        assert "password=***" in result.stderr + result.stdout
+
+
+def test_mask_url_finds_passwords_inside_messages():
+    assert mask_url("cannot connect to x://u:pw@h/d?password=pw2: refused") == (
+        "cannot connect to x://u:***@h/d?password=***: refused")
+    assert mask_url("x://u@h/d?password=p:w&a=1") == "x://u@h/d?password=***&a=1"
+    assert mask_url("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
 
 
 def test_second_migration_at_once_exits_4(sqlite_url: str):
