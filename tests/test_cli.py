@@ -113,6 +113,29 @@ def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], message: str):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("store = 5", "setting store must be a string, got 5"),
+        ("read_models = 5", "setting read_models must be a string, got 5"),
+        ('upcasters = ["svc"]', "setting upcasters must be a string"),
+        ("batch_size = true", "batch_size must be a positive integer, got True"),
+        ("workers = 0", "workers must be a positive integer, got 0"),
+        ("store = ", "invalid TOML"),
+        ("stor = 'x'", "unknown [tool.eventmig] setting(s) stor"),
+    ],
+)
+def test_bad_settings_exit_2_with_one_line(tmp_path: Path, setting: str, message: str):
+    (tmp_path / "pyproject.toml").write_text(f"[tool.eventmig]\n{setting}\n")
+    for flags in ((), ("--json",)):
+        result = eventmig("status", *flags, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr + result.stdout
+        if flags:
+            assert message in as_json(result)["error"] and as_json(result)["exit_code"] == 2
+        else:
+            assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_invalid_registry_exits_2_naming_the_problem(tmp_path: Path):
     (tmp_path / "svc").mkdir()
     (tmp_path / "svc" / "__init__.py").write_text(textwrap.dedent("""
