@@ -45,10 +45,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # help texts name [tool.eventmig]: plain text, not rich markup that would swallow it
+    rich_markup_mode=None,
 )
-# piped into a log, tables get room rather than the 80 columns rich assumes without a terminal
-out = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True, soft_wrap=True)
+# Everything printed is data (stream names, event types, paths, reasons), never markup: a stream
+# named "[/x]" must print as itself, not vanish or crash the command.
+# Piped into a log, tables get room rather than the 80 columns rich assumes without a terminal.
+out = Console(width=None if sys.stdout.isatty() else 140, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pyproject.toml with [tool.eventmig] (default: nearest one).", show_default=False)]
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Event store URL (env EVENTMIG_STORE).", show_default=False)]
@@ -528,8 +532,30 @@ def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def main() -> None:
-    app()
+#: click's base of usage errors; typer exposes it only through subclasses (recent typers vendor click)
+_CLICK_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line; a usage error is one more error report, JSON with ``--json``.
+
+    Click reports bad flags and values itself, before any command runs; in
+    standalone mode it would print them as text even to a script that asked
+    for JSON, so eventmig takes them over here.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = app(args=args, prog_name="eventmig", standalone_mode=False)
+    except _CLICK_ERROR as exc:
+        if "--json" in args:
+            message = mask_url(exc.format_message())
+            sys.stdout.write(msgspec.json.encode({"error": message, "exit_code": int(ExitCode.USAGE)}).decode() + "\n")
+        else:
+            exc.show()
+        sys.exit(int(ExitCode.USAGE))
+    except typer.Abort:
+        sys.exit(int(ExitCode.RUNTIME))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -136,6 +136,40 @@ def test_bad_settings_exit_2_with_one_line(tmp_path: Path, setting: str, message
             assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("migrate", "--bogus"), "No such option: --bogus"),
+        (("verify", "--workers", "0"), "--workers"),
+        (("no-such-command",), "No such command"),
+    ],
+)
+def test_usage_errors_are_json_with_json(args: tuple[str, ...], message: str):
+    result = eventmig(*args, "--json")
+    assert result.returncode == 2
+    report = as_json(result)
+    assert message in report["error"] and report["exit_code"] == 2
+    plain = eventmig(*args)
+    assert plain.returncode == 2 and message in plain.stderr and not plain.stdout
+
+
+def test_names_are_printed_as_they_are_not_as_markup(sqlite_url: str, tmp_path: Path):
+    from eventmig import new_event
+
+    with open_store(sqlite_url) as s:
+        s.append("[/oops]", [new_event("OrderPlaced", b"{not json", {})])
+        s.append("[bold]b", [new_event("[red]Odd", {"a": 1})])
+    assert eventmig("migrate", store=sqlite_url).returncode == 0
+    listed = eventmig("quarantine", store=sqlite_url)
+    assert listed.returncode == 0, listed.stderr
+    assert "[/oops]" in listed.stdout
+    planned = eventmig("plan", store=sqlite_url)
+    assert planned.returncode == 0 and "[red]Odd" in planned.stdout
+    scaffolded = eventmig("init", str(tmp_path))
+    assert "[tool.eventmig]" in scaffolded.stdout
+    assert "[tool.eventmig]" in eventmig("init", "--help").stdout
+
+
 def test_invalid_registry_exits_2_naming_the_problem(tmp_path: Path):
     (tmp_path / "svc").mkdir()
     (tmp_path / "svc" / "__init__.py").write_text(textwrap.dedent("""
