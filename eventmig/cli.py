@@ -193,6 +193,8 @@ def plan(
                 style = "red" if p.treatment == "no path" else None
                 stored.add_row(p.type, str(p.version), f"{p.events:,}", p.treatment, p.detail, style=style)
             out.print(stored)
+        else:
+            out.print(f"store not scanned: {report.store_skipped}", soft_wrap=True)
         if report.uncovered:
             err.print(Text("no path to a head: " + ", ".join(report.uncovered), style="red"))
     if not report.ok:

@@ -58,10 +58,16 @@ class PlanReport(msgspec.Struct):
     epoch: int | None
     stored: list[StoredPair]
     uncovered: list[str]
+    #: why no store was scanned (``--no-store``, or a SQLite file that does not exist yet)
+    store_skipped: str | None = None
 
 
 def plan(settings: Settings, *, scan_store: bool = True, progress: Progress = SILENT) -> PlanReport:
-    """The registered chains, and what the store holds of each (type, version)."""
+    """The registered chains, and what the store holds of each (type, version).
+
+    A SQLite store whose file does not exist yet holds nothing: the plan of a
+    service just scaffolded by ``init`` shows its chains, and creates no file.
+    """
     compiled = load_registry(settings)
     chains = {
         f"{t} v{v}": [" -> ".join(f"{nt} v{nv}" if nt != "(dropped)" else "dropped" for nt, nv in path) for path in compiled.paths((t, v))]
@@ -69,14 +75,16 @@ def plan(settings: Settings, *, scan_store: bool = True, progress: Progress = SI
     }
     stored: list[StoredPair] = []
     store_url = epoch = None
-    if scan_store:
+    skipped = "not requested (--no-store)" if not scan_store else _missing_sqlite(settings.store)
+    if skipped is None:
         with open_configured_store(settings) as store:
             store_url, epoch = store.url, store.epoch
             counts = stored_versions(store, compiled, progress=progress)
         for (t, v), n in sorted(counts.items()):
             stored.append(_treatment(compiled, t, v, n))
     uncovered = [f"{p.type} v{p.version}" for p in stored if p.treatment == "no path"]
-    return PlanReport(not uncovered, dict(sorted(compiled.heads.items())), chains, store_url, epoch, stored, uncovered)
+    return PlanReport(not uncovered, dict(sorted(compiled.heads.items())), chains, store_url, epoch, stored, uncovered,
+                      skipped)
 
 
 def stored_versions(store: EventStore, compiled: CompiledRegistry, *, progress: Progress = SILENT) -> Counter[tuple[str, int]]:
@@ -196,7 +204,7 @@ def _missing_sqlite(url: str) -> str | None:
     if not path or path == ":memory:":
         return f"{url} is an in-memory database: nothing is stored there"
     if not os.path.exists(path):
-        return f"{url} does not exist: no stored events to check"
+        return f"{url} does not exist (yet): no events are stored there"
     return None
 
 

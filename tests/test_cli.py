@@ -232,6 +232,24 @@ def test_init_scaffolds_a_service(tmp_path: Path):
     assert as_json(plan)["chains"] == {}
 
 
+def test_plan_works_right_after_init_in_an_empty_directory(tmp_path: Path):
+    assert eventmig("init", cwd=tmp_path).returncode == 0
+    plan = eventmig("plan", cwd=tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    assert "Upcaster chains" in plan.stdout and "eventmig.db does not exist" in plan.stdout
+    report = as_json(eventmig("plan", "--json", cwd=tmp_path))
+    assert report["ok"] and report["stored"] == [] and "does not exist" in report["store_skipped"]
+    assert not (tmp_path / "eventmig.db").exists()  # looking creates no store
+    # once the service has events, plan shows them
+    with open_store(f"sqlite:///{tmp_path}/eventmig.db") as s:
+        from eventmig import new_event
+
+        s.append("s-1", [new_event("Something", {"a": 1})])
+    report = as_json(eventmig("plan", "--json", cwd=tmp_path))
+    assert report["store_skipped"] is None
+    assert [(p["type"], p["treatment"]) for p in report["stored"]] == [("Something", "unknown")]
+
+
 def test_demo_runs_the_pipeline(tmp_path: Path):
     result = eventmig("demo", "--events", "3000", "--json", "--store", f"sqlite:///{tmp_path}/demo.db")
     assert result.returncode == 0, result.stderr
