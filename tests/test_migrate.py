@@ -284,3 +284,34 @@ def test_switch_under_continuous_writes_loses_nothing(store_url: str, shop_regis
 
 def current_run_of(store: EventStore, target_epoch: int):
     return next(r for r in store.runs("migrate") if r.target_epoch == target_epoch)
+
+
+def test_rollbacks_undo_switches_latest_first_and_never_a_rollback(store: EventStore, shop_registry):
+    seed(store, 300)
+    migrate(store, shop_registry)
+    switch(store, shop_registry)  # 1 -> 2
+    migrate(store, shop_registry)
+    switch(store, shop_registry)  # 2 -> 3
+    assert (rollback(store).to_epoch, store.active_epoch()) == (2, 2)
+    assert (rollback(store).to_epoch, store.active_epoch()) == (1, 1)
+    # a third rollback must not put back, unverified, the epoch the last one left
+    with pytest.raises(ConfigError, match="nothing to roll back: epoch 1 is active again since the rollback"):
+        rollback(store)
+    assert store.active_epoch() == 1
+    # going forward again is a switch, verified
+    again = switch(store, shop_registry)
+    assert (again.from_epoch, again.to_epoch) == (1, 2) and again.verification.ok
+    assert rollback(store).to_epoch == 1
+
+
+def test_a_rollback_two_switches_back_refuses_to_hide_what_the_middle_epoch_got(store: EventStore, shop_registry):
+    seed(store, 200)
+    migrate(store, shop_registry)
+    switch(store, shop_registry)  # 1 -> 2
+    store.append("order-late", [new_event("OrderCancelled", {"order_id": "l", "reason": "r", "cancelled_at": "t"})])
+    migrate(store, shop_registry)
+    switch(store, shop_registry)  # 2 -> 3, which carries the late event over
+    rollback(store)  # 3 -> 2: nothing was appended to 3
+    with pytest.raises(Exception, match="1 event"):
+        rollback(store)  # 2 -> 1 would hide the late event, which epoch 1 never had
+    assert store.active_epoch() == 2
