@@ -170,6 +170,59 @@ def test_names_are_printed_as_they_are_not_as_markup(sqlite_url: str, tmp_path: 
     assert "[tool.eventmig]" in eventmig("init", "--help").stdout
 
 
+PRICED_SERVICE = """
+import msgspec
+from eventmig import Registry
+
+registry = Registry()
+
+@registry.schema("Priced", 1)
+class V1(msgspec.Struct):
+    price: float
+
+@registry.schema("Priced", 2)
+class V2(msgspec.Struct):
+    cents: int
+
+@registry.upcaster
+def cents(e: V1) -> V2:
+    return V2(round(e.price * 100))
+"""
+
+
+@pytest.mark.parametrize(
+    ("version_key", "stored", "expected"),
+    [
+        # the version in a metadata key of the service's choosing; absent means version 1
+        ("metadata:v", [("Priced", {}), ("Priced", {"v": 1}), ("Priced", {"v": 2})],
+         [("Priced", {"v": 2})] * 3),
+        # the version as a suffix of the type name
+        ("type-suffix:.v", [("Priced", {}), ("Priced.v1", {}), ("Priced.v2", {})],
+         [("Priced.v2", {})] * 3),
+    ],
+)
+def test_where_the_version_lives_comes_from_the_config(tmp_path: Path, version_key: str, stored: list, expected: list):
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "__init__.py").write_text(PRICED_SERVICE)
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.eventmig]\nupcasters = "svc:registry"\nstore = "sqlite:///s.db"\nversion_key = "{version_key}"\n')
+    from eventmig import new_event
+
+    payloads = [{"price": 1.5}, {"price": 2.0}, {"cents": 7}]
+    with open_store(f"sqlite:///{tmp_path}/s.db") as s:
+        s.append("p-1", [new_event(t, data, meta) for (t, meta), data in zip(stored, payloads)])
+    migrated = eventmig("migrate", "--json", cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    report = as_json(migrated)
+    assert report["before"] == {"Priced v1": 2, "Priced v2": 1} and report["after"] == {"Priced v2": 3}
+    assert report["unknown"] == 0 and report["quarantined"] == 0
+    assert eventmig("verify", cwd=tmp_path).returncode == 0
+    with open_store(f"sqlite:///{tmp_path}/s.db") as s:
+        target = s.at_epoch(report["target_epoch"]).read_stream("p-1")
+    assert [e.decoded_data() for e in target] == [{"cents": 150}, {"cents": 200}, {"cents": 7}]
+    assert [(e.type, {k: v for k, v in e.decoded_metadata().items() if k != "eventmig"}) for e in target] == expected
+
+
 def test_invalid_registry_exits_2_naming_the_problem(tmp_path: Path):
     (tmp_path / "svc").mkdir()
     (tmp_path / "svc" / "__init__.py").write_text(textwrap.dedent("""

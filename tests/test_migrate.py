@@ -315,3 +315,22 @@ def test_a_rollback_two_switches_back_refuses_to_hide_what_the_middle_epoch_got(
     with pytest.raises(Exception, match="1 event"):
         rollback(store)  # 2 -> 1 would hide the late event, which epoch 1 never had
     assert store.active_epoch() == 2
+
+
+def test_unknown_types_pass_through_unchanged_and_are_counted(store: EventStore, shop_registry):
+    store.append("audit-1", [
+        new_event("AuditNoted", {"who": "ops", "z": [1, 2]}, {"schema_version": 4, "trace": "t"}),
+        new_event("OrderCancelled", {"order_id": "1", "reason": "r", "cancelled_at": "t"}),
+        new_event("AuditNoted", {"who": "dev"}),
+    ])
+    report = migrate(store, shop_registry)
+    assert report.unknown == 2 and report.quarantined == 0 and report.events_written == 3
+    assert report.before == {"AuditNoted v1": 1, "AuditNoted v4": 1, "OrderCancelled v1": 1} == report.after
+    source = store.read_stream("audit-1")
+    target = store.at_epoch(report.target_epoch).read_stream("audit-1")
+    assert [e.type for e in target] == ["AuditNoted", "OrderCancelled", "AuditNoted"]
+    for old, new in zip(source, target):
+        assert new.decoded_data() == old.decoded_data() and new.event_id == old.event_id
+    meta = target[0].decoded_metadata()
+    assert meta["schema_version"] == 4 and meta["trace"] == "t" and meta["eventmig"]["chain"] == []
+    assert verify(store, shop_registry).ok
