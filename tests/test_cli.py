@@ -92,8 +92,14 @@ def test_quarantine_listing_and_accepting(sqlite_url: str):
     listed = as_json(eventmig("quarantine", "--json", store=sqlite_url))
     assert len(listed["entries"]) == 1 and "not valid JSON" in listed["entries"][0]["reason"]
     assert eventmig("switch", store=sqlite_url).returncode == 1
+    (run,) = as_json(eventmig("status", "--json", store=sqlite_url))["runs"]
+    assert (run["quarantined"], run["unaccepted_quarantine"], run["read"], run["written"]) == (1, 1, 1, 0)
+    assert run["checkpoint"] is not None and run["status"] == "completed"
+    assert "1 (1 unaccepted)" in eventmig("status", store=sqlite_url).stdout
     accepted = as_json(eventmig("quarantine", "--accept", "--json", store=sqlite_url))
     assert accepted["accepted_now"] == 1
+    (run,) = as_json(eventmig("status", "--json", store=sqlite_url))["runs"]
+    assert (run["quarantined"], run["unaccepted_quarantine"]) == (1, 0)
     assert eventmig("switch", store=sqlite_url).returncode == 0
 
 
@@ -314,3 +320,40 @@ def test_demo_runs_the_pipeline(tmp_path: Path):
     assert status["active_epoch"] == 2
     assert {m["projection"]: m["version"] for m in status["read_models"]} == {
         "order_summary": 1, "customer_totals": 1, "order_snapshots": 1}
+
+
+def on_a_terminal(*args: str, store: str) -> tuple[int, str, str]:
+    """Run eventmig with its stderr on a pseudo-terminal, as an operator sees it: (exit code, stdout, stderr)."""
+    import pty
+    import re
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "EVENTMIG_STORE": store, "TERM": "xterm", "COLUMNS": "160"}
+    proc = subprocess.Popen([sys.executable, "-m", "eventmig", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal's other side closed: the command is done
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    stdout = proc.stdout.read().decode()
+    proc.wait(timeout=300)
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    return proc.returncode, stdout, screen
+
+
+def test_long_commands_draw_progress_bars_on_a_terminal(sqlite_url: str):
+    assert eventmig("demo", "--seed-only", "--events", "3000", "--store", sqlite_url).returncode == 0
+    code, _, screen = on_a_terminal("migrate", "--workers", "1", store=sqlite_url)
+    assert code == 0, screen
+    assert "migrate epoch 1 -> 2" in screen and "3000/3000" in screen and "events/s" in screen
+    code, _, screen = on_a_terminal("verify", "--workers", "1", store=sqlite_url)
+    assert code == 0 and "verify" in screen and "events/s" in screen
+    code, stdout, screen = on_a_terminal("verify", "--json", store=sqlite_url)
+    assert code == 0 and json.loads(stdout)["ok"] and "events/s" not in screen  # --json: no bars
