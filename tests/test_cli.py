@@ -110,6 +110,10 @@ def test_quarantine_listing_and_accepting(sqlite_url: str):
         (("migrate", "--batch-size", "0", "--store", "sqlite:///:memory:"), "batch"),
         (("verify", "--config", "/nonexistent/pyproject.toml"), "does not exist"),
         (("migrate", "--store", "sqlite:////nonexistent/dir/x.db"), "does not exist"),
+        (("status", "--store", "sqlite:///:memory:"), "is in memory: give it a file"),
+        (("status", "--store", "sqlite://"), "is in memory: give it a file"),
+        (("status", "--store", "postgresql://u:pw@127.0.0.1:port/x"), "invalid event store URL"),
+        (("status", "--store", "postgresql://u:p@ss-word@127.0.0.1:1/x"), "write an '@' in a user name or password as %40"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], message: str):
@@ -117,6 +121,7 @@ def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], message: str):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert "pw" not in result.stderr and "ss-word" not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -267,6 +272,7 @@ def test_mask_url_finds_passwords_inside_messages():
         "cannot connect to x://u:***@h/d?password=***: refused")
     assert mask_url("x://u@h/d?password=p:w&a=1") == "x://u@h/d?password=***&a=1"
     assert mask_url("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+    assert mask_url("'x://u:p@ss@h/d': user a@b") == "'x://u:***@h/d': user a@b"
 
 
 def test_second_migration_at_once_exits_4(sqlite_url: str):
