@@ -363,3 +363,14 @@ def test_long_commands_draw_progress_bars_on_a_terminal(sqlite_url: str):
     assert code == 0 and "verify" in screen and "events/s" in screen
     code, stdout, screen = on_a_terminal("verify", "--json", store=sqlite_url)
     assert code == 0 and json.loads(stdout)["ok"] and "events/s" not in screen  # --json: no bars
+
+
+def test_every_command_takes_json():
+    import typer.main
+
+    from eventmig.cli import app
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    assert {"init", "plan", "migrate", "verify", "switch", "rollback", "status", "demo"} <= commands.keys()
+    for name, command in commands.items():
+        assert any("--json" in getattr(p, "opts", ()) for p in command.params), name

@@ -334,3 +334,13 @@ def test_unknown_types_pass_through_unchanged_and_are_counted(store: EventStore,
     meta = target[0].decoded_metadata()
     assert meta["schema_version"] == 4 and meta["trace"] == "t" and meta["eventmig"]["chain"] == []
     assert verify(store, shop_registry).ok
+
+
+def test_target_event_ids_are_the_same_on_every_run(store: EventStore, shop_registry):
+    seed(store, 400)
+    first = migrate(store, shop_registry)
+    ids = [(r[0], r[1], r[3]) for b in store.at_epoch(first.target_epoch).read_all_rows() for r in b]
+    again = migrate(store, shop_registry, restart=True, batch_size=37)  # a new copy, cut into other batches
+    assert again.run_id != first.run_id
+    assert [(r[0], r[1], r[3]) for b in store.at_epoch(again.target_epoch).read_all_rows() for r in b] == ids
+    assert len({i for _, _, i in ids}) == len(ids) == first.events_written
