@@ -374,3 +374,26 @@ def test_every_command_takes_json():
     assert {"init", "plan", "migrate", "verify", "switch", "rollback", "status", "demo"} <= commands.keys()
     for name, command in commands.items():
         assert any("--json" in getattr(p, "opts", ()) for p in command.params), name
+
+
+def test_out_of_order_commands_get_one_line_and_exit_2(sqlite_url: str):
+    with open_store(sqlite_url):
+        pass  # an empty store
+    for command, message in (("verify", "nothing to verify"), ("switch", "nothing to switch to"),
+                             ("rollback", "nothing to roll back")):
+        result = eventmig(command, store=sqlite_url)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        assert as_json(eventmig(command, "--json", store=sqlite_url))["exit_code"] == 2
+    # an empty store migrates, verifies and switches; a second migrate has nothing left to do
+    first = as_json(eventmig("migrate", "--json", store=sqlite_url))
+    assert (first["events_read"], first["events_written"], first["status"]) == (0, 0, "completed")
+    second = as_json(eventmig("migrate", "--json", store=sqlite_url))
+    assert second["run_id"] == first["run_id"] and second["events_read"] == 0
+    assert eventmig("switch", store=sqlite_url).returncode == 0
+    again = eventmig("switch", store=sqlite_url)
+    assert again.returncode == 2 and "nothing to switch to" in again.stderr
+    assert eventmig("rollback", store=sqlite_url).returncode == 0
+    twice = eventmig("rollback", store=sqlite_url)
+    assert twice.returncode == 2 and "nothing to roll back: epoch 1 is active again" in twice.stderr
+    assert as_json(eventmig("status", "--json", store=sqlite_url))["active_epoch"] == 1
