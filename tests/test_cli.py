@@ -397,3 +397,17 @@ def test_out_of_order_commands_get_one_line_and_exit_2(sqlite_url: str):
     twice = eventmig("rollback", store=sqlite_url)
     assert twice.returncode == 2 and "nothing to roll back: epoch 1 is active again" in twice.stderr
     assert as_json(eventmig("status", "--json", store=sqlite_url))["active_epoch"] == 1
+
+
+def test_plan_names_stored_versions_with_no_path_to_a_head_and_exits_1(sqlite_url: str):
+    from eventmig import new_event
+
+    with open_store(sqlite_url) as s:
+        s.append("order-1", [new_event("OrderPlaced", {"order_id": "1"}, {"schema_version": 7}),
+                             new_event("OrderCancelled", {"order_id": "1", "reason": "r", "cancelled_at": "t"})])
+    human = eventmig("plan", store=sqlite_url)
+    assert human.returncode == 1 and "no path to a head: OrderPlaced v7" in human.stderr
+    report = as_json(eventmig("plan", "--json", store=sqlite_url))
+    assert not report["ok"] and report["uncovered"] == ["OrderPlaced v7"]
+    pair = next(p for p in report["stored"] if p["version"] == 7)
+    assert pair["treatment"] == "no path" and "newer than the head schema OrderPlaced v3" in pair["detail"]
