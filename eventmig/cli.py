@@ -315,6 +315,10 @@ def _print_verify(report: Any) -> None:
         err.print(Text(f"{report.source_advanced_by:,} event(s) appended to the source since the migration: migrate again to catch up", style="yellow"))
     for stream in report.differing_streams[:20]:
         err.print(Text(f"differs: {stream}", style="red"))
+    shown = min(len(report.differing_streams), 20)
+    if report.differing_count > shown:
+        err.print(Text(f"... and {report.differing_count - shown:,} more streams differ"
+                       + (" (--json lists the first 50)" if report.differing_count > 20 else ""), style="red"))
     for problem in report.problems:
         err.print(Text(problem, style="red"))
     out.print(Text("verified: digests match" if report.ok else "verification FAILED", style="green" if report.ok else "red"))
