@@ -25,7 +25,7 @@ from .demo import seed
 from .errors import ConfigError, UpcastError
 from .progress import SILENT, Progress
 from .readmodels import ReadModelDB
-from .stores import EventStore, open_store
+from .stores import EventStore, mask_url, open_store
 from .stores.base import EpochInfo, Run, Switch
 from .upcasting import CompiledRegistry, EventContext
 
@@ -589,6 +589,7 @@ def demo(
             "repository): run it from a clone of the repository, e.g. `make demo`"
         )
     url = store_url or DEFAULT_DEMO_STORE
+    shown = mask_url(url)  # the report is printed: never the password
     if store_url is None:
         _remove_sqlite_files(url)
     demo_settings = Settings(**{**settings.__dict__, "store": url, "read_models": None})
@@ -602,7 +603,7 @@ def demo(
             task.advance(n)
         steps.append(_step("seed", n, started, f"{n} legacy events"))
     if seed_only:
-        return DemoReport(url, steps, True)
+        return DemoReport(shown, steps, True)
 
     started = time.perf_counter()
     m = migrate(demo_settings, progress=progress)
@@ -612,13 +613,13 @@ def demo(
     v = verify(demo_settings, progress=progress)
     steps.append(_step("verify", v.source_events + v.target_events, started, "digests match" if v.ok else "; ".join(v.problems)))
     if not v.ok:
-        return DemoReport(url, steps, False)
+        return DemoReport(shown, steps, False)
     started = time.perf_counter()
     s = switch(demo_settings, progress=progress)
     steps.append(_step("switch", s.verification.source_events + s.verification.target_events if s.verification else 0,
                        started, f"epoch {s.from_epoch} -> {s.to_epoch}"))
     if not demo_settings.projections:
-        return DemoReport(url, steps, True)
+        return DemoReport(shown, steps, True)
     r = rebuild(demo_settings, progress=progress)
     tables = [t for p in r.projections for t in p.tables]
     rows = sum(t.rows for t in tables)
@@ -628,10 +629,10 @@ def demo(
                         f"{len(tables)} tables, {rows + sum(t.live_rows for t in tables)} rows compared"
                         + ("" if r.ok else ": " + "; ".join(r.problems))))
     if not r.ok:
-        return DemoReport(url, steps, False)
+        return DemoReport(shown, steps, False)
     steps.append(_timed("swap", None, r.timings.get("swap", 0.0),
                         ", ".join(p.name for p in r.projections) + " live"))
-    return DemoReport(url, steps, True)
+    return DemoReport(shown, steps, True)
 
 
 def _timed(name: str, events: int | None, seconds: float, result: str) -> DemoStep:

@@ -411,3 +411,25 @@ def test_plan_names_stored_versions_with_no_path_to_a_head_and_exits_1(sqlite_ur
     assert not report["ok"] and report["uncovered"] == ["OrderPlaced v7"]
     pair = next(p for p in report["stored"] if p["version"] == 7)
     assert pair["treatment"] == "no path" and "newer than the head schema OrderPlaced v3" in pair["detail"]
+
+
+def test_a_working_url_with_a_password_never_shows_it(postgres_server: str):
+    """Every command, human and --json, on a store that accepts the password (trust auth ignores it)."""
+    from sqlalchemy.engine import make_url
+
+    from eventmig.testing.plugin import fresh_schema
+
+    secret = "s3cret-pw"
+    with_password = make_url(postgres_server).set(password=secret).render_as_string(hide_password=False)
+    with fresh_schema(with_password) as url:
+        commands = [("demo", "--events", "300", "--store", url), ("demo", "--events", "300", "--store", url),
+                    ("plan",), ("check", "--examples", "2", "--sample", "5"), ("status",), ("quarantine",),
+                    ("rebuild", "--workers", "1"), ("rollback", "--read-models"), ("migrate",), ("verify",),
+                    ("switch",), ("rollback",)]
+        printed = ""
+        for args in commands:
+            for flags in ((), ("--json",)):
+                result = eventmig(*args, *flags, store=url)
+                assert secret not in result.stdout + result.stderr, (args, flags)
+                printed += result.stdout + result.stderr
+        assert printed.count(":***@") >= 10  # the URL was printed, masked, many times over
