@@ -45,10 +45,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # help texts name [tool.eventmig]: plain text, not rich markup that would swallow it
+    rich_markup_mode=None,
 )
-# piped into a log, tables get room rather than the 80 columns rich assumes without a terminal
-out = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True, soft_wrap=True)
+# Everything printed is data (stream names, event types, paths, reasons), never markup: a stream
+# named "[/x]" must print as itself, not vanish or crash the command.
+# Piped into a log, tables get room rather than the 80 columns rich assumes without a terminal.
+out = Console(width=None if sys.stdout.isatty() else 140, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pyproject.toml with [tool.eventmig] (default: nearest one).", show_default=False)]
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Event store URL (env EVENTMIG_STORE).", show_default=False)]
@@ -189,6 +193,8 @@ def plan(
                 style = "red" if p.treatment == "no path" else None
                 stored.add_row(p.type, str(p.version), f"{p.events:,}", p.treatment, p.detail, style=style)
             out.print(stored)
+        else:
+            out.print(f"store not scanned: {report.store_skipped}", soft_wrap=True)
         if report.uncovered:
             err.print(Text("no path to a head: " + ", ".join(report.uncovered), style="red"))
     if not report.ok:
@@ -309,6 +315,10 @@ def _print_verify(report: Any) -> None:
         err.print(Text(f"{report.source_advanced_by:,} event(s) appended to the source since the migration: migrate again to catch up", style="yellow"))
     for stream in report.differing_streams[:20]:
         err.print(Text(f"differs: {stream}", style="red"))
+    shown = min(len(report.differing_streams), 20)
+    if report.differing_count > shown:
+        err.print(Text(f"... and {report.differing_count - shown:,} more streams differ"
+                       + (" (--json lists the first 50)" if report.differing_count > 20 else ""), style="red"))
     for problem in report.problems:
         err.print(Text(problem, style="red"))
     out.print(Text("verified: digests match" if report.ok else "verification FAILED", style="green" if report.ok else "red"))
@@ -535,8 +545,30 @@ def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def main() -> None:
-    app()
+#: click's base of usage errors; typer exposes it only through subclasses (recent typers vendor click)
+_CLICK_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line; a usage error is one more error report, JSON with ``--json``.
+
+    Click reports bad flags and values itself, before any command runs; in
+    standalone mode it would print them as text even to a script that asked
+    for JSON, so eventmig takes them over here.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = app(args=args, prog_name="eventmig", standalone_mode=False)
+    except _CLICK_ERROR as exc:
+        if "--json" in args:
+            message = mask_url(exc.format_message())
+            sys.stdout.write(msgspec.json.encode({"error": message, "exit_code": int(ExitCode.USAGE)}).decode() + "\n")
+        else:
+            exc.show()
+        sys.exit(int(ExitCode.USAGE))
+    except typer.Abort:
+        sys.exit(int(ExitCode.RUNTIME))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from .demo import seed
 from .errors import ConfigError, UpcastError
 from .progress import SILENT, Progress
 from .readmodels import ReadModelDB
-from .stores import EventStore, open_store
+from .stores import EventStore, mask_url, open_store
 from .stores.base import EpochInfo, Run, Switch
 from .upcasting import CompiledRegistry, EventContext
 
@@ -58,10 +58,16 @@ class PlanReport(msgspec.Struct):
     epoch: int | None
     stored: list[StoredPair]
     uncovered: list[str]
+    #: why no store was scanned (``--no-store``, or a SQLite file that does not exist yet)
+    store_skipped: str | None = None
 
 
 def plan(settings: Settings, *, scan_store: bool = True, progress: Progress = SILENT) -> PlanReport:
-    """The registered chains, and what the store holds of each (type, version)."""
+    """The registered chains, and what the store holds of each (type, version).
+
+    A SQLite store whose file does not exist yet holds nothing: the plan of a
+    service just scaffolded by ``init`` shows its chains, and creates no file.
+    """
     compiled = load_registry(settings)
     chains = {
         f"{t} v{v}": [" -> ".join(f"{nt} v{nv}" if nt != "(dropped)" else "dropped" for nt, nv in path) for path in compiled.paths((t, v))]
@@ -69,14 +75,16 @@ def plan(settings: Settings, *, scan_store: bool = True, progress: Progress = SI
     }
     stored: list[StoredPair] = []
     store_url = epoch = None
-    if scan_store:
+    skipped = "not requested (--no-store)" if not scan_store else _missing_sqlite(settings.store)
+    if skipped is None:
         with open_configured_store(settings) as store:
             store_url, epoch = store.url, store.epoch
             counts = stored_versions(store, compiled, progress=progress)
         for (t, v), n in sorted(counts.items()):
             stored.append(_treatment(compiled, t, v, n))
     uncovered = [f"{p.type} v{p.version}" for p in stored if p.treatment == "no path"]
-    return PlanReport(not uncovered, dict(sorted(compiled.heads.items())), chains, store_url, epoch, stored, uncovered)
+    return PlanReport(not uncovered, dict(sorted(compiled.heads.items())), chains, store_url, epoch, stored, uncovered,
+                      skipped)
 
 
 def stored_versions(store: EventStore, compiled: CompiledRegistry, *, progress: Progress = SILENT) -> Counter[tuple[str, int]]:
@@ -196,7 +204,7 @@ def _missing_sqlite(url: str) -> str | None:
     if not path or path == ":memory:":
         return f"{url} is an in-memory database: nothing is stored there"
     if not os.path.exists(path):
-        return f"{url} does not exist: no stored events to check"
+        return f"{url} does not exist (yet): no events are stored there"
     return None
 
 
@@ -589,6 +597,7 @@ def demo(
             "repository): run it from a clone of the repository, e.g. `make demo`"
         )
     url = store_url or DEFAULT_DEMO_STORE
+    shown = mask_url(url)  # the report is printed: never the password
     if store_url is None:
         _remove_sqlite_files(url)
     demo_settings = Settings(**{**settings.__dict__, "store": url, "read_models": None})
@@ -602,7 +611,7 @@ def demo(
             task.advance(n)
         steps.append(_step("seed", n, started, f"{n} legacy events"))
     if seed_only:
-        return DemoReport(url, steps, True)
+        return DemoReport(shown, steps, True)
 
     started = time.perf_counter()
     m = migrate(demo_settings, progress=progress)
@@ -612,13 +621,13 @@ def demo(
     v = verify(demo_settings, progress=progress)
     steps.append(_step("verify", v.source_events + v.target_events, started, "digests match" if v.ok else "; ".join(v.problems)))
     if not v.ok:
-        return DemoReport(url, steps, False)
+        return DemoReport(shown, steps, False)
     started = time.perf_counter()
     s = switch(demo_settings, progress=progress)
     steps.append(_step("switch", s.verification.source_events + s.verification.target_events if s.verification else 0,
                        started, f"epoch {s.from_epoch} -> {s.to_epoch}"))
     if not demo_settings.projections:
-        return DemoReport(url, steps, True)
+        return DemoReport(shown, steps, True)
     r = rebuild(demo_settings, progress=progress)
     tables = [t for p in r.projections for t in p.tables]
     rows = sum(t.rows for t in tables)
@@ -628,10 +637,10 @@ def demo(
                         f"{len(tables)} tables, {rows + sum(t.live_rows for t in tables)} rows compared"
                         + ("" if r.ok else ": " + "; ".join(r.problems))))
     if not r.ok:
-        return DemoReport(url, steps, False)
+        return DemoReport(shown, steps, False)
     steps.append(_timed("swap", r.events_read, r.timings.get("swap", 0.0),
                         ", ".join(p.name for p in r.projections) + " live (one transaction of renames)"))
-    return DemoReport(url, steps, True)
+    return DemoReport(shown, steps, True)
 
 
 def _timed(name: str, events: int | None, seconds: float, result: str) -> DemoStep:

@@ -102,11 +102,28 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
         settings = Settings(**table, root=root, config_file=path)
     except TypeError as exc:
         raise ConfigError(f"invalid settings: {exc}") from None
-    for key in ("batch_size", "workers"):
-        value = getattr(settings, key)
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    _check_types(settings)
     return settings
+
+
+_TEXT_SETTINGS = ("store", "read_models", "upcasters", "projections", "events_table", "version_key")
+_COUNT_SETTINGS = ("batch_size", "workers")
+
+
+def _check_types(settings: Settings) -> None:
+    """Refuse a setting of the wrong type here, as a configuration error (exit 2).
+
+    TOML has types, and ``store = 5`` would otherwise surface much later as
+    an unexpected failure deep inside whatever first used the value.
+    """
+    for key in _TEXT_SETTINGS:
+        value = getattr(settings, key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"setting {key} must be a string, got {value!r}")
+    for key in _COUNT_SETTINGS:
+        value = getattr(settings, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {value!r}")
 
 
 def import_object(spec: str, root: Path, what: str) -> Any:
@@ -178,7 +195,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _resolve_sqlite(url: str, root: Path) -> str:
     prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith("sqlite:////") and url != prefix + ":memory:":
+    if isinstance(url, str) and url.startswith(prefix) and not url.startswith("sqlite:////") and url != prefix + ":memory:":
         relative = url[len(prefix):]
         if relative:
             return prefix + str((root / relative).resolve())

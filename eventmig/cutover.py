@@ -27,7 +27,7 @@ from .checksums import compare
 from .errors import ConfigError, StoreError, VerificationFailed
 from .migrate import DEFAULT_BATCH_SIZE, LOCK, _migrate, _number, current_run
 from .progress import SILENT, Progress
-from .stores.base import EventStore, Run
+from .stores.base import EventStore, Run, Switch
 from .transform import BatchCounts
 from .upcasting import CompiledRegistry
 from .verify import Verification, VerifyReport
@@ -151,13 +151,17 @@ class _LockedCatchUp:
 
 
 def rollback(store: EventStore, *, force: bool = False) -> SwitchReport:
-    """Make the epoch that was active before the last switch active again."""
+    """Make the epoch that was active before the last switch active again.
+
+    Rollbacks undo switches, latest first, and never a rollback: run twice,
+    the second goes one switch further back (or refuses), rather than
+    putting back, unverified, the epoch the first one left.
+    """
     with store.lock(LOCK):
         active = store.active_epoch()
-        history = [s for s in store.switches() if s.to_epoch == active]
-        if not history:
-            raise ConfigError(f"nothing to roll back: epoch {active} was not made active by a switch")
-        last = history[-1]
+        last = switch_to_undo(store.switches(), active)
+        if last is None:
+            raise ConfigError(f"nothing to roll back: {_why_nothing_to_undo(store.switches(), active)}")
         current = store.at_epoch(active)
         head = current.head_position()
         appended = current.count_events(after=last.to_head) if last.to_head is not None else current.count_events()
@@ -168,6 +172,29 @@ def rollback(store: EventStore, *, force: bool = False) -> SwitchReport:
             )
         flip = store.switch_epoch(last.from_epoch, kind="rollback", expect_heads={active: head})
         return SwitchReport("rollback", flip.from_epoch, flip.to_epoch, flip.at, hidden_events=appended)
+
+
+def switch_to_undo(history: Sequence[Switch], active: int) -> Switch | None:
+    """The switch a rollback undoes: the latest one no rollback has undone, if it made ``active`` active.
+
+    Switches stack up and each rollback takes the top one off, so switches
+    1 -> 2 -> 3 are undone 3 -> 2, then 2 -> 1.
+    """
+    in_effect: list[Switch] = []
+    for flip in history:
+        if flip.kind == "switch":
+            in_effect.append(flip)
+        elif in_effect:
+            in_effect.pop()
+    return in_effect[-1] if in_effect and in_effect[-1].to_epoch == active else None
+
+
+def _why_nothing_to_undo(history: Sequence[Switch], active: int) -> str:
+    undone = [f for f in history if f.kind == "rollback" and f.to_epoch == active]
+    if undone:
+        return (f"epoch {active} is active again since the rollback from epoch {undone[-1].from_epoch}; "
+                f"`eventmig switch` verifies and switches forward again")
+    return f"epoch {active} was not made active by a switch"
 
 
 # ------------------------------------------------------------------ read models

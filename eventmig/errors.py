@@ -51,9 +51,16 @@ class WrongExpectedVersion(StoreError):
     def __init__(self, stream: str, expected: object, actual: int | None) -> None:
         self.stream, self.expected, self.actual = stream, expected, actual
         super().__init__(
-            f"concurrency conflict on stream {stream!r}: expected version {expected}, "
-            f"stream is at {'no stream' if actual is None else actual}"
+            f"concurrency conflict on stream {stream!r}: expected {_expectation(expected)}, "
+            f"{'the stream does not exist' if actual is None else f'the stream is at version {actual}'}"
         )
+
+
+def _expectation(expected: object) -> str:
+    """An expected version as words: ``StreamState.NO_STREAM`` reads "no stream", not its repr."""
+    value = getattr(expected, "value", expected)
+    words = {"no_stream": "no stream", "exists": "an existing stream", "any": "any version"}
+    return words.get(value, f"version {value}") if isinstance(value, str) else f"version {value}"
 
 
 class HeadMoved(StoreError):

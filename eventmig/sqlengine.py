@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from .errors import ConfigError, StoreError
+from .stores import mask_url
 
 
 def normalize_sql_url(url: str) -> str:
@@ -60,14 +61,20 @@ class SQLDatabase:
         self.raw_url = normalize_sql_url(url)
         try:
             parsed = make_url(self.raw_url)
-        except sa.exc.ArgumentError:
-            raise ConfigError(f"not a {what} URL: {url!r}") from None
-        self.url = parsed.render_as_string(hide_password=True)
+        except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+            raise ConfigError(f"invalid {what} URL {mask_url(url)!r}: {exc}") from None
+        # SQLAlchemy hides the password of user:password@ but not a ?password= parameter
+        self.url = mask_url(parsed.render_as_string(hide_password=True))
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
             raise ConfigError(f"unsupported {what} {self.url}: use sqlite:/// or postgresql+psycopg://")
+        if parsed.host and "@" in parsed.host:
+            raise ConfigError(f"invalid {what} URL {self.url}: write an '@' in a user name or password as %40")
         self.sqlite_path = parsed.database if self.dialect == "sqlite" else None
-        if self.sqlite_path and self.sqlite_path != ":memory:":
+        if self.dialect == "sqlite" and (not self.sqlite_path or self.sqlite_path == ":memory:"):
+            # every connection would see a database of its own, and worker processes none at all
+            raise ConfigError(f"{what} {self.url} is in memory: give it a file, sqlite:///PATH")
+        if self.sqlite_path:
             directory = os.path.dirname(os.path.abspath(self.sqlite_path))
             if not os.path.isdir(directory):
                 raise ConfigError(f"cannot open {self.url}: directory {directory} does not exist")

@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
+import msgspec
 import pytest
 
 from eventmig.demo import seed
@@ -78,5 +80,9 @@ def test_sigkill_mid_migration_then_resume(store_url: str, shop_registry, kills:
             versions.setdefault(r[0], []).append(r[1])
         assert all(v == list(range(1, len(v) + 1)) for v in versions.values())
         assert run.stats["read"] == EVENTS and run.stats["written"] == expected.events_written
+        # the counts per (type, version), carried across the kills with the checkpoints, are a clean run's
+        assert run.stats["before"] == expected.before and run.stats["after"] == expected.after
+        written = Counter(f"{r[4]} v{msgspec.json.decode(r[6]).get('schema_version', 1)}" for r in rows)
+        assert written == Counter(expected.after)
         report = verify(s, shop_registry)
         assert report.ok, report.problems

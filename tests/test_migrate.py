@@ -338,3 +338,77 @@ def test_payloads_with_set_fields_migrate_and_verify(sqlite_url: str):
         store.append("tagged-1", [new_event("Tagged", {"tags": [f"tag-{i}" for i in range(20)]})])
         assert migrate(store, r.compile()).quarantined == 0
         assert verify(store, r.compile()).ok
+
+
+def test_rollbacks_undo_switches_latest_first_and_never_a_rollback(store: EventStore, shop_registry):
+    seed(store, 300)
+    migrate(store, shop_registry)
+    switch(store, shop_registry)  # 1 -> 2
+    migrate(store, shop_registry)
+    switch(store, shop_registry)  # 2 -> 3
+    assert (rollback(store).to_epoch, store.active_epoch()) == (2, 2)
+    assert (rollback(store).to_epoch, store.active_epoch()) == (1, 1)
+    # a third rollback must not put back, unverified, the epoch the last one left
+    with pytest.raises(ConfigError, match="nothing to roll back: epoch 1 is active again since the rollback"):
+        rollback(store)
+    assert store.active_epoch() == 1
+    # going forward again is a switch, verified
+    again = switch(store, shop_registry)
+    assert (again.from_epoch, again.to_epoch) == (1, 2) and again.verification.ok
+    assert rollback(store).to_epoch == 1
+
+
+def test_a_rollback_two_switches_back_refuses_to_hide_what_the_middle_epoch_got(store: EventStore, shop_registry):
+    seed(store, 200)
+    migrate(store, shop_registry)
+    switch(store, shop_registry)  # 1 -> 2
+    store.append("order-late", [new_event("OrderCancelled", {"order_id": "l", "reason": "r", "cancelled_at": "t"})])
+    migrate(store, shop_registry)
+    switch(store, shop_registry)  # 2 -> 3, which carries the late event over
+    rollback(store)  # 3 -> 2: nothing was appended to 3
+    with pytest.raises(Exception, match="1 event"):
+        rollback(store)  # 2 -> 1 would hide the late event, which epoch 1 never had
+    assert store.active_epoch() == 2
+
+
+def test_unknown_types_pass_through_unchanged_and_are_counted(store: EventStore, shop_registry):
+    store.append("audit-1", [
+        new_event("AuditNoted", {"who": "ops", "z": [1, 2]}, {"schema_version": 4, "trace": "t"}),
+        new_event("OrderCancelled", {"order_id": "1", "reason": "r", "cancelled_at": "t"}),
+        new_event("AuditNoted", {"who": "dev"}),
+    ])
+    report = migrate(store, shop_registry)
+    assert report.unknown == 2 and report.quarantined == 0 and report.events_written == 3
+    assert report.before == {"AuditNoted v1": 1, "AuditNoted v4": 1, "OrderCancelled v1": 1} == report.after
+    source = store.read_stream("audit-1")
+    target = store.at_epoch(report.target_epoch).read_stream("audit-1")
+    assert [e.type for e in target] == ["AuditNoted", "OrderCancelled", "AuditNoted"]
+    for old, new in zip(source, target):
+        assert new.decoded_data() == old.decoded_data() and new.event_id == old.event_id
+    meta = target[0].decoded_metadata()
+    assert meta["schema_version"] == 4 and meta["trace"] == "t" and meta["eventmig"]["chain"] == []
+    assert verify(store, shop_registry).ok
+
+
+def test_target_event_ids_are_the_same_on_every_run(store: EventStore, shop_registry):
+    seed(store, 400)
+    first = migrate(store, shop_registry)
+    ids = [(r[0], r[1], r[3]) for b in store.at_epoch(first.target_epoch).read_all_rows() for r in b]
+    again = migrate(store, shop_registry, restart=True, batch_size=37)  # a new copy, cut into other batches
+    assert again.run_id != first.run_id
+    assert [(r[0], r[1], r[3]) for b in store.at_epoch(again.target_epoch).read_all_rows() for r in b] == ids
+    assert len({i for _, _, i in ids}) == len(ids) == first.events_written
+
+
+def test_the_demo_history_is_the_same_on_every_seed(tmp_path, shop_registry):
+    rows = []
+    for name in ("a", "b"):
+        with open_store(f"sqlite:///{tmp_path}/{name}.db") as s:
+            assert seed(s, 2500) == 2500
+            rows.append([r for b in s.read_all_rows() for r in b])
+    assert rows[0] == rows[1] and len(rows[0]) == 2500
+    with open_store(f"sqlite:///{tmp_path}/a.db") as s:
+        mix = migrate(s, shop_registry, dry_run=True).before
+    # old versions of several types, each treated its own way: conversion, default, rename, split, drop
+    assert {"OrderPlaced v1", "OrderPlaced v2", "OrderPlaced v3", "CustomerRegistered v1", "ItemAdded v1",
+            "OrderShipped v1", "CartViewed v1"} <= mix.keys()

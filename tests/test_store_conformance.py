@@ -45,12 +45,13 @@ def test_read_stream_from_a_version_with_a_limit(store: EventStore):
 
 def test_expected_version_conflicts(store: EventStore):
     last = store.append("s", events(2), StreamState.NO_STREAM)
-    with pytest.raises(WrongExpectedVersion, match="concurrency conflict on stream 's'"):
+    with pytest.raises(WrongExpectedVersion, match=f"concurrency conflict on stream 's': expected no stream, "
+                                                   f"the stream is at version {last}"):
         store.append("s", events(1), StreamState.NO_STREAM)
-    with pytest.raises(WrongExpectedVersion):
+    with pytest.raises(WrongExpectedVersion, match=f"expected version {last - 1}, the stream is at version {last}"):
         store.append("s", events(1), last - 1)
     assert store.append("s", events(1), last) == last + 1
-    with pytest.raises(WrongExpectedVersion):
+    with pytest.raises(WrongExpectedVersion, match="expected an existing stream, the stream does not exist"):
         store.append("other", events(1), StreamState.EXISTS)
     assert store.append("s", events(1), StreamState.EXISTS) == last + 2
     assert len(store.read_stream("s")) == 4  # failed appends wrote nothing

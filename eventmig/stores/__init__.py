@@ -34,12 +34,20 @@ __all__ = [
 ]
 
 _SQL_SCHEMES = ("sqlite", "postgresql", "postgres")
-_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
+# up to the URL's last "@": a password may hold an unescaped "@" (over-masking is harmless)
+_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)\S*@", re.IGNORECASE)
+# libpq (and so psycopg) also takes the password as a query parameter: ...?password=...
+# (up to the next parameter, a space or quote, or the ": " of a message quoting the URL)
+_PASSWORD_PARAM = re.compile(r"(?P<head>[?&]password=)[^&\s'\"]*?(?=$|[&\s'\"]|:(?:\s|$))", re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``: the only form of a URL eventmig prints."""
-    return _PASSWORD.sub(lambda m: f"{m.group('head')}***@", url)
+    """The URL with any password replaced by ``***``: the only form of a URL eventmig prints.
+
+    Applied to whole messages too, so it finds URLs inside text.
+    """
+    url = _PASSWORD.sub(lambda m: f"{m.group('head')}***@", url)
+    return _PASSWORD_PARAM.sub(lambda m: f"{m.group('head')}***", url)
 
 
 def open_store(url: str, *, table: str = "events", create: bool = True) -> EventStore:
