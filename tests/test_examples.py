@@ -108,6 +108,40 @@ def test_postgres_unreachable_is_one_line_and_exit_2(tmp_path: Path):
     assert "s3cret-pw" not in result.stderr
 
 
+def check_read_models(out: str) -> None:
+    """The rebuild's report and the queries after it, whichever database the read models went to."""
+    assert "rebuild of epoch 1: 3,000 events replayed, verified and swapped in" in out
+    orders = number(r"order_summary +swapped +(\d[\d,]*) rows", out)
+    assert orders > 0 and number(r"order_snapshots +swapped +(\d[\d,]*) rows", out) == orders
+    assert number(r"customer_totals +swapped +(\d[\d,]*) rows", out) > 0
+    assert f"{orders:,} added, 0 changed, 0 removed" in out
+    statuses = re.search(r"orders by status: (.*)", out).group(1)
+    assert sum(int(n.replace(",", "")) for n in re.findall(r"(\d[\d,]*)", statuses)) == orders
+    assert re.search(r"snapshot of order-\S+ at version \d+: shipped, \d+ lines, [\d,.]+ [A-Z]{3}, shipped by ", out)
+    tables = re.search(r"in the read-model database: (.*)", out).group(1).split(", ")
+    assert {"order_summary", "customer_totals", "order_snapshots", "eventmig_rebuilds"} <= set(tables)
+    in_store = re.search(r"in the event store, no read-model table: (.*)", out).group(1).split(", ")
+    assert "events" in in_store and not {"order_summary", "eventmig_rebuilds"} & set(in_store)
+
+
+def test_read_models_in_postgres(postgres_server: str, tmp_path: Path):
+    result = run_example("read_models_elsewhere.py", "--url", postgres_server, "--events", "3000", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    schema = re.search(r"read models: PostgreSQL at .*, schema (eventmig_example_\w+) \(dropped at the end\)", out).group(1)
+    check_read_models(out)
+    assert not schema_exists(postgres_server, schema)
+
+
+def test_read_models_fall_back_to_sqlite(tmp_path: Path):
+    result = run_example("read_models_elsewhere.py", "--url", UNREACHABLE, "--events", "3000", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "PostgreSQL at postgresql+psycopg://admin:***@127.0.0.1:1/test is not available" in out
+    assert "read models: a second SQLite file instead" in out and "s3cret-pw" not in out
+    check_read_models(out)
+
+
 def test_every_example_is_listed_and_tested():
     readme = (EXAMPLES / "README.md").read_text()
     this_file = Path(__file__).read_text()
