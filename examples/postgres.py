@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             run(url, args.events)
     except Unreachable as exc:
         print(f"error: {exc} (give a server with --url or EVENTMIG_EXAMPLE_POSTGRES)", file=sys.stderr)
-        return 2
+        return 3  # as eventmig's commands exit when a store is unreachable
     print(f"dropped schema {schema}")
     return 0
 

@@ -99,9 +99,9 @@ def test_postgres(postgres_server: str, tmp_path: Path):
     assert "rollback: epoch 2 -> 1 is active again" in out
 
 
-def test_postgres_unreachable_is_one_line_and_exit_2(tmp_path: Path):
+def test_postgres_unreachable_is_one_line_and_exit_3(tmp_path: Path):
     result = run_example("postgres.py", "--url", UNREACHABLE, cwd=tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: PostgreSQL at postgresql+psycopg://admin:***@127.0.0.1:1/test is unreachable")
