@@ -313,6 +313,11 @@ def _fold_half(kind: str, target: str, half: int) -> int:
         where = f"AND type IN ({types}) AND crc32(CAST(stream AS BLOB)) % 2 = {half}"
     else:
         where = f"AND type IN ({types}) AND (hashtext(stream) & 2147483647) %% 2 = {half}"
+        # the planner takes the filter for a rare one and would sort what is left of the table for every page
+        # rather than walk the primary key: make it walk, in one process (autocommit: settings for the session)
+        db.execute("SET enable_seqscan = off")
+        db.execute("SET enable_bitmapscan = off")
+        db.execute("SET max_parallel_workers_per_gather = 0")
     _read, rows = _fold(db, db.pages("type, data, metadata", where=where))
     db.close()
     return rows
