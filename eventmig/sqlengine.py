@@ -9,7 +9,10 @@ begin:
   a killed process cannot), and eventmig issuing ``BEGIN`` itself, because
   pysqlite's own transaction handling does not cover DDL and a switch is DDL.
   Write transactions take the lock up front (``BEGIN IMMEDIATE``) so two
-  writers never deadlock upgrading a read lock.
+  writers never deadlock upgrading a read lock, and eventmig's own writers
+  of one file (a migration's, a rebuild's workers) queue for it on a lock
+  file beside it first: SQLite's busy handler sleeps in growing steps (up
+  to 100 ms) and would leave the file idle long after its lock is free.
 * SQLite connections know ``eventmig_crc32(blob)``, the CRC-32 the event
   store partitions streams by (``EventStore.stream_partition``), so a
   rebuild worker's read keeps only its streams where the rows are.
@@ -19,7 +22,11 @@ begin:
 
 from __future__ import annotations
 
+import fcntl
 import os
+import threading
+import time
+import weakref
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -81,6 +88,7 @@ class SQLDatabase:
             if not create and not os.path.exists(self.sqlite_path):
                 raise ConfigError(f"no {what} at {self.url}: {os.path.abspath(self.sqlite_path)} does not exist")
         self.engine = _engine(parsed, busy_timeout_s, dict(sqlite_pragmas or {}))
+        self._writers = _WriterQueue(self.sqlite_path, busy_timeout_s) if self.sqlite_path else None
         try:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
@@ -104,7 +112,7 @@ class SQLDatabase:
         mode with ``synchronous=NORMAL`` never waits at a commit anyway.)
         """
         try:
-            with self.engine.connect() as conn:
+            with self._writers.turn() if self._writers else _no_queue(), self.engine.connect() as conn:
                 conn = conn.execution_options(eventmig_write=True)
                 with conn.begin():
                     if not durable:
@@ -127,6 +135,93 @@ class SQLDatabase:
                     yield conn
         except sa.exc.DBAPIError as exc:
             raise StoreError(f"{self.url}: {first_line(exc.orig)}") from None
+
+
+@contextmanager
+def _no_queue() -> Iterator[None]:
+    yield
+
+
+class _WriterQueue:
+    """eventmig's writers of one SQLite file take turns on an ``flock`` of ``<file>.writers``.
+
+    A writer waiting here notices within a millisecond that the last one is
+    done, where SQLite's own busy handler may sleep 100 ms. Writers that do
+    not know this queue (other applications) still meet SQLite's lock, so
+    it only orders eventmig's writers, never excludes anyone. Re-entrant
+    within a thread; a forked process opens a lock of its own (a shared one
+    would let parent and child in together). Waits at most as long as the
+    busy timeout, then leaves the wait to SQLite, which reports it.
+    """
+
+    def __init__(self, path: str, timeout_s: float) -> None:
+        self.path = f"{os.path.abspath(path)}.writers"
+        self.timeout_s = timeout_s
+        self._guard = threading.RLock()
+        self._fd: int | None = None
+        self._pid = 0
+        self._depth = 0
+        _queues.add(self)
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        if self._pid != os.getpid():
+            self._open()
+        with self._guard:
+            locked = self._depth > 0 or self._acquire()
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if locked and self._depth == 0 and self._fd is not None:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _open(self) -> None:
+        self.forget_parent()
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            self._fd = None  # a read-only directory: SQLite's lock alone
+        self._pid = os.getpid()
+
+    def forget_parent(self) -> None:
+        """In a forked process: none of the parent's turn, lock or descriptor is this one's.
+
+        The inherited descriptor is closed, not just left unused: while a
+        child kept it open, a lock its parent held would outlive the parent.
+        """
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        self._fd, self._pid, self._depth = None, 0, 0
+        self._guard = threading.RLock()
+
+    def _acquire(self) -> bool:
+        if self._fd is None:
+            return False
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.0005)
+
+
+_queues: weakref.WeakSet[_WriterQueue] = weakref.WeakSet()
+
+
+def _queues_after_fork() -> None:
+    for queue in list(_queues):
+        queue.forget_parent()
+
+
+os.register_at_fork(after_in_child=_queues_after_fork)
 
 
 def _engine(parsed: sa.URL, busy_timeout_s: int, pragmas: dict[str, object]) -> Engine:
