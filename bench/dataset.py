@@ -185,7 +185,7 @@ def _checkpoint(path: Path) -> None:
 
 
 def _remove_sqlite(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", ".migrate.lock"):
+    for suffix in ("", "-wal", "-shm", ".migrate.lock", ".writers"):
         p = Path(f"{path}{suffix}")
         if p.exists():
             p.unlink()
