@@ -51,6 +51,7 @@ import uuid
 import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import msgspec
@@ -82,8 +83,11 @@ LOCK = "rebuild"
 DEFAULT_BATCH_SIZE = 250_000
 #: events per read from the store
 READ_PAGE = 10_000
-#: states a worker keeps in memory per partition; older ones are reloaded from the state table when touched again
-DEFAULT_CACHE_KEYS = 10_000
+#: states a worker keeps in memory per partition; older ones are reloaded from the state table when touched
+#: again. A partition's states that are in memory when its read ends become rows straight away; the others
+#: are read back from its state table first, which costs more than keeping them: states are small (a few
+#: hundred bytes), so hold tens of thousands (a projection with big states sets its own ``cache_size``)
+DEFAULT_CACHE_KEYS = 50_000
 #: states a worker holds that are not stored yet: past this many it commits before its batch is over, which
 #: bounds its memory whatever the batch size and however many projections it folds
 MAX_DIRTY_STATES = 30_000
@@ -523,13 +527,6 @@ def _scan_keys(units: list[_Unit]) -> dict[Any, list[_Unit]]:
     return scans
 
 
-def _share(units: list[_Unit]) -> float:
-    """Roughly which part of the epoch's events the reads of these units return (for progress bars)."""
-    return sum(
-        1.0 if streams is None else len(streams.indexes) / streams.count for streams in _scan_keys(units)
-    )
-
-
 #: below this many events to replay, worker processes cost more than they save: fold in this process
 FORK_MIN_EVENTS = 50_000
 
@@ -545,13 +542,13 @@ def _execute(
     try:
         events = _events_to_read(reader, units, counted)
         if len(plan) == 1 or events < FORK_MIN_EVENTS:
-            total = round(events * _share(units))
-            with progress.task(_label(units), total) as task:
-                _fold_units(reader, db, binding, job, units, batch_size, _Clamped(task, total).advance)
+            with ExitStack() as stack:
+                bars = _progress_bars(stack, progress, _scan_totals(reader, units, counted))
+                _fold_units(reader, db, binding, job, units, batch_size, lambda k, n: bars[k].advance(n))
             return events, 0
         if "fork" not in multiprocessing.get_all_start_methods():
             raise ConfigError("parallel rebuilds need the fork start method (Linux, macOS); use --workers 1")
-        totals = [round(_events_to_read(reader, slot, counted) * _share(slot)) for slot in plan]
+        totals = [_scan_totals(reader, slot, counted) for slot in plan]
     finally:
         if reader is not source:
             reader.close()
@@ -566,12 +563,8 @@ def _execute(
             name=f"eventmig-rebuild-{i}",
         )
         procs.append(proc)
-    from contextlib import ExitStack
-
     with ExitStack() as stack:
-        tasks = [
-            _Clamped(stack.enter_context(progress.task(_label(slot), total)), total) for slot, total in zip(plan, totals)
-        ]
+        bars = [_progress_bars(stack, progress, slot_totals) for slot_totals in totals]
         for proc in procs:
             proc.start()
         done: set[int] = set()
@@ -587,10 +580,12 @@ def _execute(
                     continue
                 kind, i, payload = message
                 if kind == "progress":
-                    tasks[i].advance(payload)
+                    scan, n = payload
+                    bars[i][scan].advance(n)
                 elif kind == "done":
                     done.add(i)
-                    tasks[i].finish()
+                    for bar in bars[i]:
+                        bar.finish()
                 elif kind == "error":
                     failure = payload
         finally:
@@ -634,6 +629,22 @@ def _label(slot: list[_Unit]) -> str:
     return "rebuild " + ", ".join(u.label for u in slot)
 
 
+def _scan_totals(
+    source: EventStore, slot: list[_Unit], counted: dict[tuple[Any, Any], int]
+) -> list[tuple[str, int]]:
+    """A progress bar per read a slot's worker makes (one per stream partition): its label and about how
+    many events it returns, in the order of the worker's reads (:func:`_scan_keys`)."""
+    out = []
+    for streams, members in _scan_keys(slot).items():
+        share = 1.0 if streams is None else len(streams.indexes) / streams.count
+        out.append((_label(members), round(_events_to_read(source, members, counted) * share)))
+    return out
+
+
+def _progress_bars(stack: ExitStack, progress: Progress, totals: list[tuple[str, int]]) -> list[_Clamped]:
+    return [_Clamped(stack.enter_context(progress.task(label, total)), total) for label, total in totals]
+
+
 def _events_to_read(source: EventStore, slot: list[_Unit], counted: dict[tuple[Any, Any], int]) -> int:
     """Events of the epoch the slot's pending units replay (from the earliest checkpoint)."""
     pending = [u for u in slot if u.pending]
@@ -656,10 +667,10 @@ def _worker_main(
         store = source.reopen(for_scans=True)
         own_db = db.reopen()
 
-        def advance(n: int) -> None:
+        def advance(scan: int, n: int) -> None:
             if os.getppid() != parent:
                 os._exit(1)  # the parent is gone: stop, the checkpoints are committed
-            messages.put(("progress", i, n))
+            messages.put(("progress", i, (scan, n)))
 
         events = _fold_units(store, own_db, binding, job, slot, batch_size, advance)
         messages.put(("done", i, events))
@@ -683,12 +694,15 @@ def _die_with_parent() -> None:
 
 def _fold_units(
     store: EventStore, db: ReadModelDB, binding: Binding, job: _Job, units: list[_Unit], batch_size: int,
-    advance: Callable[[int], None],
+    advance: Callable[[int, int], None],
 ) -> int:
-    """Fold the units' events, scan by scan, committing every ``batch_size`` events; return the rows read."""
+    """Fold the units' events, scan by scan, committing every ``batch_size`` events; return the rows read.
+
+    ``advance(k, n)``: n more events of the k-th scan (one per stream partition) were folded.
+    """
     folder = _Folder(db, binding, job, units)
     read = since_commit = 0
-    for scan in folder.scans:
+    for k, scan in enumerate(folder.scans):
         for rows in store.read_all_rows(
             scan.after, until=scan.until, batch_size=min(batch_size, READ_PAGE), streams=scan.streams, types=scan.types,
             lean=folder.lean,
@@ -699,7 +713,7 @@ def _fold_units(
             if since_commit >= batch_size or folder.dirty() >= MAX_DIRTY_STATES:
                 folder.commit()
                 since_commit = 0
-            advance(len(rows))
+            advance(k, len(rows))
         folder.finish(scan)
     folder.mark_folded()  # units with nothing to read (an empty epoch)
     for unit in units:

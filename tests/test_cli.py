@@ -96,6 +96,9 @@ def test_quarantine_listing_and_accepting(sqlite_url: str):
     assert (run["quarantined"], run["unaccepted_quarantine"], run["read"], run["written"]) == (1, 1, 1, 0)
     assert run["checkpoint"] is not None and run["status"] == "completed"
     assert "1 (1 unaccepted)" in eventmig("status", store=sqlite_url).stdout
+    wrong = eventmig("quarantine", "--accept", "--id", "999", store=sqlite_url)
+    assert wrong.returncode == 2 and "no quarantined event with id 999" in wrong.stderr
+    assert as_json(eventmig("status", "--json", store=sqlite_url))["runs"][0]["unaccepted_quarantine"] == 1
     accepted = as_json(eventmig("quarantine", "--accept", "--json", store=sqlite_url))
     assert accepted["accepted_now"] == 1
     (run,) = as_json(eventmig("status", "--json", store=sqlite_url))["runs"]
@@ -365,6 +368,11 @@ def test_long_commands_draw_progress_bars_on_a_terminal(sqlite_url: str):
     assert code == 0 and "verify" in screen and "events/s" in screen
     code, stdout, screen = on_a_terminal("verify", "--json", store=sqlite_url)
     assert code == 0 and json.loads(stdout)["ok"] and "events/s" not in screen  # --json: no bars
+    # a rebuild draws a bar per partition it reads
+    code, _, screen = on_a_terminal("rebuild", "--workers", "2", store=sqlite_url)
+    assert code == 0, screen
+    for partition in ("order_summary p0, order_snapshots p0", "order_summary p1, order_snapshots p1", "customer_totals"):
+        assert partition in screen, screen
 
 
 def test_every_command_takes_json():
