@@ -482,6 +482,14 @@ def quarantine(settings: Settings, *, accept: bool = False, ids: list[int] | Non
         run = _migrate.current_run(store)
         if run is None:
             return QuarantineReport(None, [])
+        if accept and ids:
+            held = {q.id for q in store.quarantine(run.id)}
+            unknown = sorted(set(ids) - held)
+            if unknown:
+                raise ConfigError(
+                    f"no quarantined event with id {', '.join(map(str, unknown))} in run {run.id}; "
+                    "`eventmig quarantine` lists them"
+                )
         accepted_now = store.accept_quarantine(run.id, ids) if accept else 0
         entries = [
             QuarantineEntry(q.id, q.run_id, q.stream, q.version, q.event_id, q.type, q.reason, q.accepted,
