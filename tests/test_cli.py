@@ -323,10 +323,12 @@ def test_demo_runs_the_pipeline(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     steps = {s["step"]: s for s in as_json(result)["steps"]}
     assert list(steps) == ["seed", "migrate", "verify", "switch", "rebuild", "verify read models", "swap"]
-    assert all(s["events_per_second"] > 0 and s["events"] > 0 for s in steps.values())
-    # the read-model steps count the events their tables were rebuilt from: the migrated epoch
+    event_steps = ["seed", "migrate", "verify", "switch", "rebuild"]
+    assert all(steps[s]["events_per_second"] > 0 and steps[s]["events"] > 0 for s in event_steps)
+    # the read-model steps handle tables: no events/s to show
+    assert all(steps[s]["events"] is None and steps[s]["events_per_second"] is None for s in ("verify read models", "swap"))
     migrated = int(steps["migrate"]["result"].split()[0])
-    assert steps["rebuild"]["events"] == steps["verify read models"]["events"] == steps["swap"]["events"] == migrated
+    assert steps["rebuild"]["events"] == migrated
     status = as_json(eventmig("status", "--json", "--store", f"sqlite:///{tmp_path}/demo.db"))
     assert status["active_epoch"] == 2
     assert {m["projection"]: m["version"] for m in status["read_models"]} == {
