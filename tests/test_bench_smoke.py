@@ -114,38 +114,24 @@ def test_raw_copy_writes_what_migrate_writes(tmp_path: Path) -> None:
         assert expected and rows("events_raw") == expected
 
 
-def test_write_floor_writes_what_the_copy_floor_writes(tmp_path: Path) -> None:
-    """The write-only floor writes exactly the copy floor's rows (it only moves their making off the clock)."""
+@pytest.mark.parametrize(
+    ("table", "reference", "variant"),
+    [("events_raw", "copy", "write"), ("order_summary_raw", "fold", "fold2")],
+)
+def test_ceilings_do_the_work_of_their_floors(tmp_path: Path, table: str, reference: str, variant: str) -> None:
+    """The write-only ceiling writes the copy floor's rows, the two-process fold the one-process fold's:
+    they only move work off the clock or across processes."""
     import sqlite3
 
     from bench import dataset, raw
 
     source = dataset.cached_dataset(N, data_dir=tmp_path, log=lambda s: None)
-    q = "SELECT * FROM events_raw ORDER BY global_position"
     tables = []
-    for name, job in (("copy", raw.copy), ("write", raw.write)):
+    for name in (reference, variant):
         db = dataset.copy_dataset(source, tmp_path / f"{name}.db")
-        result = job("sqlite", str(db))
-        assert result["events_read"] == N
+        assert getattr(raw, name)("sqlite", str(db))["events_read"] == N
         with sqlite3.connect(db) as conn:
-            tables.append(conn.execute(q).fetchall())
-    assert tables[0] and tables[0] == tables[1]
-
-
-def test_two_process_fold_floor_folds_what_the_fold_floor_folds(tmp_path: Path) -> None:
-    import sqlite3
-
-    from bench import dataset, raw
-
-    source = dataset.cached_dataset(N, data_dir=tmp_path, log=lambda s: None)
-    q = "SELECT * FROM order_summary_raw ORDER BY order_id"
-    tables = []
-    for name, job in (("one", raw.fold), ("two", raw.fold2)):
-        db = dataset.copy_dataset(source, tmp_path / f"{name}.db")
-        result = job("sqlite", str(db))
-        assert result["events_read"] == N
-        with sqlite3.connect(db) as conn:
-            tables.append(conn.execute(q).fetchall())
+            tables.append(conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall())
     assert tables[0] and tables[0] == tables[1]
 
 

@@ -19,6 +19,7 @@ from eventmig.testing.checks import (
     assert_upcasters,
     check_upcasters,
 )
+from registries import raw_hooks, tagged_sets
 
 EXAMPLES = 60
 
@@ -222,20 +223,7 @@ class HashOrderWritingRegistry(CompiledRegistry):
 
 
 def test_outputs_migrate_would_write_differently_from_what_verify_expects_are_caught() -> None:
-    r = Registry()
-
-    @r.schema("Tagged", 1)
-    class TaggedV1(msgspec.Struct):
-        tags: list[str]
-
-    @r.schema("Tagged", 2)
-    class Tagged(msgspec.Struct):
-        tags: set[str]
-
-    @r.upcaster
-    def as_set(e: TaggedV1) -> Tagged:
-        return Tagged(set(e.tags))
-
+    r = tagged_sets()
     assert check_upcasters(r, examples=EXAMPLES).ok
     report = check_upcasters(HashOrderWritingRegistry(r), examples=EXAMPLES)
     failure = failure_of(report, "Tagged v1")
@@ -263,22 +251,7 @@ def test_nodes_without_a_schema_are_reported_as_not_generated() -> None:
 
 
 def test_schemas_with_unparsed_raw_fields_are_generated_and_hold() -> None:
-    r = Registry()
-
-    @r.schema("Hook", 1)
-    class HookV1(msgspec.Struct):
-        url: str
-        body: msgspec.Raw
-
-    @r.schema("Hook", 2)
-    class Hook(msgspec.Struct):
-        target: str
-        body: msgspec.Raw
-
-    @r.upcaster
-    def hook_target(e: HookV1) -> Hook:
-        return Hook(e.url, e.body)
-
+    r = raw_hooks()
     report = check_upcasters(r, examples=EXAMPLES)
     assert report.ok, report.format()
     assert all(n.generated and n.examples > 0 for n in report.nodes)

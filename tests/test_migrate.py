@@ -16,6 +16,7 @@ from eventmig.demo import seed
 from eventmig.migrate import current_run, migrate
 from eventmig.stores import EventStore, open_store
 from eventmig.verify import verify
+from registries import raw_hooks, tagged_sets
 
 
 def source_digest(store: EventStore, epoch: int = 1) -> str:
@@ -297,22 +298,7 @@ def current_run_of(store: EventStore, target_epoch: int):
 
 def test_payloads_with_raw_fields_migrate_and_verify(sqlite_url: str):
     """An unparsed sub-document keeps its stored key order when encoded: digests must not see it."""
-    r = Registry()
-
-    @r.schema("Hook", 1)
-    class HookV1(msgspec.Struct):
-        url: str
-        body: msgspec.Raw
-
-    @r.schema("Hook", 2)
-    class Hook(msgspec.Struct):
-        target: str
-        body: msgspec.Raw
-
-    @r.upcaster
-    def hook_target(e: HookV1) -> Hook:
-        return Hook(e.url, e.body)
-
+    r = raw_hooks()
     with open_store(sqlite_url, create=True) as store:
         store.append("hook-1", [new_event("Hook", b'{"url":"u","body":{"b":1,"a":2}}')])
         assert migrate(store, r.compile()).quarantined == 0
@@ -320,20 +306,7 @@ def test_payloads_with_raw_fields_migrate_and_verify(sqlite_url: str):
 
 
 def test_payloads_with_set_fields_migrate_and_verify(sqlite_url: str):
-    r = Registry()
-
-    @r.schema("Tagged", 1)
-    class TaggedV1(msgspec.Struct):
-        tags: list[str]
-
-    @r.schema("Tagged", 2)
-    class Tagged(msgspec.Struct):
-        tags: set[str]
-
-    @r.upcaster
-    def as_set(e: TaggedV1) -> Tagged:
-        return Tagged(set(e.tags))
-
+    r = tagged_sets()
     with open_store(sqlite_url, create=True) as store:
         store.append("tagged-1", [new_event("Tagged", {"tags": [f"tag-{i}" for i in range(20)]})])
         assert migrate(store, r.compile()).quarantined == 0

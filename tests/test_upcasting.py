@@ -7,6 +7,7 @@ import pytest
 
 from eventmig import EventContext, Registry, RegistryError, TypeSuffix, UpcastError, emit
 from eventmig.events import MetadataKey, version_location
+from registries import raw_hooks, tagged_sets
 
 
 def encode(obj: object) -> bytes:
@@ -314,27 +315,6 @@ def test_reference_shop_registry_compiles(shop_registry):
     assert "CartViewed" not in shop_registry.heads
 
 
-def raw_hooks() -> Registry:
-    """Hook v1 -> v2, passing an unparsed (msgspec.Raw) body through a typed step."""
-    r = Registry()
-
-    @r.schema("Hook", 1)
-    class HookV1(msgspec.Struct):
-        url: str
-        body: msgspec.Raw
-
-    @r.schema("Hook", 2)
-    class Hook(msgspec.Struct):
-        target: str
-        body: msgspec.Raw
-
-    @r.upcaster
-    def hook_target(e: HookV1) -> Hook:
-        return Hook(e.url, e.body)
-
-    return r
-
-
 def test_canonical_output_sorts_keys_inside_raw_fields_too():
     out = raw_hooks().compile().upcast("Hook", 1, b'{"url":"u","body":{"b":1,"a":[{"d":2,"c":3}]}}')
     assert out.events[0][2] == b'{"body":{"a":[{"c":3,"d":2}],"b":1},"target":"u"}'
@@ -343,20 +323,7 @@ def test_canonical_output_sorts_keys_inside_raw_fields_too():
 def test_sets_in_head_outputs_are_written_sorted_as_verify_reads_them():
     """A set's fast encoding follows its hash order, which differs between processes and from
     the sorted order of canonical bytes; once stored as a JSON array no reader can undo it."""
-    r = Registry()
-
-    @r.schema("Tagged", 1)
-    class TaggedV1(msgspec.Struct):
-        tags: list[str]
-
-    @r.schema("Tagged", 2)
-    class Tagged(msgspec.Struct):
-        tags: frozenset[str]
-
-    @r.upcaster
-    def as_set(e: TaggedV1) -> Tagged:
-        return Tagged(frozenset(e.tags))
-
+    r = tagged_sets(frozen=True)
     tags = [f"tag-{i}" for i in range(20, 0, -1)]
     data = msgspec.json.encode({"tags": tags})
     compiled = r.compile()
