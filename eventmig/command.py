@@ -569,9 +569,7 @@ def init(directory: str | Path = ".") -> InitReport:
 # ------------------------------------------------------------------------ demo
 class DemoStep(msgspec.Struct):
     step: str
-    #: the events the step covers: for verifying and swapping read models, the events their tables were
-    #: rebuilt from (so events/s says how fast read models of that many events are verified or swapped in)
-    events: int | None
+    events: int | None  # None for steps that handle tables, not events (verifying and swapping read models)
     seconds: float
     events_per_second: float | None
     result: str

@@ -159,9 +159,10 @@ def rollback(store: EventStore, *, force: bool = False) -> SwitchReport:
     """
     with store.lock(LOCK):
         active = store.active_epoch()
-        last = switch_to_undo(store.switches(), active)
+        history = store.switches()
+        last = switch_to_undo(history, active)
         if last is None:
-            raise ConfigError(f"nothing to roll back: {_why_nothing_to_undo(store.switches(), active)}")
+            raise ConfigError(f"nothing to roll back: {_why_nothing_to_undo(history, active)}")
         current = store.at_epoch(active)
         head = current.head_position()
         appended = current.count_events(after=last.to_head) if last.to_head is not None else current.count_events()

@@ -1533,8 +1533,7 @@ def _skip(row: tuple[Any, ...]) -> None:
 
 
 def _failed(row: tuple[Any, ...], reason: Any) -> RebuildFailed:
-    event = f"event {row[3]} " if row[3] is not None else "event "  # a lean read leaves the id out
-    return RebuildFailed(f"cannot decode {event}({row[4]} at {row[0]}@{row[1]}, position {row[2]}): {reason}")
+    return RebuildFailed(f"cannot decode {_event_label(row)}: {reason}")
 
 
 def _event_label(row: tuple[Any, ...]) -> str:

@@ -470,8 +470,8 @@ class CompiledRegistry:
             self._validate_head(node, payload, ())
             return Outcome("head", [(type, version, payload, ())])
         encode = _encode if canonical else _encode_fast
-        raw_heads = self._raw_heads if canonical else frozenset()
-        set_heads = frozenset() if canonical else self._set_heads
+        raw_heads = self._raw_heads if canonical else _NONE
+        set_heads = _NONE if canonical else self._set_heads
         decode, chain = entry
         try:
             payload = decode(data)
@@ -684,6 +684,7 @@ def _convert(obj: Any, cls: type, node: Node, name: str) -> Any:
         raise UpcastError(f"{_format_node(node)} from {name} does not match {cls.__qualname__}: {exc}") from None
 
 
+_NONE: frozenset[Node] = frozenset()
 _RAW = (mi.RawType,)
 _SETS = (mi.SetType, mi.FrozenSetType)
 
