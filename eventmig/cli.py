@@ -399,7 +399,7 @@ def rebuild(
     store: StoreOpt = None,
     read_models: ReadModelsOpt = None,
     workers: WorkersOpt = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Events folded between two checkpoints (default 250,000).", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Events folded between two checkpoints (default 1,000,000).", show_default=False)] = None,
     accept_changes: Annotated[bool, typer.Option("--accept-changes", help="Swap in a new projection version even though rows differ.")] = False,
     no_swap: Annotated[bool, typer.Option("--no-swap", help="Stop after verification; a later rebuild swaps the verified tables in.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Abandon unfinished rebuilds instead of resuming them.")] = False,

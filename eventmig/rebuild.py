@@ -5,9 +5,12 @@ How the work is cut:
 * each projection's keys are split into ``partitions`` (one per worker,
   fixed when its run starts so that a resumed run finds every key's state
   where it left it; a ``global_order`` projection has one). Stream-keyed
-  projections and snapshots take the store's own partitions of streams
-  (:meth:`EventStore.stream_partition`: CRC-32 on SQLite, ``hashtext`` on
-  PostgreSQL; the run records which); other keys are hashed with CRC-32;
+  projections and snapshots take the store's own partitions of streams:
+  ranges of names where the store offers them (:meth:`EventStore.stream_bounds`:
+  SQLite, where hashing a name would call back into Python for every
+  event), hashes of names otherwise (:meth:`EventStore.stream_partition`:
+  ``hashtext`` on PostgreSQL); the run records which, and the ranges;
+  other keys are hashed with CRC-32;
 * a worker reads each stream partition it owns with
   ``read_all_rows(streams=...)``: the database leaves out the other
   workers' streams, and (with the schema version in metadata) the types no
@@ -20,7 +23,8 @@ How the work is cut:
   registry's chains otherwise), then one small function per projection
   updates the key's state in memory;
 * every ``batch_size`` events (sooner once it holds
-  :data:`MAX_DIRTY_STATES` states not yet stored) a worker commits, in one
+  :data:`MAX_DIRTY_STATES` states not yet stored, or a partition holds more
+  unstored states than its cache keeps) a worker commits, in one
   transaction, the states of the keys the batch touched (encoded with msgspec into its
   partitions' state tables) and each partition's checkpoint. A killed
   rebuild resumes from these checkpoints, reloading states on demand; the
@@ -79,8 +83,12 @@ from .stores.base import EventStore, StreamPartitions
 from .upcasting import CompiledRegistry, Registry
 
 LOCK = "rebuild"
-#: events folded between two commits of states and checkpoints
-DEFAULT_BATCH_SIZE = 250_000
+#: a run's ``stream_partitioning`` when its streams are cut into the name ranges its ``stream_bounds`` give
+RANGES = "ranges"
+#: events folded between two commits of states and checkpoints: a commit writes every state touched since
+#: the previous one, which costs about as much as folding the events did, so commit seldom; a killed rebuild
+#: folds at most this many events again (seconds of work)
+DEFAULT_BATCH_SIZE = 1_000_000
 #: events per read from the store
 READ_PAGE = 10_000
 #: states a worker keeps in memory per partition; older ones are reloaded from the state table when touched
@@ -88,9 +96,10 @@ READ_PAGE = 10_000
 #: are read back from its state table first, which costs more than keeping them: states are small (a few
 #: hundred bytes), so hold tens of thousands (a projection with big states sets its own ``cache_size``)
 DEFAULT_CACHE_KEYS = 50_000
-#: states a worker holds that are not stored yet: past this many it commits before its batch is over, which
-#: bounds its memory whatever the batch size and however many projections it folds
-MAX_DIRTY_STATES = 30_000
+#: states a worker holds that are not stored yet: past this many (or past a partition's cache size in one
+#: partition) it commits before its batch is over, which bounds its memory whatever the batch size and however
+#: many projections it folds
+MAX_DIRTY_STATES = 100_000
 #: states turned into rows at once when a partition is finished
 _ROWS_PER_WRITE = 10_000
 
@@ -240,7 +249,7 @@ def _rebuild(
     source = store.at_epoch(epoch)
     source.refresh_statistics()
     head = source.head_position()
-    job = _plan(db, selected, epoch, head, workers, restart, source.stream_partitioning)
+    job = _plan(db, selected, epoch, head, workers, restart, source)
     units = [
         _Unit(run, p, job.projections[run.projection]) for run in job.runs for p in db.partitions(run.id)
         if p.status != "done"
@@ -289,10 +298,20 @@ def _rebuild(
 
 def _plan(
     db: ReadModelDB, selected: list[Projection], epoch: int, head: int | None, workers: int, restart: bool,
-    partitioning: str,
+    source: EventStore,
 ) -> _Job:
     """Resume each projection's unfinished run, or start a new one with its shadow tables."""
     job = _Job()
+    partitioning = source.stream_partitioning
+    bounds: dict[int, tuple[str, ...]] = {}
+
+    def streams_of(partitions: int) -> dict[str, Any]:
+        """How a new run cuts streams, the same for every run of this invocation (so they share reads)."""
+        if partitions not in bounds:
+            bounds[partitions] = source.stream_bounds(partitions)
+        if bounds[partitions]:
+            return {"stream_partitioning": RANGES, "stream_bounds": list(bounds[partitions])}
+        return {"stream_partitioning": partitioning}
     with db.write() as conn:
         existing = db.runs(conn=conn)
         for projection in selected:
@@ -313,7 +332,7 @@ def _plan(
                     reason = "events were appended since it finished"
                 elif (
                     old.status == "running" and projection.key is STREAM and old.partitions > 1
-                    and old.stats.get("stream_partitioning", "crc32") != partitioning
+                    and old.stats.get("stream_partitioning", "crc32") not in (partitioning, RANGES)
                 ):
                     reason = f"its streams were partitioned by {old.stats.get('stream_partitioning', 'crc32')}"
                 if reason is None and run is None:
@@ -322,7 +341,7 @@ def _plan(
                 _abandon(db, conn, old)
                 job.notes.append(f"{projection.name}: abandoned run {old.id} ({reason or 'superseded'})")
             if run is None:
-                run = _new_run(db, conn, projection, fingerprint, epoch, head, workers, partitioning)
+                run = _new_run(db, conn, projection, fingerprint, epoch, head, workers, streams_of)
                 job.resumed[projection.name] = False
             else:
                 job.resumed[projection.name] = True
@@ -333,7 +352,7 @@ def _plan(
 
 def _new_run(
     db: ReadModelDB, conn: sa.Connection, projection: Projection, fingerprint: str, epoch: int, head: int | None,
-    workers: int, partitioning: str,
+    workers: int, streams_of: Callable[[int], dict[str, Any]],
 ) -> RebuildRun:
     run_id = uuid.uuid4().hex[:12]
     partitions = 1 if projection.global_order else workers
@@ -343,7 +362,7 @@ def _new_run(
         id=run_id, projection=projection.name, version=projection.version, fingerprint=fingerprint, status="running",
         partitions=partitions, epoch=epoch, until=head, started_at=now, updated_at=now, tables=tables,
         # a resumed run must find each stream in the partition it was folded in
-        stats={"stream_partitioning": partitioning},
+        stats=streams_of(partitions) if projection.key is STREAM and partitions > 1 else {},
     )
     for table in projection.tables:
         shadow = shadow_table(table, tables[table.name], run_id)
@@ -492,7 +511,7 @@ class _Unit:
         self.state_table = ReadModelDB.state_table(run.id, partition.partition)
         #: the store's stream partitions this unit's events come from, when the store filters them
         self.streams = (
-            StreamPartitions.of(partition.partition, run.partitions)
+            StreamPartitions.of(partition.partition, run.partitions, run.stats.get("stream_bounds", ()))
             if projection.key is STREAM and run.partitions > 1 else None
         )
 
@@ -710,7 +729,7 @@ def _fold_units(
             folder.fold(scan, rows)
             read += len(rows)
             since_commit += len(rows)
-            if since_commit >= batch_size or folder.dirty() >= MAX_DIRTY_STATES:
+            if since_commit >= batch_size or folder.over_bound():
                 folder.commit()
                 since_commit = 0
             advance(k, len(rows))
@@ -1321,6 +1340,17 @@ class _Folder:
     def dirty(self) -> int:
         """States touched since the last commit (they stay in memory until it)."""
         return sum(len(state.dirty) for state in self._touched.values())
+
+    def over_bound(self) -> bool:
+        """Too many states not stored yet: in all (:data:`MAX_DIRTY_STATES`), or in one partition (more than
+        its cache keeps: a projection with big states sets a small ``cache_size``)."""
+        total = 0
+        for state in self._touched.values():
+            held = len(state.dirty)
+            if held > state.slots.cap:
+                return True
+            total += held
+        return total >= MAX_DIRTY_STATES
 
     def commit(self) -> None:
         """Store the states touched since the last commit with their partitions' checkpoints, atomically."""

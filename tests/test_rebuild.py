@@ -208,6 +208,36 @@ def test_worker_processes_fold_what_one_process_folds(store_url, shop_registry, 
         assert _digests(forked) == expected
 
 
+def test_stream_keyed_runs_record_how_their_streams_are_cut(store_url, shop_registry, monkeypatch):
+    """SQLite cuts streams into name ranges, PostgreSQL hashes names; the workers read the ranges their run
+    records."""
+    import eventmig.rebuild as rebuild_module
+
+    with open_store(store_url) as store:
+        seed(store, 2000)
+        expected = _expected_digests(store, shop_registry)
+        first = rebuild(store, shop.projections, registry=shop_registry, read_models=store_url, workers=3, swap=False)
+        assert first.ok
+        with ReadModelDB(store_url) as db:
+            runs = {r.projection: r for r in db.runs()}
+        stats = runs["order_summary"].stats
+        if store.dialect == "sqlite":
+            bounds = stats["stream_bounds"]
+            assert stats["stream_partitioning"] == "ranges" and len(bounds) == 2 and bounds == sorted(bounds)
+        else:
+            assert stats["stream_partitioning"] == "postgresql-hashtext" and "stream_bounds" not in stats
+        assert "stream_bounds" not in runs["customer_totals"].stats  # one partition: nothing to cut
+        # ranges other than the store's own (on PostgreSQL too, which compares names in code point order)
+        monkeypatch.setattr(type(store), "stream_bounds", lambda self, count: ("order-8",) if count == 2 else ())
+        monkeypatch.setattr(rebuild_module, "FORK_MIN_EVENTS", 0)
+        interrupted = rebuild(store, shop.projections, registry=shop_registry, read_models=store_url, workers=2,
+                              restart=True, swap=False, names=["order_summary"])
+        assert interrupted.ok and _digests(interrupted) == {k: v for k, v in expected.items() if k == "order_summary"}
+        with ReadModelDB(store_url) as db:
+            run = next(r for r in db.runs() if r.projection == "order_summary" and r.status == "verified")
+        assert run.stats["stream_partitioning"] == "ranges" and run.stats["stream_bounds"] == ["order-8"]
+
+
 def _tables(db: ReadModelDB, conn, prefix: str) -> list[str]:
     if db.dialect == "sqlite":
         names = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'").scalars().all()

@@ -11,6 +11,7 @@ callers branch on those, never on the backend's class.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import zlib
 from abc import ABC, abstractmethod
@@ -122,22 +123,42 @@ class Switch(msgspec.Struct, frozen=True):
 class StreamPartitions(NamedTuple):
     """Some of the ``count`` partitions a store splits its streams into: those numbered ``indexes``.
 
-    Every stream falls into exactly one partition (see
-    :meth:`EventStore.stream_partition`), always the same one for a given
-    store and count, so readers that each take some partitions see every
-    stream once, each stream whole and in order.
+    Every stream falls into exactly one partition, always the same one for a
+    given store, count and ``bounds``, so readers that each take some
+    partitions see every stream once, each stream whole and in order. With
+    no ``bounds`` a stream's partition is the store's hash of its name (see
+    :meth:`EventStore.stream_partition`); with ``count - 1`` sorted names as
+    ``bounds`` (see :meth:`EventStore.stream_bounds`) partition ``i`` holds
+    the names from ``bounds[i - 1]`` included to ``bounds[i]`` excluded, in
+    code point order.
     """
 
     indexes: frozenset[int]
     count: int
+    bounds: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, index: int | Collection[int], count: int) -> StreamPartitions:
+    def of(cls, index: int | Collection[int], count: int, bounds: Sequence[str] = ()) -> StreamPartitions:
         """``of(2, 4)``: the third of four partitions; ``of({0, 2}, 4)``: the first and the third."""
         indexes = frozenset((index,) if isinstance(index, int) else index)
         if count < 1 or not indexes or any(not 0 <= i < count for i in indexes):
             raise ValueError(f"partitions {sorted(indexes)} out of {count}: need 0 <= index < count")
-        return cls(indexes, count)
+        bounds = tuple(bounds)
+        if bounds and (len(bounds) != count - 1 or list(bounds) != sorted(bounds)):
+            raise ValueError(f"{count} name ranges need {count - 1} sorted bounds, not {list(bounds)}")
+        return cls(indexes, count, bounds)
+
+    def ranges(self) -> list[tuple[str | None, str | None]]:
+        """The name ranges kept, ``[low, high)`` (None: unbounded), adjacent ones joined; only with bounds."""
+        edges = (None, *self.bounds, None)
+        out: list[tuple[str | None, str | None]] = []
+        for i in sorted(self.indexes):
+            low, high = edges[i], edges[i + 1]
+            if out and i - 1 in self.indexes:
+                out[-1] = (out[-1][0], high)
+            else:
+                out.append((low, high))
+        return out
 
 
 class CatchUp(Protocol):
@@ -221,6 +242,12 @@ class EventStore(ABC):
             return
         wanted = frozenset(types) if types is not None else None
         partition_of = self.stream_partition
+        if streams is not None and streams.bounds:
+            bounds = streams.bounds
+
+            def partition_of(stream: str, count: int) -> int:  # noqa: ARG001 - the bounds say
+                return bisect.bisect_right(bounds, stream)
+
         for batch in self.read_all(after, until=until, batch_size=batch_size):
             kept = [
                 msgspec.structs.astuple(e)
@@ -244,6 +271,17 @@ class EventStore(ABC):
         """Names how :meth:`stream_partition` cuts streams: work split by partitions is resumed only
         under the same scheme."""
         return "crc32"
+
+    def stream_bounds(self, count: int) -> tuple[str, ...]:
+        """``count - 1`` stream names that cut the streams into ``count`` name ranges of about as many
+        events each, for :class:`StreamPartitions` ``bounds``; or ``()``: this
+        store filters its hash partitions as cheaply as it would ranges, so use those (this default).
+
+        A store answers with bounds when it can keep a range of names where
+        the events are but would have to call back into Python to hash each
+        name (SQLite).
+        """
+        return ()
 
     def position_after(self, after: int | None, count: int, *, until: int | None = None) -> int | None:
         """The position of the ``count``-th event after ``after`` (or the last one up to ``until``).
