@@ -62,6 +62,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from .cutover import swap_read_models
 from .errors import ConfigError, EventmigError, ExitCode, UpcastError
 from .progress import SILENT, Progress
 from .events import MetadataKey
@@ -265,8 +266,6 @@ def _rebuild(
     verified = time.perf_counter()
     swapped = False
     if swap and not problems:
-        from .cutover import swap_read_models
-
         swap_read_models(db, job.runs, {p.name: p for p in selected})
         swapped = True
         for r in reports:
