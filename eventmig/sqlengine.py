@@ -14,8 +14,10 @@ begin:
   file beside it first: SQLite's busy handler sleeps in growing steps (up
   to 100 ms) and would leave the file idle long after its lock is free.
 * SQLite connections know ``eventmig_crc32(blob)``, the CRC-32 the event
-  store partitions streams by (``EventStore.stream_partition``), so a
-  rebuild worker's read keeps only its streams where the rows are.
+  store hashes stream names by (``EventStore.stream_partition``), so a read
+  of some hash partitions keeps only their streams where the rows are (a
+  rebuild cuts SQLite streams into name ranges instead, which SQLite
+  compares without calling back into Python).
 * ``postgresql://`` and ``postgres://`` mean the psycopg 3 driver.
 * A URL is printed only masked; driver errors become one-line StoreErrors.
 """
