@@ -165,6 +165,8 @@ TASKS = {
     "eventsourcing.load": ("load", "eventsourcing"),
 }
 ALL_CASES = ["migrate", "verify", "upcast-read", "rebuild", "raw", "eventsourcing"]
+#: the floors and ceilings one by one (``raw`` selects them all)
+RAW_CASES = ["raw.copy", "raw.write", "raw.read", "raw.fold", "raw.fold2"]
 
 
 @dataclass
@@ -235,6 +237,12 @@ class Harness:
         self._pg_missing = dataset.postgres_available(options.postgres_url) if "postgres" in options.stores else None
 
     # ----------------------------------------------------------------- runs
+    def _wants(self, case: str) -> bool:
+        """Whether ``--cases`` selects this case: a floor by its own name or by ``raw``, eventmig's by its task."""
+        if case.startswith("raw."):
+            return "raw" in self.o.cases or case in self.o.cases
+        return case.split(".", 1)[1] in self.o.cases
+
     def _measure(self, result: CaseResult, spec: dict[str, Any], prepare: Callable[[int], dict[str, Any]] | None, repeats: int) -> None:
         spec = {"case": result.case, "store": result.store, "n": result.n, "workers": result.workers, **spec}
         for i in range(repeats):
@@ -309,10 +317,9 @@ class Harness:
 
         if "migrate" in o.cases:
             self._sqlite_migrate(n, source)
-        if "raw" in o.cases:
-            self._measure(self._start("raw.copy", "sqlite", n), {}, fresh, o.repeats)
-            self._measure(self._start("raw.write", "sqlite", n), {}, fresh, o.repeats)
-            self._measure(self._start("raw.read", "sqlite", n), {}, fresh, o.repeats)
+        for case in ("raw.copy", "raw.write", "raw.read"):
+            if self._wants(case):
+                self._measure(self._start(case, "sqlite", n), {}, fresh, o.repeats)
         if "upcast-read" in o.cases:
             self._measure(self._start("eventmig.upcast-read", "sqlite", n), {}, fresh, o.repeats)
         if "verify" in o.cases:
@@ -328,9 +335,9 @@ class Harness:
                     self._skip("eventmig.rebuild", "sqlite", n, self._rebuild_missing, w)
                     continue
                 self._measure(self._start("eventmig.rebuild", "sqlite", n, w), {}, fresh, o.repeats)
-        if "raw" in o.cases:
-            self._measure(self._start("raw.fold", "sqlite", n), {}, fresh, o.repeats)
-            self._measure(self._start("raw.fold2", "sqlite", n), {}, fresh, o.repeats)
+        for case in ("raw.fold", "raw.fold2"):
+            if self._wants(case):
+                self._measure(self._start(case, "sqlite", n), {}, fresh, o.repeats)
         if "eventsourcing" in o.cases:
             self._eventsourcing(n, source)
         dataset.remove_sqlite(db)
@@ -371,12 +378,10 @@ class Harness:
     def _postgres(self, n: int, source: Path) -> None:
         self.log(f"PostgreSQL, {n:,} events")
         o = self.o
-        wanted = [c for c in ("migrate", "raw", "upcast-read", "verify", "rebuild") if c in o.cases]
         if self._pg_missing:
             for case in ("eventmig.migrate", "raw.copy", "raw.write", "raw.read", "eventmig.upcast-read", "eventmig.verify",
                          "raw.fold", "raw.fold2"):
-                if case.split(".")[1] in wanted or (case.startswith("raw") and "raw" in wanted) or (
-                        case == "eventmig.upcast-read" and "upcast-read" in wanted):
+                if self._wants(case):
                     self._skip(case, "postgres", n, f"not available: {self._pg_missing}")
             return
         schemas: list[str] = []
@@ -394,10 +399,9 @@ class Harness:
 
             if "migrate" in o.cases:
                 self._measure(self._start("eventmig.migrate", "postgres", n), {}, legacy, o.repeats)
-            if "raw" in o.cases:
-                self._measure(self._start("raw.copy", "postgres", n), {}, legacy, o.repeats)
-                self._measure(self._start("raw.write", "postgres", n), {}, legacy, o.repeats)
-                self._measure(self._start("raw.read", "postgres", n), {}, legacy, o.repeats)
+            for case in ("raw.copy", "raw.write", "raw.read"):
+                if self._wants(case):
+                    self._measure(self._start(case, "postgres", n), {}, legacy, o.repeats)
             if "upcast-read" in o.cases:
                 self._measure(self._start("eventmig.upcast-read", "postgres", n), {}, legacy, o.repeats)
             if "rebuild" in o.cases:
@@ -406,9 +410,9 @@ class Harness:
                         self._skip("eventmig.rebuild", "postgres", n, self._rebuild_missing, w)
                         continue
                     self._measure(self._start("eventmig.rebuild", "postgres", n, w), {}, legacy, o.repeats)
-            if "raw" in o.cases:
-                self._measure(self._start("raw.fold", "postgres", n), {}, legacy, o.repeats)
-                self._measure(self._start("raw.fold2", "postgres", n), {}, legacy, o.repeats)
+            for case in ("raw.fold", "raw.fold2"):
+                if self._wants(case):
+                    self._measure(self._start(case, "postgres", n), {}, legacy, o.repeats)
             if "verify" in o.cases:
                 _reset_postgres(url)
                 self._prepare_migrated(url)
