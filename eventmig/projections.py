@@ -232,7 +232,8 @@ class Projection:
             produced = rows_fn(key, state)
             if produced is None:
                 continue
-            if isinstance(produced, Mapping):
+            # a list is what rows functions return, and an ABC check per key costs more than the rest of the loop
+            if produced.__class__ is not list and isinstance(produced, Mapping):
                 rows.extend(self.rows_of(key, state).get(table.name, ()))
                 continue
             for row in produced:
