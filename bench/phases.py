@@ -68,7 +68,7 @@ def _instrument() -> None:
     SQLEventStore.read_all_rows = timed_reads  # type: ignore[method-assign]
     fold_units = rebuild._fold_units
 
-    def timed_fold_units(*args: Any, **kwargs: Any) -> int:
+    def timed_fold_units(*args: Any, **kwargs: Any) -> Any:
         totals.clear()
         started = time.perf_counter()
         try:

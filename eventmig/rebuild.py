@@ -45,7 +45,6 @@ Then the parent verifies (row digests of shadow against live tables, see
 from __future__ import annotations
 
 import ctypes
-import itertools
 import multiprocessing
 import os
 import queue as queue_module
@@ -78,7 +77,7 @@ from .projections import (
     _MISSING,
     _DELETED,
 )
-from .readmodels import LiveModel, Partition, ReadModelDB, RebuildRun, TableDiff
+from .readmodels import LiveModel, Partition, ReadModelDB, RebuildRun, TableDiff, WrittenDigest
 from .sqlengine import first_line
 from .stores.base import EventStore, StreamPartitions
 from .upcasting import CompiledRegistry, Registry
@@ -256,13 +255,14 @@ def _rebuild(
         if p.status != "done"
     ]
     events_read = processes = 0
+    written: dict[tuple[str, str], WrittenDigest] = {}
     if units:
-        events_read, processes = _execute(source, db, binding, job, units, workers, batch_size, progress)
+        events_read, processes, written = _execute(source, db, binding, job, units, workers, batch_size, progress)
     for run in job.runs:
         if run.status == "running":
             _finish_shadow(db, job.projections[run.projection], run)
     folded = time.perf_counter()
-    reports, problems = _verify(db, job, accept_changes)
+    reports, problems = _verify(db, job, accept_changes, written)
     verified = time.perf_counter()
     swapped = False
     if swap and not problems:
@@ -414,7 +414,12 @@ def _finish_shadow(db: ReadModelDB, projection: Projection, run: RebuildRun) -> 
 
 
 # ================================================================ verification
-def _verify(db: ReadModelDB, job: _Job, accept_changes: bool) -> tuple[list[ProjectionReport], list[str]]:
+def _verify(
+    db: ReadModelDB, job: _Job, accept_changes: bool, written: dict[tuple[str, str], WrittenDigest],
+) -> tuple[list[ProjectionReport], list[str]]:
+    """Compare each run's shadow tables with the live ones. A shadow table every partition of which was
+    written by this invocation has the digest of its rows already (:class:`WrittenDigest`): it is read
+    back only if that digest is not exact, or differs from the live table's."""
     reports: list[ProjectionReport] = []
     problems: list[str] = []
     with db.read() as conn:
@@ -428,7 +433,9 @@ def _verify(db: ReadModelDB, job: _Job, accept_changes: bool) -> tuple[list[Proj
             for table in projection.tables:
                 live_name = table.name if db.table_exists(table.name, conn) else None
                 any_live = any_live or live_name is not None
-                diff = db.compare(conn, table, live_name, run.tables[table.name])
+                digest = written.get((run.id, table.name))
+                whole = digest is not None and sorted(digest.partitions) == list(range(run.partitions))
+                diff = db.compare(conn, table, live_name, run.tables[table.name], written=digest if whole else None)
                 tables.append(_table_report(diff))
             differs = any(t.added or t.removed or t.changed for t in tables) and any_live
             live_version = model.version if model is not None else None
@@ -553,7 +560,8 @@ def _execute(
     source: EventStore, db: ReadModelDB, binding: Binding, job: _Job, units: list[_Unit], workers: int, batch_size: int,
     progress: Progress,
 ) -> tuple[int, int]:
-    """Fold the units, in worker processes or in this one; return (events replayed, processes started)."""
+    """Fold the units, in worker processes or in this one; return (events replayed, processes started, digests
+    of the rows written per (run id, shadow table))."""
     plan = _assign(units, workers)
     counted: dict[tuple[int | None, int | None], int] = {}
     reader = _scan_handle(source)  # counts and reads here leave no page cache behind for workers to inherit
@@ -562,8 +570,8 @@ def _execute(
         if len(plan) == 1 or events < FORK_MIN_EVENTS:
             with ExitStack() as stack:
                 bars = _progress_bars(stack, progress, _scan_totals(reader, units, counted))
-                _fold_units(reader, db, binding, job, units, batch_size, lambda k, n: bars[k].advance(n))
-            return events, 0
+                _read, written = _fold_units(reader, db, binding, job, units, batch_size, lambda k, n: bars[k].advance(n))
+            return events, 0, written
         if "fork" not in multiprocessing.get_all_start_methods():
             raise ConfigError("parallel rebuilds need the fork start method (Linux, macOS); use --workers 1")
         totals = [_scan_totals(reader, slot, counted) for slot in plan]
@@ -586,6 +594,7 @@ def _execute(
         for proc in procs:
             proc.start()
         done: set[int] = set()
+        written: dict[tuple[str, str], WrittenDigest] = {}
         failure: tuple[str, int] | None = None
         try:
             while len(done) < len(procs) and failure is None:
@@ -602,6 +611,11 @@ def _execute(
                     bars[i][scan].advance(n)
                 elif kind == "done":
                     done.add(i)
+                    for key, digest in payload.items():
+                        if key in written:
+                            written[key].merge(digest)
+                        else:
+                            written[key] = digest
                     for bar in bars[i]:
                         bar.finish()
                 elif kind == "error":
@@ -615,7 +629,7 @@ def _execute(
                 proc.join()
         if failure is not None:
             raise RebuildFailed(failure[0], ExitCode(failure[1]))
-    return events, len(procs)
+    return events, len(procs), written
 
 
 def _scan_handle(source: EventStore) -> EventStore:
@@ -690,8 +704,8 @@ def _worker_main(
                 os._exit(1)  # the parent is gone: stop, the checkpoints are committed
             messages.put(("progress", i, (scan, n)))
 
-        events = _fold_units(store, own_db, binding, job, slot, batch_size, advance)
-        messages.put(("done", i, events))
+        _events, written = _fold_units(store, own_db, binding, job, slot, batch_size, advance)
+        messages.put(("done", i, written))
     except EventmigError as exc:
         messages.put(("error", i, (str(exc), int(exc.exit_code))))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent in one line
@@ -713,8 +727,9 @@ def _die_with_parent() -> None:
 def _fold_units(
     store: EventStore, db: ReadModelDB, binding: Binding, job: _Job, units: list[_Unit], batch_size: int,
     advance: Callable[[int, int], None],
-) -> int:
-    """Fold the units' events, scan by scan, committing every ``batch_size`` events; return the rows read.
+) -> tuple[int, dict[tuple[str, str], WrittenDigest]]:
+    """Fold the units' events, scan by scan, committing every ``batch_size`` events; return the rows read
+    and the digests of the rows written, per (run id, shadow table).
 
     ``advance(k, n)``: n more events of the k-th scan (one per stream partition) were folded.
     """
@@ -736,7 +751,7 @@ def _fold_units(
     folder.mark_folded()  # units with nothing to read (an empty epoch)
     for unit in units:
         folder.finalize(unit)  # units folded by an earlier, interrupted invocation
-    return read
+    return read, folder.written
 
 
 #: a key's partition is crc32 of its text modulo the partition count: stable across processes and
@@ -882,6 +897,9 @@ class _Folder:
         self.db = db
         self.binding = binding
         self.units = units
+        #: (run id, table name) -> the digest of the rows this folder wrote into that shadow table
+        self.written: dict[tuple[str, str], WrittenDigest] = {}
+        self._projections = job.projections
         self._conn: sa.Connection | None = None
         self._cursor: Any = None
         self._point_sql: dict[str, str] = {}
@@ -1444,11 +1462,16 @@ class _Folder:
         """
         states = [s for s in scan.states if not s.unit.folded]
         self._release_read_conn()
+        # the rows of the states in memory are made (and digested) before the write transaction: SQLite's
+        # writers take turns, so a worker holding the turn should only be inserting
+        prepared = {id(state): self._prepare(state) for state in states}
+        written: list[_Unit] = []
         with self.db.write(durable=False) as conn:
             for state in states:
                 unit = state.unit
                 if self._status(conn, unit) == "done":
                     continue
+                written.append(unit)
                 cache = state.cache
                 if state.stored.count:  # some states are only in the state table (evicted, or stored before a resume)
                     decode, tracks = state.slots.decode, state.slots.tracks
@@ -1461,11 +1484,8 @@ class _Folder:
                             if key not in cache:
                                 stored.append((key, list(decode(data)) if tracks else decode(data)))
                         self._insert(conn, state, self._rows(state, stored))
-                while cache:  # a chunk of rows at a time, each chunk's states let go of as it is written
-                    items = list(itertools.islice(cache.items(), _ROWS_PER_WRITE))
-                    self._insert(conn, state, self._rows(state, items))
-                    for key, _value in items:
-                        del cache[key]
+                for tables in prepared.pop(id(state)):
+                    self._insert(conn, state, tables, digested=True)
                 conn.exec_driver_sql(
                     self.db.q(
                         "UPDATE eventmig_rebuild_partitions SET status = 'done', checkpoint = ?, events = ?, keys = ? "
@@ -1474,6 +1494,8 @@ class _Folder:
                     (state.pending_checkpoint, unit.events + state.pending_events, unit.keys + state.new_keys,
                      unit.run.id, unit.partition),
                 )
+        for unit in written:
+            self._wrote_partition(unit)
         for state in states:
             state.unit.folded = state.unit.done = True
             self._touched.pop(id(state), None)
@@ -1500,6 +1522,7 @@ class _Folder:
                 self.db.q("UPDATE eventmig_rebuild_partitions SET status = 'done' WHERE run_id = ? AND partition = ?"),
                 (unit.run.id, unit.partition),
             )
+        self._wrote_partition(unit)
         unit.done = True
         state.cache.clear()
 
@@ -1531,10 +1554,29 @@ class _Folder:
                 f"projection {projection.name}: rows function failed{of}: {type(exc).__name__}: {first_line(exc)}"
             ) from None
 
-    def _insert(self, conn: sa.Connection, state: _UnitState, tables: dict[str, list[tuple[Any, ...]]]) -> None:
-        """Bulk-write rows into the unit's shadow tables."""
+    def _prepare(self, state: _UnitState) -> list[dict[str, list[tuple[Any, ...]]]]:
+        """The rows of a unit's states in memory, in chunks, their digests taken (:attr:`written`)."""
+        items = list(state.cache.items())
+        chunks = []
+        for start in range(0, len(items), _ROWS_PER_WRITE):
+            tables = self._rows(state, items[start:start + _ROWS_PER_WRITE])
+            self._digest(state, tables)
+            chunks.append(tables)
+        return chunks
+
+    def _digest(self, state: _UnitState, tables: dict[str, list[tuple[Any, ...]]]) -> None:
+        projection = state.slots.projection
+        for name, rows in tables.items():
+            self._written(state.unit.run.id, name).add(_table_named(projection, name), rows)
+
+    def _insert(
+        self, conn: sa.Connection, state: _UnitState, tables: dict[str, list[tuple[Any, ...]]], *, digested: bool = False,
+    ) -> None:
+        """Bulk-write rows into the unit's shadow tables (and digest them, unless that is done)."""
         projection = state.slots.projection
         shadow = state.unit.run.tables
+        if not digested:
+            self._digest(state, tables)
         for name, rows in tables.items():
             try:
                 self.db.bulk_insert(conn, shadow[name], self._columns(projection, name), rows)
@@ -1552,9 +1594,24 @@ class _Folder:
                     f"{type(exc).__name__}: {first_line(exc)}"
                 ) from None
 
+    def _written(self, run_id: str, name: str) -> WrittenDigest:
+        digest = self.written.get((run_id, name))
+        if digest is None:
+            digest = self.written[(run_id, name)] = WrittenDigest()
+        return digest
+
+    def _wrote_partition(self, unit: _Unit) -> None:
+        """Every row of this partition is in the shadow tables, committed, and in :attr:`written`."""
+        for table in self._projections[unit.run.projection].tables:
+            self._written(unit.run.id, table.name).partitions.append(unit.partition)
+
     @staticmethod
     def _columns(projection: Projection, name: str) -> list[str]:
         return [c.name for t in projection.tables if t.name == name for c in t.columns]
+
+
+def _table_named(projection: Projection, name: str) -> sa.Table:
+    return next(t for t in projection.tables if t.name == name)
 
 
 def _skip(row: tuple[Any, ...]) -> None:
