@@ -32,13 +32,15 @@ How the work is cut:
   memory (least recently touched ones are dropped: they are already stored);
 * when a read is over, its partitions' states become rows, bulk-written into
   the shadow tables in one transaction with the partitions' "done" marks:
-  from memory, and from the state tables for keys no longer in memory;
+  from memory, and from the state tables for keys no longer in memory; the
+  rows' digests are summed on the way (:class:`WrittenDigest`);
 * fewer than :data:`FORK_MIN_EVENTS` events are folded in the calling
   process, partitions and all: worker processes would cost more than they
   save.
 
 Then the parent verifies (row digests of shadow against live tables, see
-:meth:`ReadModelDB.compare`) and swaps the shadow tables in (see
+:meth:`ReadModelDB.compare`; a shadow table is read back only when its
+digest from the workers cannot settle it) and swaps the shadow tables in (see
 :func:`eventmig.cutover.swap_read_models`).
 """
 
