@@ -561,7 +561,7 @@ FORK_MIN_EVENTS = 50_000
 def _execute(
     source: EventStore, db: ReadModelDB, binding: Binding, job: _Job, units: list[_Unit], workers: int, batch_size: int,
     progress: Progress,
-) -> tuple[int, int]:
+) -> tuple[int, int, dict[tuple[str, str], WrittenDigest]]:
     """Fold the units, in worker processes or in this one; return (events replayed, processes started, digests
     of the rows written per (run id, shadow table))."""
     plan = _assign(units, workers)
@@ -614,10 +614,7 @@ def _execute(
                 elif kind == "done":
                     done.add(i)
                     for key, digest in payload.items():
-                        if key in written:
-                            written[key].merge(digest)
-                        else:
-                            written[key] = digest
+                        written.setdefault(key, WrittenDigest()).merge(digest)
                     for bar in bars[i]:
                         bar.finish()
                 elif kind == "error":
@@ -1356,10 +1353,6 @@ class _Folder:
             self._conn = None
 
     # ------------------------------------------------------------ committing
-    def dirty(self) -> int:
-        """States touched since the last commit (they stay in memory until it)."""
-        return sum(len(state.dirty) for state in self._touched.values())
-
     def over_bound(self) -> bool:
         """Too many states not stored yet: in all (:data:`MAX_DIRTY_STATES`), or in one partition (more than
         its cache keeps: a projection with big states sets a small ``cache_size``)."""
@@ -1609,7 +1602,7 @@ class _Folder:
 
     @staticmethod
     def _columns(projection: Projection, name: str) -> list[str]:
-        return [c.name for t in projection.tables if t.name == name for c in t.columns]
+        return [c.name for c in _table_named(projection, name).columns]
 
 
 def _table_named(projection: Projection, name: str) -> sa.Table:
