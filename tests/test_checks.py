@@ -229,7 +229,11 @@ def test_outputs_migrate_would_write_differently_from_what_verify_expects_are_ca
     failure = failure_of(report, "Tagged v1")
     assert failure.property == "verifies", report.format()
     assert "migrate writes what reads back as" in failure.message and "verify expects" in failure.message
-    assert len(set(failure.example["data"]["tags"])) == 2  # shrunk: two members out of order
+    tags = failure.example["data"]["tags"]
+    members = set(tags)
+    assert list(members) != sorted(members)  # what the fast encoder writes is not the canonical order
+    # Shrunk to a handful of members; how few depends on this process's string hashes.
+    assert 2 <= len(members) <= 3, tags
 
 
 def test_nodes_without_a_schema_are_reported_as_not_generated() -> None:
