@@ -47,6 +47,7 @@ digest from the workers cannot settle it) and swaps the shadow tables in (see
 from __future__ import annotations
 
 import ctypes
+import gc
 import multiprocessing
 import os
 import queue as queue_module
@@ -55,8 +56,9 @@ import time
 import uuid
 import zlib
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -572,6 +574,7 @@ def _execute(
         if len(plan) == 1 or events < FORK_MIN_EVENTS:
             with ExitStack() as stack:
                 bars = _progress_bars(stack, progress, _scan_totals(reader, units, counted))
+                stack.enter_context(_fewer_collections())
                 _read, written = _fold_units(reader, db, binding, job, units, batch_size, lambda k, n: bars[k].advance(n))
             return events, 0, written
         if "fork" not in multiprocessing.get_all_start_methods():
@@ -693,6 +696,7 @@ def _worker_main(
     messages: Any,
 ) -> None:
     _die_with_parent()
+    _relax_gc()
     parent = os.getppid()
     try:
         store = source.reopen(for_scans=True)
@@ -712,6 +716,36 @@ def _worker_main(
     finally:
         messages.close()
         messages.join_thread()
+
+
+#: collection thresholds while folding: generation 0 every 50,000 allocations rather than 700
+_FOLD_GC_THRESHOLD = (50_000, 20, 20)
+
+
+def _relax_gc() -> None:
+    """Keep the cycle collector out of a worker's way.
+
+    A worker folds hundreds of thousands of short-lived rows into states
+    that live to the end; it makes no cycles worth collecting early. With
+    the default thresholds the collector runs every 700 allocations and now
+    and then walks every object, the parent's imports included: each walk
+    also writes to the pages the worker shares with its parent, copying
+    them. Freezing what was inherited and collecting less often saved about
+    8% of the workers' CPU time on the shop benchmark.
+    """
+    gc.freeze()
+    gc.set_threshold(*_FOLD_GC_THRESHOLD)
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """:func:`_relax_gc` for a fold in the caller's process: thresholds only, restored afterwards."""
+    before = gc.get_threshold()
+    gc.set_threshold(*_FOLD_GC_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def _die_with_parent() -> None:
@@ -1552,6 +1586,10 @@ class _Folder:
     def _prepare(self, state: _UnitState) -> list[dict[str, list[tuple[Any, ...]]]]:
         """The rows of a unit's states in memory, in chunks, their digests taken (:attr:`written`)."""
         items = list(state.cache.items())
+        try:  # in key order: rows keyed like their states then go into the shadow table's B-tree page by page
+            items.sort(key=_first)
+        except TypeError:  # keys of mixed kinds (str and int): any order will do
+            pass
         chunks = []
         for start in range(0, len(items), _ROWS_PER_WRITE):
             tables = self._rows(state, items[start:start + _ROWS_PER_WRITE])
@@ -1603,6 +1641,9 @@ class _Folder:
     @staticmethod
     def _columns(projection: Projection, name: str) -> list[str]:
         return [c.name for c in _table_named(projection, name).columns]
+
+
+_first = itemgetter(0)
 
 
 def _table_named(projection: Projection, name: str) -> sa.Table:
