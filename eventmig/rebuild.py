@@ -1494,13 +1494,13 @@ class _Folder:
         # the rows of the states in memory are made (and digested) before the write transaction: SQLite's
         # writers take turns, so a worker holding the turn should only be inserting
         prepared = {id(state): self._prepare(state) for state in states}
-        written: list[_Unit] = []
+        finished: list[_Unit] = []
         with self.db.write(durable=False) as conn:
             for state in states:
                 unit = state.unit
                 if self._status(conn, unit) == "done":
                     continue
-                written.append(unit)
+                finished.append(unit)
                 cache = state.cache
                 if state.stored.count:  # some states are only in the state table (evicted, or stored before a resume)
                     decode, tracks = state.slots.decode, state.slots.tracks
@@ -1523,7 +1523,7 @@ class _Folder:
                     (state.pending_checkpoint, unit.events + state.pending_events, unit.keys + state.new_keys,
                      unit.run.id, unit.partition),
                 )
-        for unit in written:
+        for unit in finished:
             self._wrote_partition(unit)
         for state in states:
             state.unit.folded = state.unit.done = True
