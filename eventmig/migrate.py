@@ -73,6 +73,7 @@ def migrate(
     _check_stream_map(stream_map)
     workers = workers or default_workers()
     if dry_run:
+        store.check_new_epoch()
         return _dry_run(store, Transformer(compiled, stream_map), batch_size, workers, progress)
     with store.lock(LOCK):
         return _migrate(store, compiled, batch_size, dict(stream_map or {}), restart, workers, progress)
@@ -99,6 +100,8 @@ def _migrate(
     source = store.at_epoch(source_epoch)
     run = current_run(store)
     fingerprint = compiled.registry.fingerprint()
+    if run is None or restart:
+        store.check_new_epoch()  # names too long for the new epoch: refused before anything is dropped or created
     if run is not None and restart:
         store.drop_epoch(run.target_epoch)
         run = None

@@ -19,6 +19,9 @@ begin:
   rebuild cuts SQLite streams into name ranges instead, which SQLite
   compares without calling back into Python).
 * ``postgresql://`` and ``postgres://`` mean the psycopg 3 driver.
+* Table, index and column names go into SQL through :attr:`SQLDatabase.names`
+  (:class:`~eventmig.identifiers.Identifiers`): quoted by the dialect, checked
+  against its length limit.
 * A URL is printed only masked; driver errors become one-line StoreErrors.
 """
 
@@ -38,6 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from .errors import ConfigError, StoreError
+from .identifiers import Identifiers
 from .stores import mask_url
 
 
@@ -97,6 +101,8 @@ class SQLDatabase:
         except sa.exc.DBAPIError as exc:
             self.engine.dispose()
             raise StoreError(f"cannot connect to {self.url}: {first_line(exc.orig)}") from None
+        #: how names are quoted and how long they may be here (PostgreSQL's limit is known once connected)
+        self.names = Identifiers(self.engine.dialect)
 
     def q(self, sql: str) -> str:
         """Write SQL once with ``?`` placeholders; psycopg wants ``%s``."""

@@ -341,6 +341,13 @@ class EventStore(ABC):
     def at_epoch(self, epoch: int) -> EventStore:
         """A handle on the same store bound to another epoch."""
 
+    def check_new_epoch(self) -> None:
+        """Refuse (ConfigError) what would stop the next epoch from being created, before anything is written.
+
+        SQL stores check the names the new epoch's tables and indexes would
+        get against the database's limit; the default has nothing to check.
+        """
+
     @abstractmethod
     def create_epoch(self, source_epoch: int) -> int:
         """Create an empty epoch (status "building") to receive a migration; return its number."""

@@ -53,6 +53,8 @@ from .base import (
 )
 
 _EVENT_COLUMNS = "stream, version, event_id, type, data, metadata, recorded_at"
+#: an epoch's indexes are named ``<table>_e<N>`` and one of these
+_INDEX_SUFFIXES = ("_stream_version", "_event_id")  # the longest first: the error names the strictest limit
 _READ_COLUMNS = "stream, version, global_position, event_id, type, data, metadata, recorded_at"
 #: the same layout without event ids and record times, for replays that use neither
 _LEAN_COLUMNS = "stream, version, global_position, NULL, type, data, metadata, NULL"
@@ -89,7 +91,9 @@ class SQLEventStore(EventStore):
         self._raw_url = self._db.raw_url
         self.url, self.dialect, self.engine = self._db.url, self._db.dialect, self._db.engine
         self._sqlite_path = self._db.sqlite_path
-        self.table_base = table
+        self._names = self._db.names
+        self.table_base = self._names.check(table, "events table name")
+        self._sql_base = self._names.quote(table)
         if _db is None and _create_schema:
             self._ensure_schema()
         # a handle opened without an epoch follows the active one, as applications do: after a
@@ -102,7 +106,13 @@ class SQLEventStore(EventStore):
 
     @property
     def _table(self) -> str:
+        """The bare name of this handle's events table (a value, for catalog lookups)."""
         return self.table_base if self._pinned is None else self._table_name(self._pinned)
+
+    @property
+    def _sql_table(self) -> str:
+        """This handle's events table as SQL text, quoted by the dialect."""
+        return self._sql_base if self._pinned is None else self._names.quote(self._table_name(self._pinned))
 
     # -------------------------------------------------------------- set-up
     def _ensure_schema(self) -> None:
@@ -135,6 +145,7 @@ class SQLEventStore(EventStore):
                 f"to_head {big})"
             )
             if c.exec_driver_sql("SELECT count(*) FROM eventmig_epochs").scalar() == 0:
+                self.check_epoch_names(1)  # before the first statement that creates anything of the store
                 self._create_events_table(c, self.table_base, 1, indexes=True)
                 c.exec_driver_sql(
                     self._q("INSERT INTO eventmig_epochs VALUES (1, 'active', NULL, ?)"), (time.time(),)
@@ -156,22 +167,38 @@ class SQLEventStore(EventStore):
                 "event_id TEXT NOT NULL, type TEXT NOT NULL, data BLOB NOT NULL, metadata BLOB NOT NULL, "
                 "recorded_at INTEGER NOT NULL"
             )
-        c.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
+        c.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {self._names.quote(name)} ({columns})")
         if indexes:
             self._create_indexes(c, name, epoch)
 
+    def check_epoch_names(self, epoch: int) -> None:
+        """Refuse (ConfigError) an events table name too long for the names epoch ``epoch`` needs.
+
+        Its table ``<table>_e<N>`` and indexes ``<table>_e<N>_stream_version``
+        and ``<table>_e<N>_event_id``: PostgreSQL would cut a longer name to 63
+        bytes, onto the live table's or another index's name.
+        """
+        self._index_names(epoch)  # the longest of them, the tables' names being shorter
+
+    def _index_names(self, epoch: int) -> list[str]:
+        return [
+            self._names.derive(self.table_base, f"_e{epoch}{s}", "events table name", f"the index of epoch {epoch}")
+            for s in _INDEX_SUFFIXES
+        ]
+
     def _create_indexes(self, c: Connection, name: str, epoch: int) -> None:
-        prefix = f"{self.table_base}_e{epoch}"
+        table = self._names.quote(name)
         if self.dialect == "postgresql":
             # sorts of a million keys fit in memory with room to spare, rather than spilling to disk
             c.exec_driver_sql("SET LOCAL maintenance_work_mem = '256MB'")
             has_key = c.exec_driver_sql(
-                "SELECT 1 FROM pg_index WHERE indrelid = to_regclass(%s) AND indisprimary", (name,)
+                "SELECT 1 FROM pg_index WHERE indrelid = to_regclass(%s) AND indisprimary", (table,)
             ).scalar()
             if not has_key:
-                c.exec_driver_sql(f"ALTER TABLE {name} ADD PRIMARY KEY (global_position)")
-        c.exec_driver_sql(f"CREATE UNIQUE INDEX IF NOT EXISTS {prefix}_stream_version ON {name} (stream, version)")
-        c.exec_driver_sql(f"CREATE UNIQUE INDEX IF NOT EXISTS {prefix}_event_id ON {name} (event_id)")
+                c.exec_driver_sql(f"ALTER TABLE {table} ADD PRIMARY KEY (global_position)")
+        by_version, by_id = (self._names.quote(n) for n in self._index_names(epoch))
+        c.exec_driver_sql(f"CREATE UNIQUE INDEX IF NOT EXISTS {by_version} ON {table} (stream, version)")
+        c.exec_driver_sql(f"CREATE UNIQUE INDEX IF NOT EXISTS {by_id} ON {table} (event_id)")
 
     # ------------------------------------------------------------- helpers
     def _q(self, sql: str) -> str:
@@ -184,11 +211,16 @@ class SQLEventStore(EventStore):
         return self._db.read()
 
     def _table_name(self, epoch: int, active: int | None = None) -> str:
+        """The bare name of epoch ``epoch``'s table: the configured one if it is active, ``<table>_e<N>`` if not."""
         if active is None:
             active = self.active_epoch()
-        return self.table_base if epoch == active else f"{self.table_base}_e{epoch}"
+        return self.table_base if epoch == active else self._parked_name(epoch)
+
+    def _parked_name(self, epoch: int) -> str:
+        return self._names.derive(self.table_base, f"_e{epoch}", "events table name", f"the table of epoch {epoch}")
 
     def _lock_table(self, c: Connection, table: str) -> None:
+        """``table``: SQL text (quoted)."""
         if self.dialect == "postgresql":
             c.exec_driver_sql(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
 
@@ -196,10 +228,11 @@ class SQLEventStore(EventStore):
     def append(
         self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = StreamState.ANY
     ) -> int:
+        table = self._sql_table
         with self._write() as c:
-            self._lock_table(c, self._table)
+            self._lock_table(c, table)
             current = c.exec_driver_sql(
-                self._q(f"SELECT max(version) FROM {self._table} WHERE stream = ?"), (stream,)
+                self._q(f"SELECT max(version) FROM {table} WHERE stream = ?"), (stream,)
             ).scalar()
             _check_expected(stream, expected_version, current)
             if not events:
@@ -210,7 +243,7 @@ class SQLEventStore(EventStore):
                 for i, e in enumerate(events)
             ]
             try:
-                c.exec_driver_sql(self._q(f"INSERT INTO {self._table} ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"), rows)
+                c.exec_driver_sql(self._q(f"INSERT INTO {table} ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"), rows)
             except sa.exc.IntegrityError as exc:
                 raise WrongExpectedVersion(stream, expected_version, current) if "version" in str(exc.orig) else StoreError(
                     f"duplicate event id appending to {stream!r}: {first_line(exc.orig)}"
@@ -218,7 +251,7 @@ class SQLEventStore(EventStore):
             return start + len(events) - 1
 
     def read_stream(self, stream: str, from_version: int | None = None, limit: int | None = None) -> list[RecordedEvent]:
-        sql = f"SELECT {_READ_COLUMNS} FROM {self._table} WHERE stream = ? AND version >= ? ORDER BY version"
+        sql = f"SELECT {_READ_COLUMNS} FROM {self._sql_table} WHERE stream = ? AND version >= ? ORDER BY version"
         params: tuple[Any, ...] = (stream, from_version or 0)
         if limit is not None:
             sql += " LIMIT ?"
@@ -280,7 +313,7 @@ class SQLEventStore(EventStore):
             conditions.append(f"{self._partition_sql('stream', streams.count)} {wanted}")
             filtered = True
         sql = self._q(
-            f"SELECT {_LEAN_COLUMNS if lean else _READ_COLUMNS} FROM {self._table} WHERE {' AND '.join(conditions)} "
+            f"SELECT {_LEAN_COLUMNS if lean else _READ_COLUMNS} FROM {self._sql_table} WHERE {' AND '.join(conditions)} "
             "ORDER BY global_position LIMIT ?"
         )
         # PostgreSQL guesses a filter on an expression keeps 0.5% of the rows, concludes that walking the
@@ -347,17 +380,18 @@ class SQLEventStore(EventStore):
         a name range costs two string comparisons. PostgreSQL hashes names natively: ``()``."""
         if self.dialect == "postgresql" or count < 2:
             return ()
+        table = self._sql_table
         with self._read() as c:
             # two subqueries: SQLite answers a lone min() or max() from the primary key, both at once by a scan
             low, high = c.exec_driver_sql(
-                f"SELECT (SELECT min(global_position) FROM {self._table}), (SELECT max(global_position) FROM {self._table})"
+                f"SELECT (SELECT min(global_position) FROM {table}), (SELECT max(global_position) FROM {table})"
             ).fetchone()
             if low is None:
                 return ()
             step = max(1, (high - low + 1) // BOUND_SAMPLES)
             names = sorted(c.exec_driver_sql(
                 "WITH RECURSIVE at(position) AS (SELECT ? UNION ALL SELECT position + ? FROM at WHERE position + ? <= ?) "
-                f"SELECT e.stream FROM at CROSS JOIN {self._table} AS e ON e.global_position = at.position",
+                f"SELECT e.stream FROM at CROSS JOIN {table} AS e ON e.global_position = at.position",
                 (low, step, step, high),
             ).scalars())
         if len(names) < count:
@@ -367,15 +401,16 @@ class SQLEventStore(EventStore):
     def position_after(self, after: int | None, count: int, *, until: int | None = None) -> int | None:
         bound = " AND global_position <= ?" if until is not None else ""
         params: tuple[Any, ...] = (after if after is not None else -1,) + ((until,) if until is not None else ())
+        table = self._sql_table
         with self._read() as c:
             position = c.exec_driver_sql(
-                self._q(f"SELECT global_position FROM {self._table} WHERE global_position > ?{bound} "
+                self._q(f"SELECT global_position FROM {table} WHERE global_position > ?{bound} "
                         "ORDER BY global_position LIMIT 1 OFFSET ?"),
                 params + (count - 1,),
             ).scalar()
             if position is None:
                 position = c.exec_driver_sql(
-                    self._q(f"SELECT max(global_position) FROM {self._table} WHERE global_position > ?{bound}"), params
+                    self._q(f"SELECT max(global_position) FROM {table} WHERE global_position > ?{bound}"), params
                 ).scalar()
         return position
 
@@ -386,32 +421,33 @@ class SQLEventStore(EventStore):
 
     def list_streams(self) -> Iterator[str]:
         with self._read() as c:
-            rows = c.exec_driver_sql(f"SELECT DISTINCT stream FROM {self._table} ORDER BY stream").fetchall()
+            rows = c.exec_driver_sql(f"SELECT DISTINCT stream FROM {self._sql_table} ORDER BY stream").fetchall()
         return iter([r[0] for r in rows])
 
     def stream_version(self, stream: str) -> int | None:
         with self._read() as c:
-            return c.exec_driver_sql(self._q(f"SELECT max(version) FROM {self._table} WHERE stream = ?"), (stream,)).scalar()
+            return c.exec_driver_sql(self._q(f"SELECT max(version) FROM {self._sql_table} WHERE stream = ?"), (stream,)).scalar()
 
     def stream_versions(self) -> dict[str, int]:
         with self._read() as c:
-            return dict(c.exec_driver_sql(f"SELECT stream, max(version) FROM {self._table} GROUP BY stream").fetchall())
+            return dict(c.exec_driver_sql(f"SELECT stream, max(version) FROM {self._sql_table} GROUP BY stream").fetchall())
 
     def head_position(self) -> int | None:
         with self._read() as c:
-            return c.exec_driver_sql(f"SELECT max(global_position) FROM {self._table}").scalar()
+            return c.exec_driver_sql(f"SELECT max(global_position) FROM {self._sql_table}").scalar()
 
     def count_events(self, after: int | None = None, until: int | None = None) -> int:
+        table = self._sql_table
         if after is None and self.dialect == "sqlite":
             # a bare count(*) walks the smallest index; a position range walks the whole table,
             # so count the tail after ``until`` (new events: usually few) and take it away
             with self._read() as c:
-                total = c.exec_driver_sql(f"SELECT count(*) FROM {self._table}").scalar()
+                total = c.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
                 tail = 0 if until is None else c.exec_driver_sql(
-                    f"SELECT count(*) FROM {self._table} WHERE global_position > ?", (until,)
+                    f"SELECT count(*) FROM {table} WHERE global_position > ?", (until,)
                 ).scalar()
             return int(total or 0) - int(tail or 0)
-        sql = f"SELECT count(*) FROM {self._table} WHERE global_position > ?"
+        sql = f"SELECT count(*) FROM {table} WHERE global_position > ?"
         params: tuple[Any, ...] = (after if after is not None else -1,)
         if until is not None:
             sql += " AND global_position <= ?"
@@ -439,11 +475,28 @@ class SQLEventStore(EventStore):
             raise StoreError(f"{self.url}: there is no epoch {epoch}")
         return SQLEventStore(self._raw_url, table=self.table_base, epoch=epoch, _db=self._db)
 
+    def check_new_epoch(self) -> None:
+        with self._read() as c:
+            self.check_epoch_names(self._next_epoch(c))
+
+    def _next_epoch(self, c: Connection) -> int:
+        """One more than any epoch this store ever had: a number, once used, names one epoch for good.
+
+        A dropped epoch (``migrate --restart``) leaves its number to its runs,
+        its switches and the read models built from it; a new epoch under the
+        same number would pass for the old one.
+        """
+        return 1 + int(c.exec_driver_sql(
+            "SELECT max(n) FROM (SELECT max(epoch) AS n FROM eventmig_epochs UNION ALL "
+            "SELECT max(target_epoch) FROM eventmig_runs UNION ALL SELECT max(to_epoch) FROM eventmig_switches) AS used"
+        ).scalar() or 0)
+
     def create_epoch(self, source_epoch: int) -> int:
         with self._write() as c:
-            epoch = int(c.exec_driver_sql("SELECT max(epoch) FROM eventmig_epochs").scalar()) + 1
+            epoch = self._next_epoch(c)
+            self.check_epoch_names(epoch)  # before anything of it is created
             # secondary indexes come in finish_epoch: building them after the bulk load is much faster
-            self._create_events_table(c, f"{self.table_base}_e{epoch}", epoch, indexes=False)
+            self._create_events_table(c, self._parked_name(epoch), epoch, indexes=False)
             c.exec_driver_sql(
                 self._q("INSERT INTO eventmig_epochs VALUES (?, 'building', ?, ?)"), (epoch, source_epoch, time.time())
             )
@@ -462,14 +515,15 @@ class SQLEventStore(EventStore):
             with self._write() as c:
                 # the size the planner knows (as of the last ANALYZE or VACUUM) against the table's size now:
                 # within a tenth of it, the statistics are good enough and ANALYZE would only cost time
+                table = self._sql_table
                 known, now = c.exec_driver_sql(
                     "SELECT c.relpages, pg_relation_size(c.oid) / current_setting('block_size')::bigint "
                     "FROM pg_class c WHERE c.oid = to_regclass(%s)",
-                    (self._table,),
+                    (table,),  # to_regclass reads SQL text: the quoted name, or it would fold its case
                 ).one()
                 if known > 0 and abs(now - known) * 10 <= now:
                     return
-                c.exec_driver_sql(f"ANALYZE {self._table}")
+                c.exec_driver_sql(f"ANALYZE {table}")
         except StoreError:
             pass  # not the table's owner: the scan is slower, not wrong
 
@@ -478,7 +532,7 @@ class SQLEventStore(EventStore):
             active = self._active(c)
             self._create_indexes(c, self._table_name(epoch, active), epoch)
             if self.dialect == "postgresql":
-                c.exec_driver_sql(f"ANALYZE {self._table_name(epoch, active)}")
+                c.exec_driver_sql(f"ANALYZE {self._names.quote(self._table_name(epoch, active))}")
             c.exec_driver_sql(
                 self._q("UPDATE eventmig_epochs SET status = 'ready' WHERE epoch = ? AND status = 'building'"), (epoch,)
             )
@@ -488,7 +542,7 @@ class SQLEventStore(EventStore):
             active = self._active(c)
             if epoch == active:
                 raise StoreError(f"epoch {epoch} is active; switch to another epoch before dropping it")
-            c.exec_driver_sql(f"DROP TABLE IF EXISTS {self._table_name(epoch, active)}")
+            c.exec_driver_sql(f"DROP TABLE IF EXISTS {self._names.quote(self._table_name(epoch, active))}")
             c.exec_driver_sql(self._q("DELETE FROM eventmig_epochs WHERE epoch = ?"), (epoch,))
 
     def switch_epoch(
@@ -503,13 +557,15 @@ class SQLEventStore(EventStore):
                 raise StoreError(f"epoch {to_epoch} is already active")
             if status == "building":
                 raise StoreError(f"epoch {to_epoch} is still being built; finish its migration first")
-            old_table, new_table = self.table_base, self._table_name(to_epoch, active)
+            quote = self._names.quote
+            old_table, new_table = self._sql_base, quote(self._table_name(to_epoch, active))
+            parked = quote(self._parked_name(active))  # checked before anything is renamed
             if self.dialect == "postgresql":
                 c.exec_driver_sql(f"LOCK TABLE {old_table}, {new_table} IN ACCESS EXCLUSIVE MODE")
             # from here on writers of either table wait (PostgreSQL: the lock above; SQLite: BEGIN IMMEDIATE)
             behind: int | None = None
             for epoch, expected in expect_heads.items():
-                head = c.exec_driver_sql(f"SELECT max(global_position) FROM {self._table_name(epoch, active)}").scalar()
+                head = c.exec_driver_sql(f"SELECT max(global_position) FROM {quote(self._table_name(epoch, active))}").scalar()
                 if head != expected:
                     if catch_up is not None and epoch == catch_up.source_epoch == active:
                         behind = expected if expected is not None else -1
@@ -520,7 +576,6 @@ class SQLEventStore(EventStore):
                     )
             if behind is not None:
                 self._catch_up(c, catch_up, old_table, new_table, behind, expect_heads.get(to_epoch))  # type: ignore[arg-type]
-            parked = f"{self.table_base}_e{active}"
             c.exec_driver_sql(f"ALTER TABLE {old_table} RENAME TO {parked}")
             c.exec_driver_sql(f"ALTER TABLE {new_table} RENAME TO {old_table}")
             c.exec_driver_sql(self._q("UPDATE eventmig_epochs SET status = 'retired' WHERE epoch = ?"), (active,))
@@ -537,7 +592,10 @@ class SQLEventStore(EventStore):
     def _catch_up(
         self, c: Connection, catch_up: CatchUp, source: str, target: str, source_head: int | None, target_head: int | None
     ) -> None:
-        """Inside the switch transaction: migrate and verify what arrived after ``source_head``."""
+        """Inside the switch transaction: migrate and verify what arrived after ``source_head``.
+
+        ``source`` and ``target``: the two tables as SQL text (quoted).
+        """
         read = self._q(f"SELECT {_READ_COLUMNS} FROM {{}} WHERE global_position > ? ORDER BY global_position")
         rows = c.exec_driver_sql(read.format(source), (source_head if source_head is not None else -1,)).fetchall()
         events, run = catch_up.prepare([tuple(r) for r in rows])
@@ -624,7 +682,7 @@ class SQLEventStore(EventStore):
         with self._write() as c:
             active = self._active(c)
             epoch = self._pinned if self._pinned is not None else active
-            table = self._table_name(epoch, active)
+            table = self._names.quote(self._table_name(epoch, active))
             if epoch == active:
                 self._lock_table(c, table)
             elif run is not None:
@@ -644,6 +702,7 @@ class SQLEventStore(EventStore):
                 self._save_run(c, run)
 
     def _bulk_insert(self, c: Connection, table: str, events: Sequence[TargetEvent]) -> None:
+        """``table``: SQL text (quoted)."""
         if self.dialect == "postgresql":
             cursor = c.connection.driver_connection.cursor()
             # binary COPY: no text escaping of the payload bytes on either side
