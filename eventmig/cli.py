@@ -283,7 +283,10 @@ def migrate(
         report = command.migrate(_settings(config, store, batch_size, workers), dry_run=dry_run, restart=restart,
                                  stream_map=stream_map, progress=progress)
     if as_json:
-        return _emit_json(report)
+        _emit_json(report)
+        if report.problems:  # what would make the real run refuse: the same exit code as its refusal
+            raise typer.Exit(ExitCode.USAGE)
+        return None
     title = "Dry run" if report.dry_run else f"Migrated epoch {report.source_epoch} -> {report.target_epoch} (run {report.run_id})"
     table = Table(title=title)
     table.add_column("schema")
@@ -300,6 +303,10 @@ def migrate(
     )
     for reason, n in report.quarantine_reasons.items():
         err.print(Text(f"quarantined {n:,}: {reason}", style="yellow"))
+    for problem in report.problems:
+        err.print(Text(f"error: {problem}", style="red"), soft_wrap=True)
+    if report.problems:
+        raise typer.Exit(ExitCode.USAGE)
 
 
 def _print_verify(report: Any) -> None:

@@ -124,7 +124,14 @@ class _LockedCatchUp:
         self.caught_up = 0
 
     def prepare(self, rows: list[tuple[Any, ...]]) -> tuple[list[Any], Run]:
-        batch = self.verification.transformer.prepare(rows)
+        transformer = self.verification.transformer
+        batch = transformer.prepare(rows)
+        if batch.collisions:
+            raise ConfigError(
+                "switch refused, events appended during the switch collide: "
+                + "; ".join(transformer.merge_problems(batch.collisions, self.source_epoch))
+                + "; add them to the stream map and migrate with --restart"
+            )
         if batch.failures:
             raise VerificationFailed(
                 f"switch refused: {len(batch.failures)} event(s) appended during the switch failed to upcast "

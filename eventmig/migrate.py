@@ -47,6 +47,8 @@ class MigrateReport(msgspec.Struct):
     after: dict[str, int]
     quarantine_reasons: dict[str, int]
     total_quarantined: int = 0
+    #: what would make the real run refuse (a dry run's findings: streams the stream map would merge)
+    problems: list[str] = []
 
 
 def migrate(
@@ -64,7 +66,8 @@ def migrate(
 
     ``stream_map`` renames streams (old name -> new name; others keep theirs).
     ``dry_run`` reads and upcasts everything and reports counts per (type,
-    version) before and after, writing nothing. ``restart`` discards an
+    version) before and after, writing nothing, and in ``problems`` what
+    would make the real run refuse. ``restart`` discards an
     unfinished target epoch and starts over. ``workers`` processes read and
     upcast slices of the source while this one writes (default: the cores).
     """
@@ -144,6 +147,12 @@ def _migrate(
             with Workers(workers, {"source": source.reopen}, {"prepare": transformer.prepare}) as pool:
                 tasks = (("source", "prepare", r) for r in slices(source, run.checkpoint, head, batch_size))
                 for read, last_position, batch in pool.map(tasks):
+                    if batch.collisions:  # streams created since the run started, under a name the map gives away
+                        raise ConfigError(
+                            "migration refused, streams created since it started collide: "
+                            + "; ".join(transformer.merge_problems(batch.collisions, run.source_epoch))
+                            + "; add them to the stream map and migrate with --restart"
+                        )
                     events = _number(batch.outputs, last_versions, first_version)
                     quarantined = [_quarantined(run.id, row, reason) for row, reason in batch.failures]
                     this_run.merge(batch.counts)
@@ -172,6 +181,7 @@ def _dry_run(store: EventStore, transformer: Transformer, batch_size: int, worke
     source = store.at_epoch(store.active_epoch())
     head = source.head_position()
     counts = BatchCounts()
+    collisions: set[str] = set()
     started = time.perf_counter()
     with progress.task(f"dry run of epoch {source.epoch}", source.count_events(until=head) if head else 0) as task:
         if head is not None:
@@ -179,6 +189,7 @@ def _dry_run(store: EventStore, transformer: Transformer, batch_size: int, worke
                 tasks = (("source", "prepare", r) for r in slices(source, None, head, batch_size))
                 for read, _last, batch in pool.map(tasks):
                     counts.merge(batch.counts)
+                    collisions |= batch.collisions
                     task.advance(read)
     seconds = time.perf_counter() - started
     summary = counts.as_json()
@@ -188,7 +199,7 @@ def _dry_run(store: EventStore, transformer: Transformer, batch_size: int, worke
         dropped=counts.dropped, quarantined=counts.quarantined, seconds=round(seconds, 3),
         events_per_second=round(counts.read / seconds, 1) if seconds else 0.0,
         before=summary["before"], after=summary["after"], quarantine_reasons=dict(counts.reasons),
-        total_quarantined=counts.quarantined,
+        total_quarantined=counts.quarantined, problems=transformer.merge_problems(collisions, source.epoch),
     )
 
 
@@ -235,4 +246,9 @@ def _check_no_merge(source: EventStore, stream_map: Mapping[str, str]) -> None:
     kept = set(source.list_streams()) - stream_map.keys()
     clashes = sorted(kept & set(stream_map.values()))
     if clashes:
-        raise ConfigError(f"stream map renames streams onto existing streams {clashes[:5]}: streams cannot merge")
+        onto = {new: old for old, new in stream_map.items()}
+        shown = ", ".join(f"{onto[c]!r} onto {c!r}" for c in clashes[:5]) + (" ..." if len(clashes) > 5 else "")
+        raise ConfigError(
+            f"stream map renames {shown}: existing stream(s) of epoch {source.epoch} that keep their name; "
+            "streams cannot merge"
+        )

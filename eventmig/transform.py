@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +94,8 @@ class PreparedBatch:
     outputs: list[Prepared]
     failures: list[tuple[Row, str]]
     counts: BatchCounts
+    #: streams of the batch that keep their name, which the stream map also gives to a renamed stream
+    collisions: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -113,6 +115,9 @@ class Transformer:
         self.location = compiled.version_location
         self.source_epoch = source_epoch
         self.owned_keys = (*self.location.metadata_keys, LINEAGE_KEY)
+        #: new name -> old name, of the names a dict stream map gives to renamed streams that no other stream
+        #: gives up: a stream of the source under one of them would merge with the renamed one
+        self.renamed_onto: dict[str, str] = {}
         if stream_map is None:
             self.map_stream: Callable[[str], str] | None = None
         elif callable(stream_map):
@@ -120,6 +125,7 @@ class Transformer:
         else:
             mapping = dict(stream_map)
             self.map_stream = lambda s: mapping.get(s, s)
+            self.renamed_onto = {new: old for old, new in mapping.items() if new not in mapping and new != old}
 
     def _upcast_rows(
         self, rows: list[Row], counts: BatchCounts, failures: list[tuple[Row, str]], canonical: bool = True
@@ -162,12 +168,18 @@ class Transformer:
         outputs: list[Prepared] = []
         append, after = outputs.append, counts.after
         write_version, map_stream, epoch = self.location.write, self.map_stream, self.source_epoch
+        taken, collisions = self.renamed_onto, set()
         # what is written need not be canonical: verify canonicalises what it reads back
         encode, lineage_key = _encode_fast, LINEAGE_KEY
         for row, meta, events in self._upcast_rows(rows, counts, failures, canonical=False):
             stream, source_version, position, event_id, _, _, _, recorded_at = row
             source = {"epoch": epoch, "stream": stream, "version": source_version, "position": position, "event_id": event_id}
-            target_stream = map_stream(stream) if map_stream else stream
+            if map_stream:
+                target_stream = map_stream(stream)
+                if stream in taken:
+                    collisions.add(stream)
+            else:
+                target_stream = stream
             if len(events) == 1:
                 type_, version, data, chain = events[0]
                 stored_type = write_version(type_, version, meta)
@@ -185,7 +197,15 @@ class Transformer:
                 after[(type_, version)] += 1
         counts.written = len(outputs)
         counts.quarantined = len(failures)
-        return PreparedBatch(outputs, failures, counts)
+        return PreparedBatch(outputs, failures, counts, collisions)
+
+    def merge_problems(self, streams: Iterable[str], epoch: int) -> list[str]:
+        """Why the stream map cannot be applied to these colliding streams of epoch ``epoch``, one line each."""
+        return [
+            f"stream map renames {self.renamed_onto[s]!r} onto {s!r}, a stream of epoch {epoch} that keeps its name "
+            "(two histories would merge into one stream)"
+            for s in sorted(streams)
+        ]
 
     def digest_source(self, rows: list[Row]) -> DigestedBatch:
         """What verify expects the target to hold for these source rows."""
