@@ -232,10 +232,9 @@ class ReadModelRollbackReport(msgspec.Struct):
 
 def swap_read_models(db: ReadModelDB, runs: Sequence[RebuildRun], projections: Mapping[str, Projection]) -> list[ReadModelSwap]:
     """Make verified shadow tables live, all in one transaction; the replaced tables are kept as ``__prev``."""
-    from .readmodels import PREVIOUS_SUFFIX
-
     now = time.time()
     done: list[ReadModelSwap] = []
+    quote = db.names.quote
     with db.write() as conn:
         live = db.live_models(conn)
         for run in runs:
@@ -245,10 +244,11 @@ def swap_read_models(db: ReadModelDB, runs: Sequence[RebuildRun], projections: M
             for table, shadow in run.tables.items():
                 if not db.table_exists(shadow, conn):
                     raise StoreError(f"shadow table {shadow} of run {run.id} is missing; rebuild {run.projection} again")
-                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}{PREVIOUS_SUFFIX}")
+                previous = quote(db.previous_name(table))
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {previous}")
                 if db.table_exists(table, conn):
-                    conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {table}{PREVIOUS_SUFFIX}")
-                conn.exec_driver_sql(f"ALTER TABLE {shadow} RENAME TO {table}")
+                    conn.exec_driver_sql(f"ALTER TABLE {quote(table)} RENAME TO {previous}")
+                conn.exec_driver_sql(f"ALTER TABLE {quote(shadow)} RENAME TO {quote(table)}")
             db.drop_tables(conn, [db.state_table(run.id, p) for p in range(run.partitions)])
             _record_read_model(
                 db, conn, run.projection, version=run.version, run_id=run.id, tables=list(run.tables),
@@ -269,7 +269,7 @@ def rollback_read_models(db: ReadModelDB, names: Sequence[str] | None = None) ->
     rollback undoes the first. A projection whose first swap replaced no
     table has nothing to go back to and is left as it is.
     """
-    from .readmodels import PREVIOUS_SUFFIX, UNMANAGED_RUN
+    from .readmodels import UNMANAGED_RUN
     from .rebuild import LOCK as REBUILD_LOCK
 
     now = time.time()
@@ -293,9 +293,10 @@ def rollback_read_models(db: ReadModelDB, names: Sequence[str] | None = None) ->
                 raise ConfigError(
                     f"nothing to roll back: the last swap in {db.url} ({', '.join(last)}) replaced no tables"
                 )
+        quote = db.names.quote
         for model in chosen:
             unmanaged = model.previous_run_id == UNMANAGED_RUN
-            present = {t for t in model.tables if db.table_exists(t + PREVIOUS_SUFFIX, conn)}
+            present = {t for t in model.tables if db.table_exists(db.previous_name(t), conn)}
             # the application's own tables may have been fewer than the projection's; not so eventmig's
             missing = [t for t in model.tables if t not in present]
             if model.previous_run_id is None:
@@ -303,16 +304,17 @@ def rollback_read_models(db: ReadModelDB, names: Sequence[str] | None = None) ->
             if not present or (missing and not unmanaged):
                 raise ConfigError(
                     f"nothing to roll back for {model.projection}: its previous tables "
-                    f"({', '.join(t + PREVIOUS_SUFFIX for t in missing) or 'none recorded'}) do not exist"
+                    f"({', '.join(db.previous_name(t) for t in missing) or 'none recorded'}) do not exist"
                 )
             for table in model.tables:  # live and previous exchange names; either may be absent
+                live_name, previous, aside = quote(table), quote(db.previous_name(table)), quote(db.rollback_name(table))
                 is_live = db.table_exists(table, conn)
                 if is_live:
-                    conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {table}__rollback")
+                    conn.exec_driver_sql(f"ALTER TABLE {live_name} RENAME TO {aside}")
                 if table in present:
-                    conn.exec_driver_sql(f"ALTER TABLE {table}{PREVIOUS_SUFFIX} RENAME TO {table}")
+                    conn.exec_driver_sql(f"ALTER TABLE {previous} RENAME TO {live_name}")
                 if is_live:
-                    conn.exec_driver_sql(f"ALTER TABLE {table}__rollback RENAME TO {table}{PREVIOUS_SUFFIX}")
+                    conn.exec_driver_sql(f"ALTER TABLE {aside} RENAME TO {previous}")
             _record_read_model(
                 db, conn, model.projection, version=model.previous_version, run_id=model.previous_run_id,
                 tables=model.tables, previous=model, at=now, kind="rollback",

@@ -51,19 +51,20 @@ class Identifiers:
             )
         return name
 
-    def derive(self, name: str, suffix: str, what: str, derived_what: str) -> str:
+    def derive(self, name: str, suffix: str, what: str, derived_what: str, *, shown: str | None = None) -> str:
         """``name + suffix``, a name eventmig makes from one of the user's, if it fits; refused otherwise.
 
         ``what`` says what ``name`` is ("events table name"), ``derived_what``
         what the result is ("the index of epoch 2"): the error names both, and
-        how long ``name`` may be.
+        how long ``name`` may be. ``shown``: the suffix as the error shows it
+        (``__<run id>`` for a suffix not chosen yet).
         """
-        derived = name + suffix
+        derived = self.check(name, what) + suffix
         size = len(derived.encode())
         if size > self.limit:
             room = self.limit - len(suffix.encode())
             raise ConfigError(
-                f"{what} {name!r} is too long for {self.backend}: {derived_what} {derived!r} would be {size} bytes, "
-                f"over its limit of {self.limit} bytes (the name may have at most {max(room, 0)} bytes)"
+                f"{what} {name!r} is too long for {self.backend}: {derived_what} {name + (shown or suffix)!r} would be "
+                f"{size} bytes, over its limit of {self.limit} bytes (the name may have at most {max(room, 0)} bytes)"
             )
         return derived

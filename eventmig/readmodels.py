@@ -36,7 +36,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .errors import Busy
+from .errors import Busy, ConfigError
 from .sqlengine import SQLDatabase
 
 _json = msgspec.json.Encoder()
@@ -44,6 +44,10 @@ _encode_row = msgspec.json.Encoder(order="sorted").encode
 _blake2b = hashlib.blake2b
 
 PREVIOUS_SUFFIX = "__prev"
+#: what a live table is renamed to for the moment a rollback exchanges it with its ``__prev``
+ROLLBACK_SUFFIX = "__rollback"
+#: characters of a rebuild run's id, the suffix of its shadow tables' names (``<table>__<run id>``)
+RUN_ID_LENGTH = 12
 #: the run id standing for tables eventmig did not build: the live tables a projection's first swap replaced
 #: (their version is stored as 0 and read back as None)
 UNMANAGED_RUN = "-"
@@ -126,11 +130,42 @@ class ReadModelDB(SQLDatabase):
             # the WAL less often than every 4 MB, and keep more pages cached
             sqlite_pragmas={"wal_autocheckpoint": 16384, "cache_size": -8192},
         )
+        self._inserts: dict[tuple[str, tuple[str, ...]], str] = {}
         self._ensure_schema()
 
     def reopen(self) -> ReadModelDB:
         """A handle of its own, for a worker process (connections never cross a fork)."""
         return ReadModelDB(self.raw_url)
+
+    # --------------------------------------------------------------- names
+    def shadow_name(self, name: str, run_id: str) -> str:
+        """``<name>__<run id>``: a shadow table's name, or a shadow table's index's or constraint's."""
+        return self.names.derive(name, f"__{run_id}", "read-model name", "its shadow copy's name",
+                                 shown=f"__<{len(run_id)}-character run id>")
+
+    def previous_name(self, table: str) -> str:
+        """``<table>__prev``: where a swap keeps the tables it replaced."""
+        return self.names.derive(table, PREVIOUS_SUFFIX, "read-model table name", "its previous tables' name")
+
+    def rollback_name(self, table: str) -> str:
+        return self.names.derive(table, ROLLBACK_SUFFIX, "read-model table name", "its name during a rollback")
+
+    def check_names(self, projection_name: str, tables: Iterable[sa.Table]) -> None:
+        """Refuse (ConfigError) a projection whose tables, columns, indexes or constraints have names too long
+        here, as they are or once a rebuild derives its own from them; before anything is written."""
+        run_id = "0" * RUN_ID_LENGTH
+        try:
+            for table in tables:
+                self.shadow_name(self.names.check(table.name, "read-model table name"), run_id)
+                self.previous_name(table.name)
+                self.rollback_name(table.name)
+                for column in table.columns:
+                    self.names.check(column.name, f"column name of {table.name}")
+                for item in (*table.indexes, *table.constraints):
+                    if isinstance(item.name, str) and item.name:
+                        self.shadow_name(item.name, run_id)
+        except ConfigError as exc:
+            raise ConfigError(f"projection {projection_name}: {exc}") from None
 
     # -------------------------------------------------------------- set-up
     def _ensure_schema(self) -> None:
@@ -166,8 +201,8 @@ class ReadModelDB(SQLDatabase):
         if conn is None:
             with self.read() as c:
                 return self.table_exists(name, c)
-        if self.dialect == "sqlite":
-            sql = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+        if self.dialect == "sqlite":  # SQLite's names are case-insensitive: "Order" is the table "order"
+            sql = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE"
         else:
             sql = "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = %s"
         return bool(conn.exec_driver_sql(sql, (name,)).scalar())
@@ -290,16 +325,29 @@ class ReadModelDB(SQLDatabase):
         if not rows:
             return
         raw = self.raw(conn)
-        cols = ", ".join(columns)
+        sql = self._insert_sql(table, tuple(columns))
         if self.dialect == "postgresql":
-            with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+            with raw.cursor() as cursor, cursor.copy(sql) as copy:
                 write_row = copy.write_row
                 for row in rows:
                     write_row(row)
         else:
             cursor = raw.cursor()
-            cursor.executemany(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(columns))})", rows)
+            cursor.executemany(sql, rows)
             cursor.close()
+
+    def _insert_sql(self, table: str, columns: tuple[str, ...]) -> str:
+        """The bulk insert into ``table`` (COPY on PostgreSQL), names quoted: made once per table and handle."""
+        sql = self._inserts.get((table, columns))
+        if sql is None:
+            quote = self.names.quote
+            cols = ", ".join(map(quote, columns))
+            sql = (
+                f"COPY {quote(table)} ({cols}) FROM STDIN" if self.dialect == "postgresql"
+                else f"INSERT INTO {quote(table)} ({cols}) VALUES ({', '.join('?' * len(columns))})"
+            )
+            self._inserts[(table, columns)] = sql
+        return sql
 
     # ------------------------------------------------------- state tables
     @staticmethod
@@ -307,10 +355,11 @@ class ReadModelDB(SQLDatabase):
         return f"eventmig_rbs_{run_id}_{partition}"
 
     def create_state_table(self, conn: Connection, name: str) -> None:
+        table = self.names.quote(name)
         if self.dialect == "postgresql":
-            conn.exec_driver_sql(f"CREATE UNLOGGED TABLE IF NOT EXISTS {name} (key TEXT PRIMARY KEY, state BYTEA NOT NULL)")
+            conn.exec_driver_sql(f"CREATE UNLOGGED TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, state BYTEA NOT NULL)")
         else:
-            conn.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {name} (key TEXT PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID")
+            conn.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID")
 
     def put_states(
         self, conn: Connection, name: str, items: Sequence[tuple[str, bytes]], deleted: Sequence[str] = (), *,
@@ -321,6 +370,7 @@ class ReadModelDB(SQLDatabase):
         ``empty``: the table holds no state yet (the keys are distinct), so
         they are simply inserted (PostgreSQL: copied straight in).
         """
+        name = self.names.quote(name)
         raw = self.raw(conn)
         if self.dialect == "postgresql":
             with raw.cursor() as cursor:
@@ -354,6 +404,7 @@ class ReadModelDB(SQLDatabase):
 
     def get_states(self, conn: Connection, name: str, keys: Sequence[str]) -> dict[str, bytes]:
         """The stored states of those keys that have one."""
+        name = self.names.quote(name)
         raw = self.raw(conn)
         found: dict[str, bytes] = {}
         if self.dialect == "postgresql":
@@ -381,7 +432,7 @@ class ReadModelDB(SQLDatabase):
         else:
             cursor = raw.cursor()
         try:
-            cursor.execute(f"SELECT {columns} FROM {name}")
+            cursor.execute(f"SELECT {columns} FROM {self.names.quote(name)}")
             while True:
                 rows = cursor.fetchmany(batch)
                 if not rows:
@@ -392,7 +443,7 @@ class ReadModelDB(SQLDatabase):
 
     def drop_tables(self, conn: Connection, names: Iterable[str]) -> None:
         for name in names:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.names.quote(name)}")
 
     # ------------------------------------------------------------- digests
     def compare(
@@ -426,12 +477,13 @@ class ReadModelDB(SQLDatabase):
     def _ordered_rows(
         self, conn: Connection, table: sa.Table, name: str, *, ordered: bool = True
     ) -> Iterator[tuple[Any, ...]]:
-        columns = [c.name for c in table.columns]
+        quote = self.names.quote
+        columns = [quote(c.name) for c in table.columns]
         order = []
         for c in table.primary_key.columns:
             text = isinstance(c.type, (sa.String, sa.Text))
-            order.append(f'{c.name} COLLATE "C"' if text and self.dialect == "postgresql" else c.name)
-        sql = f"SELECT {', '.join(columns)} FROM {name}" + (f" ORDER BY {', '.join(order)}" if ordered else "")
+            order.append(f'{quote(c.name)} COLLATE "C"' if text and self.dialect == "postgresql" else quote(c.name))
+        sql = f"SELECT {', '.join(columns)} FROM {quote(name)}" + (f" ORDER BY {', '.join(order)}" if ordered else "")
         raw = self.raw(conn)
         if self.dialect == "postgresql":
             cursor = raw.cursor(name=f"eventmig_cmp_{name}"[:60])

@@ -81,7 +81,7 @@ from .projections import (
     _MISSING,
     _DELETED,
 )
-from .readmodels import LiveModel, Partition, ReadModelDB, RebuildRun, TableDiff, WrittenDigest
+from .readmodels import RUN_ID_LENGTH, LiveModel, Partition, ReadModelDB, RebuildRun, TableDiff, WrittenDigest
 from .sqlengine import first_line
 from .stores.base import EventStore, StreamPartitions
 from .upcasting import CompiledRegistry, Registry
@@ -198,6 +198,8 @@ def rebuild(
     owns_db = not isinstance(read_models, ReadModelDB)
     db = read_models if isinstance(read_models, ReadModelDB) else ReadModelDB(read_models or _store_url(store))
     try:
+        for projection in selected:  # names a rebuild would derive and the database would cut: before anything is written
+            db.check_names(projection.name, projection.tables)
         with db.lock(LOCK):
             return _rebuild(store, selected, compiled, db, workers, batch_size, accept_changes, swap, restart, progress)
     finally:
@@ -357,10 +359,10 @@ def _new_run(
     db: ReadModelDB, conn: sa.Connection, projection: Projection, fingerprint: str, epoch: int, head: int | None,
     workers: int, streams_of: Callable[[int], dict[str, Any]],
 ) -> RebuildRun:
-    run_id = uuid.uuid4().hex[:12]
+    run_id = uuid.uuid4().hex[:RUN_ID_LENGTH]
     partitions = 1 if projection.global_order else workers
     now = time.time()
-    tables = {str(t.name): f"{t.name}__{run_id}" for t in projection.tables}
+    tables = {str(t.name): db.shadow_name(t.name, run_id) for t in projection.tables}
     run = RebuildRun(
         id=run_id, projection=projection.name, version=projection.version, fingerprint=fingerprint, status="running",
         partitions=partitions, epoch=epoch, until=head, started_at=now, updated_at=now, tables=tables,
@@ -368,7 +370,7 @@ def _new_run(
         stats=streams_of(partitions) if projection.key is STREAM and partitions > 1 else {},
     )
     for table in projection.tables:
-        shadow = shadow_table(table, tables[table.name], run_id)
+        shadow = shadow_table(db, table, tables[table.name], run_id)
         conn.execute(CreateTable(shadow))  # secondary indexes come after the bulk load
     for p in range(partitions):
         db.create_state_table(conn, db.state_table(run_id, p))
@@ -384,19 +386,13 @@ def _abandon(db: ReadModelDB, conn: sa.Connection, run: RebuildRun) -> None:
     db.save_run(run, conn)
 
 
-def shadow_table(table: sa.Table, name: str, suffix: str) -> sa.Table:
-    """A copy of ``table`` named ``name``, its named indexes and constraints suffixed (names are per schema)."""
+def shadow_table(db: ReadModelDB, table: sa.Table, name: str, run_id: str) -> sa.Table:
+    """A copy of ``table`` named ``name``, its named indexes and constraints named ``<name>__<run id>`` (names
+    are per schema: the live table's own keep theirs). Constraints without a name get one from the database."""
     copy = table.to_metadata(sa.MetaData(), name=name)
-    for index in copy.indexes:
-        if index.name and not str(index.name).startswith("ix_"):
-            index.name = f"{index.name}__{suffix}"
-        elif index.name:
-            index.name = None  # regenerated from the new table name
-    for constraint in copy.constraints:
-        if constraint.name and not isinstance(constraint, sa.PrimaryKeyConstraint):
-            constraint.name = f"{constraint.name}__{suffix}"
-    if copy.primary_key.name:
-        copy.primary_key.name = f"{copy.primary_key.name}__{suffix}"
+    for item in (*copy.indexes, *copy.constraints):
+        if isinstance(item.name, str) and item.name:
+            item.name = db.shadow_name(str(item.name), run_id)
     return copy
 
 
@@ -404,7 +400,7 @@ def _finish_shadow(db: ReadModelDB, projection: Projection, run: RebuildRun) -> 
     """All partitions are in: build the shadow tables' secondary indexes, mark the run folded."""
     with db.write() as conn:
         for table in projection.tables:
-            shadow = shadow_table(table, run.tables[table.name], run.id)
+            shadow = shadow_table(db, table, run.tables[table.name], run.id)
             for index in shadow.indexes:
                 conn.execute(CreateIndex(index, if_not_exists=True))
         parts = db.partitions(run.id, conn)
@@ -1351,7 +1347,7 @@ class _Folder:
         if self._cursor is None:
             self._cursor = self.db.raw(self._read_conn()).cursor()
         self._cursor.execute(self._point_sql.get(table) or self._point_sql.setdefault(
-            table, self.db.q(f"SELECT state FROM {table} WHERE key = ?")), (key,))
+            table, self.db.q(f"SELECT state FROM {self.db.names.quote(table)} WHERE key = ?")), (key,))
         row = self._cursor.fetchone()
         return bytes(row[0]) if row is not None else None
 

@@ -14,14 +14,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 import sqlalchemy as sa
 
-from eventmig.cutover import rollback, switch
+from eventmig.cutover import rollback, rollback_read_models, switch
 from eventmig.demo import seed
 from eventmig.errors import ConfigError
 from eventmig.identifiers import Identifiers
 from eventmig.migrate import migrate
+from eventmig.projections import STREAM, Projection, replay
+from eventmig.readmodels import ReadModelDB
+from eventmig.rebuild import rebuild
 from eventmig.stores import open_store
 from eventmig.verify import verify
 
@@ -114,3 +118,81 @@ def test_migrate_verify_switch_rollback_with_a_reserved_or_mixed_case_events_tab
         rollback(store)
         assert store.active_epoch() == 1 and store.count_events() == 800
         assert _rows(store_url, table) == 800
+
+
+# ------------------------------------------------------------------ read models
+class Tally(msgspec.Struct):
+    events: int = 0
+
+
+def _awkward(version: int = 1, table: str = "Order", index: str = "Where", indexed_column: bool = True) -> Projection:
+    """A projection whose table, columns, index and constraint are reserved words and mixed case
+    (``indexed_column``: with an index SQLAlchemy names ``ix_<table>_group``)."""
+    awkward = sa.Table(
+        table, sa.MetaData(),
+        sa.Column("select", sa.Text, primary_key=True),
+        sa.Column("Order", sa.BigInteger, nullable=False),
+        sa.Column("group", sa.Text, nullable=False, index=indexed_column),
+        sa.Index(index, "Order"),
+        sa.UniqueConstraint("group", "select", name="Unique"),
+    )
+    projection = Projection("Select", version=version, tables=[awkward], state=Tally, key=STREAM)
+
+    @projection.on("OrderPlaced", "LineItemAdded", "OrderCancelled")
+    def count(s: Tally, _e: object) -> None:
+        s.events += 1
+
+    @projection.rows
+    def rows(stream: str, s: Tally) -> list[tuple[str, int, str]]:
+        return [(stream, s.events * version, stream.split("-")[0])]
+
+    return projection
+
+
+def _table_rows(url: str, table: sa.Table) -> list[tuple]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as c:
+            return sorted(tuple(r) for r in c.execute(sa.select(table)))
+    finally:
+        engine.dispose()
+
+
+def test_rebuild_swap_and_rollback_of_reserved_and_mixed_case_names(store_url: str, shop_registry):
+    with open_store(store_url) as store:
+        seed(store, 1500)
+        first = rebuild(store, [_awkward()], registry=shop_registry, read_models=store_url, workers=2)
+        assert first.ok and first.swapped
+        expected = replay([_awkward()], shop_registry, [r for b in store.read_all_rows() for r in b])["Order"]
+        table = _awkward().tables[0]
+        assert _table_rows(store_url, table) == sorted(expected) and expected
+        again = rebuild(store, [_awkward(2)], registry=shop_registry, read_models=store_url, workers=2,
+                        accept_changes=True, restart=True)
+        assert again.ok and again.swapped
+        assert _table_rows(store_url, table) == sorted((k, n * 2, g) for k, n, g in expected)
+        tables = _tables(store_url)
+        assert {"Order", "Order__prev"} <= tables and "order" not in tables
+    with ReadModelDB(store_url) as db:
+        back = rollback_read_models(db)
+    assert [(s.projection, s.to_version) for s in back.swaps] == [("Select", 1)]
+    assert _table_rows(store_url, table) == sorted(expected)
+
+
+def test_read_model_names_at_the_limit_work_and_past_it_are_refused_before_anything(postgres_url: str, shop_registry):
+    with open_store(postgres_url) as store:
+        seed(store, 300)
+        fits = rebuild(store, [_awkward(table="t" * 49, index="i" * 49, indexed_column=False)],
+                       registry=shop_registry, read_models=postgres_url, workers=1)
+        assert fits.ok and "t" * 49 in _tables(postgres_url)  # its shadow table had 63 bytes
+        for table, index, derived in (("u" * 50, "Where", "u" * 50), ("Order", "j" * 50, "j" * 50),
+                                      ("v" * 45, "Where", f"ix_{'v' * 45}_group")):
+            before = _tables(postgres_url)
+            with pytest.raises(ConfigError) as refused:
+                rebuild(store, [_awkward(table=table, index=index, indexed_column=table.startswith("v"))],
+                        registry=shop_registry, read_models=postgres_url, workers=1)
+            assert str(refused.value).startswith(f"projection Select: read-model name '{derived}' is too long")
+            size = len(derived) + 14
+            assert f"'{derived}__<12-character run id>' would be {size} bytes, over its limit of 63 bytes" in str(refused.value)
+            assert _tables(postgres_url) == before
+        with ReadModelDB(postgres_url) as db:
+            assert len(db.runs()) == 1
