@@ -23,6 +23,7 @@ from . import verify as _verify
 from .config import Settings, load_projections, load_registry
 from .demo import seed
 from .errors import ConfigError, UpcastError
+from .nesting import too_deep
 from .progress import SILENT, Progress
 from .readmodels import ReadModelDB
 from .stores import EventStore, mask_url, open_store
@@ -100,7 +101,7 @@ def stored_versions(store: EventStore, compiled: CompiledRegistry, *, progress: 
                 try:
                     meta = _decode(row[6]) if row[6] else {}
                     counts[location.read(row[4], meta if isinstance(meta, dict) else {})] += 1
-                except (ValueError, msgspec.DecodeError):
+                except (ValueError, msgspec.DecodeError, RecursionError):
                     counts[(row[4], 0)] += 1  # unreadable version: reported as v0
             task.advance(len(rows))
     return counts
@@ -234,6 +235,8 @@ def _upcast_failure(compiled: CompiledRegistry, row: tuple[Any, ...]) -> str | N
         return str(exc)
     except (ValueError, msgspec.DecodeError) as exc:
         return f"unreadable event: {exc}"
+    except RecursionError:  # the metadata: upcast() words the payload's own
+        return f"unreadable event: {too_deep('metadata', metadata)}"
     return None
 
 
@@ -261,7 +264,7 @@ def sample_stored(
                 try:
                     meta = _decode(row[6]) if row[6] else {}
                     node = location.read(row[4], meta if isinstance(meta, dict) else {})
-                except (ValueError, msgspec.DecodeError):
+                except (ValueError, msgspec.DecodeError, RecursionError):
                     node = (row[4], 0)  # unreadable version: reported as v0
                 counts[node] += 1
                 if per_version:

@@ -82,6 +82,7 @@ from .projections import (
     _DELETED,
 )
 from .readmodels import RUN_ID_LENGTH, LiveModel, Partition, ReadModelDB, RebuildRun, TableDiff, WrittenDigest
+from .nesting import deepest
 from .sqlengine import first_line
 from .stores.base import EventStore, StreamPartitions
 from .upcasting import CompiledRegistry, Registry
@@ -1672,9 +1673,12 @@ def _code_failed(binding: Binding, exc: Exception) -> RebuildFailed:
         if tb.tb_frame.f_code in _LOOPS:
             row = tb.tb_frame.f_locals.get("row")
         tb = tb.tb_next
-    who = binding.culprit(exc) or "rebuild"
-    on = f" on {_event_label(row)}" if isinstance(row, tuple) and len(row) >= 5 else ""
-    return RebuildFailed(f"{who} failed{on}: {type(exc).__name__}: {first_line(exc)}")
+    who = binding.culprit(exc)
+    event = isinstance(row, tuple) and len(row) >= 7
+    if who is None and event and isinstance(exc, RecursionError):  # decoding a payload or metadata nested too deeply
+        return _failed(row, deepest(row, exc))  # type: ignore[arg-type]
+    on = f" on {_event_label(row)}" if event else ""
+    return RebuildFailed(f"{who or 'rebuild'} failed{on}: {type(exc).__name__}: {first_line(exc)}")
 
 
 _LOOPS = frozenset((_Folder._fold_by_metadata.__code__, _Folder._fold_by_name.__code__))

@@ -23,6 +23,7 @@ import msgspec
 from .checksums import event_hash
 from .errors import UpcastError
 from .events import LINEAGE_KEY, canonical_json
+from .nesting import too_deep
 from .upcasting import CompiledRegistry, EventContext, Node
 
 Row = tuple[Any, ...]
@@ -148,6 +149,11 @@ class Transformer:
                 failures.append((row, reason))
                 reasons[reason.split(":", 1)[0]] += 1
                 continue
+            except RecursionError:  # the metadata: upcast() words the payload's own
+                reason = f"unreadable event: {too_deep('metadata', row[6])}"
+                failures.append((row, reason))
+                reasons[reason.split(":", 1)[0]] += 1
+                continue
             kind = outcome.kind
             if kind == "unknown":
                 counts.unknown += 1
@@ -226,12 +232,17 @@ class Transformer:
         hashes: list[tuple[str, bytes]] = []
         counts: Counter[Node] = Counter()
         append, read_version, owned = hashes.append, self.location.read, self.owned_keys
-        for stream, _version, _position, _event_id, stored_type, data, metadata, _recorded_at in rows:
-            meta = _decode(metadata) if metadata else {}
-            type_, version = read_version(stored_type, meta)
-            for key in owned:
-                meta.pop(key, None)
-            append((stream, event_hash(type_, version, canonical_json(_decode(data)), canonical_json(meta))))
+        for stream, _version, _position, event_id, stored_type, data, metadata, _recorded_at in rows:
+            try:
+                meta = _decode(metadata) if metadata else {}
+                type_, version = read_version(stored_type, meta)
+                for key in owned:
+                    meta.pop(key, None)
+                append((stream, event_hash(type_, version, canonical_json(_decode(data)), canonical_json(meta))))
+            except (ValueError, AttributeError, msgspec.DecodeError, RecursionError):
+                # an event of the target migrate did not write (it writes none it could not read): its stream differs
+                append((stream, _blake2b(b"unreadable target event " + event_id.encode(), digest_size=16).digest()))
+                type_, version = stored_type, 0
             counts[(type_, version)] += 1
         return DigestedBatch(hashes, counts, [])
 

@@ -40,6 +40,7 @@ from .errors import RegistryError, UpcastError
 from .events import MetadataKey, VersionLocation, canonical_json
 from .events import encode_json as _encode
 from .events import version_location as parse_version_location
+from .nesting import too_deep
 
 Node = tuple[str, int]
 """An event schema: ``(event type, schema version)``."""
@@ -429,24 +430,27 @@ class CompiledRegistry:
         :meth:`upcast` does for what it writes. A dropped event gives an
         empty list. Raises :class:`UpcastError` like :meth:`upcast`.
         """
-        node = (type, version)
-        entry = self._entries.get(node)
-        if entry is None:
+        try:
+            node = (type, version)
+            entry = self._entries.get(node)
+            if entry is None:
+                try:
+                    if not self.knows(type):
+                        return [(type, version, _json_decode(data), ())]
+                    if not self.is_head(node):
+                        raise UpcastError(self.why_no_path(node))
+                    decode = self._head_decoders.get(node, _json_decode)
+                    return [(type, version, decode(data), ())]
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    raise UpcastError(f"{_format_node(node)} payload does not decode: {exc}") from None
+            decode, chain = entry
             try:
-                if not self.knows(type):
-                    return [(type, version, _json_decode(data), ())]
-                if not self.is_head(node):
-                    raise UpcastError(self.why_no_path(node))
-                decode = self._head_decoders.get(node, _json_decode)
-                return [(type, version, decode(data), ())]
+                payload = decode(data)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 raise UpcastError(f"{_format_node(node)} payload does not decode: {exc}") from None
-        decode, chain = entry
-        try:
-            payload = decode(data)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise UpcastError(f"{_format_node(node)} payload does not decode: {exc}") from None
-        return chain(payload, context)
+            return chain(payload, context)
+        except RecursionError:  # the stored payload, not a step: steps' errors are UpcastErrors by now
+            raise UpcastError(f"{_format_node((type, version))} {too_deep('payload', data)}") from None
 
     def upcast(
         self, type: str, version: int, data: bytes, context: EventContext | None = None, *, canonical: bool = True
@@ -457,48 +461,52 @@ class CompiledRegistry:
         ``canonical=False``, msgspec's faster field-order encoding, for
         writers whose output is canonicalised again wherever it is compared.
         Raises :class:`UpcastError` with a readable reason if the payload does
-        not decode, a step fails or an output does not match its head schema.
+        not decode (a payload nested too deeply to decode included), a step
+        fails or an output does not match its head schema.
         """
-        node = (type, version)
-        entry = self._entries.get(node)
-        if entry is None:
-            if not self.knows(type):
-                return Outcome("unknown", [(type, version, _canonical(data, node), ())])
-            if not self.is_head(node):
-                raise UpcastError(self.why_no_path(node))
-            payload = _canonical(data, node)
-            self._validate_head(node, payload, ())
-            return Outcome("head", [(type, version, payload, ())])
-        encode = _encode if canonical else _encode_fast
-        raw_heads = self._raw_heads if canonical else _NONE
-        set_heads = _NONE if canonical else self._set_heads
-        decode, chain = entry
         try:
-            payload = decode(data)
-        except msgspec.ValidationError as exc:
-            input_type = self.registry.steps[node].input_type
-            raise UpcastError(f"{_format_node(node)} payload does not match {input_type.__qualname__}: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise UpcastError(f"{_format_node(node)} payload is not valid JSON: {exc}") from None
-        out = []
-        head_decoders = self._head_decoders
-        for t, v, obj, path in chain(payload, context):
+            node = (type, version)
+            entry = self._entries.get(node)
+            if entry is None:
+                if not self.knows(type):
+                    return Outcome("unknown", [(type, version, _canonical(data, node), ())])
+                if not self.is_head(node):
+                    raise UpcastError(self.why_no_path(node))
+                payload = _canonical(data, node)
+                self._validate_head(node, payload, ())
+                return Outcome("head", [(type, version, payload, ())])
+            encode = _encode if canonical else _encode_fast
+            raw_heads = self._raw_heads if canonical else _NONE
+            set_heads = _NONE if canonical else self._set_heads
+            decode, chain = entry
             try:
-                encoded = _encode(obj) if set_heads and (t, v) in set_heads else encode(obj)
-            except (TypeError, msgspec.EncodeError) as exc:
-                raise UpcastError(f"output of {' -> '.join(path)} cannot be encoded: {exc}") from None
-            if raw_heads and (t, v) in raw_heads:
-                encoded = canonical_json(_json_decode(encoded))
-            decoder = head_decoders.get((t, v))
-            if decoder is not None:
+                payload = decode(data)
+            except msgspec.ValidationError as exc:
+                input_type = self.registry.steps[node].input_type
+                raise UpcastError(f"{_format_node(node)} payload does not match {input_type.__qualname__}: {exc}") from None
+            except msgspec.DecodeError as exc:
+                raise UpcastError(f"{_format_node(node)} payload is not valid JSON: {exc}") from None
+            out = []
+            head_decoders = self._head_decoders
+            for t, v, obj, path in chain(payload, context):
                 try:
-                    decoder(encoded)
-                except msgspec.ValidationError as exc:
-                    raise UpcastError(
-                        f"{_format_node((t, v))} payload does not match its head schema (after {' -> '.join(path)}): {exc}"
-                    ) from None
-            out.append((t, v, encoded, path))
-        return Outcome("upcast" if out else "dropped", out)
+                    encoded = _encode(obj) if set_heads and (t, v) in set_heads else encode(obj)
+                except (TypeError, msgspec.EncodeError) as exc:
+                    raise UpcastError(f"output of {' -> '.join(path)} cannot be encoded: {exc}") from None
+                if raw_heads and (t, v) in raw_heads:
+                    encoded = canonical_json(_json_decode(encoded))
+                decoder = head_decoders.get((t, v))
+                if decoder is not None:
+                    try:
+                        decoder(encoded)
+                    except msgspec.ValidationError as exc:
+                        raise UpcastError(
+                            f"{_format_node((t, v))} payload does not match its head schema (after {' -> '.join(path)}): {exc}"
+                        ) from None
+                out.append((t, v, encoded, path))
+            return Outcome("upcast" if out else "dropped", out)
+        except RecursionError:  # decoding or encoding the payload: a step's own errors are UpcastErrors by now
+            raise UpcastError(f"{_format_node((type, version))} {too_deep('payload', data)}") from None
 
     def _validate_head(self, node: Node, encoded: bytes, path: tuple[str, ...]) -> None:
         decoder = self._head_decoders.get(node)

@@ -365,7 +365,7 @@ def _failure(exc: _PropertyFailed, *, flaky: bool = False) -> Failure:
     try:
         metadata: Any = _decode(e.metadata)
         data: Any = _decode(e.data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         metadata, data = e.metadata.decode(errors="replace"), e.data.decode(errors="replace")
     example = {"stream": e.stream, "event_id": e.event_id, "type": e.type, "metadata": metadata, "data": data}
     return Failure(exc.prop, exc.message, example, flaky)
