@@ -74,7 +74,7 @@ import sqlalchemy as sa
 
 from .errors import ConfigError, UpcastError
 from .events import MetadataKey, TypeSuffix
-from .upcasting import CompiledRegistry, EventContext
+from .upcasting import CompiledRegistry, EventContext, declared_fields, undeclared
 
 __all__ = [
     "STREAM",
@@ -823,6 +823,9 @@ class Binding:
         """What becomes of a step's output for ``target``: ``(head type or None, cont, target is a head Struct)``."""
         compiled = self.compiled
         steps = compiled.registry.steps
+        schema = compiled.registry.schema_of(target)
+        fields = declared_fields(schema) if schema is not None else None  # what a dict for the target may hold
+        made_by = path[-1] if path else ""
         if target in steps:
             rest = self._plain_step(target, path)
             if rest is None:
@@ -838,6 +841,8 @@ class Binding:
 
             def untyped(obj: Any) -> Any:
                 if obj.__class__ is dict:
+                    if fields is not None and not obj.keys() <= fields:
+                        raise undeclared(made_by, target, obj, fields)
                     return then(obj)
                 return then(msgspec.to_builtins(obj)) if isinstance(obj, msgspec.Struct) else SLOW
 
@@ -859,6 +864,8 @@ class Binding:
                 return obj
             if obj.__class__ is not dict:
                 return SLOW
+            if not obj.keys() <= fields:  # type: ignore[operator]
+                raise undeclared(made_by, target, obj, fields)  # type: ignore[arg-type]
             try:
                 return msgspec.convert(obj, struct)
             except msgspec.ValidationError as exc:

@@ -539,6 +539,9 @@ class CompiledRegistry:
         path = (name,)
         # the short path: what a single-target step returns when it does the obvious thing
         fast_struct = self.registry.schemas.get(single_target) if single_target else None
+        # per target with a schema: the fields a dict returned for it may have
+        declared = {t: declared_fields(self.registry.schemas[t]) for t in step.targets if t in self.registry.schemas}
+        fast_fields = declared.get(single_target) if single_target else None
         fast_next = next_chains.get(single_target) if single_target else None
         fast_ok = single_target is not None and (fast_next is None or next_input.get(single_target) is None)
 
@@ -556,6 +559,8 @@ class CompiledRegistry:
                 raise UpcastError(f"upcaster {name} failed on {_format_node(node)}: {type(exc).__name__}: {exc}") from exc
             cls = result.__class__
             if fast_ok and (cls is dict or cls is fast_struct):
+                if cls is dict and fast_fields is not None and not result.keys() <= fast_fields:
+                    raise undeclared(name, single_target, result, fast_fields)  # type: ignore[arg-type]
                 if fast_next is None:
                     return [(single_target[0], single_target[1], result, path)]
                 return [(t, v, obj, (name, *rest)) for t, v, obj, rest in fast_next(result, context)]
@@ -566,6 +571,9 @@ class CompiledRegistry:
                         f"upcaster {name} produced {_format_node(target)}, which it does not declare "
                         f"(declared: {', '.join(map(_format_node, step.targets)) or 'none'})"
                     )
+                fields = declared.get(target)
+                if fields is not None and obj.__class__ is dict and not obj.keys() <= fields:
+                    raise undeclared(name, target, obj, fields)
                 chain = next_chains[target]
                 if chain is None:
                     out.append((target[0], target[1], obj, path))
@@ -682,6 +690,37 @@ def _outputs(
             raise UpcastError(f"upcaster {name} returned a dict but declares several outputs: use emit()")
         return [(single_target, result)]
     raise UpcastError(f"upcaster {name} returned {type(result).__name__}; expected a Struct, dict, emit(...), list or None")
+
+
+#: what an event has besides its payload: a field of these names in a step's output is a mistake for one of them
+ENVELOPE = frozenset(("stream", "stream_id", "type", "event_type", "version", "schema_version", "metadata",
+                      "event_id", "id", "position", "recorded_at"))
+
+
+def declared_fields(schema: type) -> frozenset[str]:
+    """The names a JSON object of ``schema`` may have: its fields as encoded (renames applied), and its tag's."""
+    config = schema.__struct_config__  # type: ignore[attr-defined]
+    tag = (config.tag_field,) if config.tag_field is not None else ()
+    return frozenset((*schema.__struct_encode_fields__, *tag))  # type: ignore[attr-defined]
+
+
+def undeclared(name: str, target: Node, obj: Mapping[str, Any], fields: frozenset[str]) -> UpcastError:
+    """The error of a step that returned, for a schema, a dict with fields the schema does not declare.
+
+    Such a field would be written into the payload unvalidated (a Struct
+    decoder ignores fields it does not know), so the event is quarantined
+    instead; a field named like part of the event's envelope (``stream``,
+    ``metadata``...) gets a word on why that is no way to set it.
+    """
+    extra = sorted(set(obj) - fields)
+    why = ""
+    if ENVELOPE.intersection(extra):
+        why = ("; a step returns only the payload: an event keeps its stream (renamed only by --stream-map), "
+               "its id and its metadata")
+    return UpcastError(
+        f"upcaster {name} returned {_format_node(target)} with field(s) {', '.join(map(repr, extra))} "
+        f"that its schema does not declare{why}"
+    )
 
 
 def _convert(obj: Any, cls: type, node: Node, name: str) -> Any:

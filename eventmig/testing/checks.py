@@ -55,6 +55,8 @@ __all__ = ["CheckFailed", "Failure", "NodeReport", "RegistryReport", "assert_upc
 PROPERTIES = ("upcasts", "reaches heads", "deterministic", "stepwise", "head unchanged", "verifies")
 
 _decode = msgspec.json.Decoder().decode
+#: how the registry's chains word an output its schema refuses
+_SCHEMA_MISMATCHES = ("does not match its head schema", "that its schema does not declare")
 
 
 class Failure(msgspec.Struct):
@@ -254,7 +256,7 @@ def _check_event(compiled: CompiledRegistry, node: Node, event: RecordedEvent) -
         first = compiled.upcast(node[0], node[1], event.data, context)
     except UpcastError as exc:
         # the chain validates its outputs against the head schemas itself
-        prop = "reaches heads" if "does not match its head schema" in str(exc) else "upcasts"
+        prop = "reaches heads" if any(m in str(exc) for m in _SCHEMA_MISMATCHES) else "upcasts"
         raise _PropertyFailed(prop, str(exc), event) from None
     except Exception as exc:  # noqa: BLE001 (not wrapped by the chain: the engine itself or an encoder failed)
         raise _PropertyFailed("upcasts", f"{type(exc).__name__}: {exc}", event) from None
