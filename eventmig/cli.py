@@ -396,6 +396,14 @@ def rollback(
     out.print(Text(f"rolled back: epoch {report.to_epoch} is active (was {report.from_epoch})", style="green"))
     if report.hidden_events:
         err.print(Text(f"{report.hidden_events} event(s) appended after the switch remain only in epoch {report.from_epoch}", style="yellow"))
+    for swap in report.read_models:
+        out.print(Text(f"read model {swap.projection} v{swap.to_version} (run {swap.run_id}), built from epoch "
+                       f"{report.to_epoch}, is live again; tables {', '.join(swap.tables)}", style="green"))
+    if report.stale_read_models:
+        err.print(Text(f"stale read models, built from epoch {report.from_epoch}: {', '.join(report.stale_read_models)}; "
+                       "`eventmig rebuild` rebuilds them", style="yellow"), soft_wrap=True)
+    for note in report.notes:
+        err.print(Text(note, style="yellow"), soft_wrap=True)
 
 
 @app.command()
@@ -487,13 +495,17 @@ def status(config: ConfigOpt = None, store: StoreOpt = None, as_json: JsonOpt = 
         out.print(Text(f"{report.pending_events:,} source event(s) not migrated yet", style="yellow"))
     if report.read_models:
         models = Table(title="Read models")
-        for col in ("projection", "live version", "live run", "last rebuild", "rollback"):
+        for col in ("projection", "live version", "live run", "epoch", "last rebuild", "rollback"):
             models.add_column(col)
         for m in report.read_models:
             models.add_row(m.projection, str(m.version) if m.version is not None else "-", m.live_run or "-",
+                           (str(m.epoch) if m.epoch is not None else "-") + (" (stale)" if m.stale else ""),
                            f"{m.last_rebuild} ({m.last_rebuild_status})" if m.last_rebuild else "-",
-                           "available" if m.rollback_available else "-")
+                           "available" if m.rollback_available else "-", style="yellow" if m.stale else None)
         out.print(models)
+        for m in report.read_models:
+            if m.stale:
+                err.print(Text(f"stale: {m.projection} {m.stale}", style="yellow"), soft_wrap=True)
 
 
 @app.command()

@@ -332,6 +332,9 @@ def rollback(
 
     A SQLite read-model database that does not exist is an error, not a new
     empty database: a mistyped path must not look like "nothing to roll back".
+    An epoch rollback takes the read models built from the epoch it leaves
+    back to tables built from the one it restores, where there are such
+    tables, and names the others stale (:func:`cutover.rollback`).
     """
     if read_models:
         with ReadModelDB(settings.read_models_url, create=False) as db:
@@ -339,7 +342,7 @@ def rollback(
     if names:
         raise ConfigError("projection names are for `eventmig rollback --read-models`; an epoch rollback takes none")
     with open_configured_store(settings) as store:
-        return cutover.rollback(store, force=force)
+        return cutover.rollback(store, force=force, read_models=settings.read_models_url)
 
 
 # --------------------------------------------------------------------- rebuild
@@ -396,6 +399,10 @@ class ReadModelStatus(msgspec.Struct):
     last_rebuild: str | None  # id and status of the latest rebuild run
     last_rebuild_status: str | None
     rollback_available: bool
+    #: the epoch the live tables were built from (None: not built by eventmig, or never swapped in)
+    epoch: int | None = None
+    #: why the live tables are stale (built from an epoch that is not the active one), None if they are not
+    stale: str | None = None
 
 
 class StatusReport(msgspec.Struct):
@@ -422,11 +429,13 @@ def status(settings: Settings) -> StatusReport:
         pending = None
         if current is not None:
             pending = store.at_epoch(current.source_epoch).count_events(after=current.checkpoint)
-        return StatusReport(store.url, active, epochs, runs, store.switches(), pending, _read_model_status(settings))
+        switches = store.switches()
+        return StatusReport(store.url, active, epochs, runs, switches, pending,
+                            _read_model_status(settings, active, switches))
 
 
-def _read_model_status(settings: Settings) -> list[ReadModelStatus]:
-    """Live read models and their latest rebuilds, if the read-model database has any."""
+def _read_model_status(settings: Settings, active: int, switches: list[Switch]) -> list[ReadModelStatus]:
+    """Live read models and their latest rebuilds, if the read-model database has any, and which are stale."""
     try:
         db = ReadModelDB(settings.read_models_url, create=False)
     except ConfigError:  # no read-model database yet
@@ -434,19 +443,33 @@ def _read_model_status(settings: Settings) -> list[ReadModelStatus]:
     with db:
         live = db.live_models()
         latest: dict[str, Any] = {}
-        for run in db.runs():
+        runs = db.runs()
+        for run in runs:
             latest[run.projection] = run
-        return [
-            ReadModelStatus(
+        built = {r.id: r.epoch for r in runs}
+        out = []
+        for name in sorted(live.keys() | latest.keys()):
+            epoch = built.get(live[name].run_id) if name in live else None
+            out.append(ReadModelStatus(
                 name,
                 live[name].version if name in live else None,
                 live[name].run_id if name in live else None,
                 latest[name].id if name in latest else None,
                 latest[name].status if name in latest else None,
                 bool(name in live and live[name].previous_run_id),
-            )
-            for name in sorted(live.keys() | latest.keys())
-        ]
+                epoch,
+                _staleness(epoch, active, switches),
+            ))
+        return out
+
+
+def _staleness(epoch: int | None, active: int, switches: list[Switch]) -> str | None:
+    """Why tables built from ``epoch`` are stale while ``active`` is the active epoch (None: they are not)."""
+    if epoch is None or epoch == active:
+        return None
+    left = [s for s in switches if s.from_epoch == epoch and s.to_epoch == active]
+    how = f" since the {left[-1].kind} from it" if left else ""
+    return f"built from epoch {epoch}; epoch {active} is active{how}: `eventmig rebuild` rebuilds it"
 
 
 def _epoch_status(store: EventStore, e: EpochInfo) -> EpochStatus:

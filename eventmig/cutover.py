@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .checksums import compare
-from .errors import ConfigError, StoreError, VerificationFailed
+from .errors import ConfigError, EventmigError, StoreError, VerificationFailed
 from .migrate import DEFAULT_BATCH_SIZE, LOCK, _migrate, _number, current_run
 from .progress import SILENT, Progress
 from .stores.base import EventStore, Run, Switch
@@ -40,6 +40,14 @@ if TYPE_CHECKING:
     from .readmodels import LiveModel, ReadModelDB, RebuildRun
 
 
+class ReadModelSwap(msgspec.Struct):
+    projection: str
+    from_version: int | None  # None: the tables were not built by eventmig, or there were none
+    to_version: int | None  # None: back to tables eventmig did not build
+    run_id: str
+    tables: list[str]
+
+
 class SwitchReport(msgspec.Struct):
     kind: str
     from_epoch: int
@@ -50,6 +58,11 @@ class SwitchReport(msgspec.Struct):
     #: events appended to the old epoch during verification, migrated and verified by the switch
     caught_up: int = 0
     attempts: int = 1
+    #: a rollback's read models built from the epoch it left, put back to their tables built from the one it restored
+    read_models: list[ReadModelSwap] = []
+    #: read models built from the epoch a rollback left, with no tables of the restored one to go back to
+    stale_read_models: list[str] = []
+    notes: list[str] = []
 
 
 def switch(
@@ -157,12 +170,18 @@ class _LockedCatchUp:
             )
 
 
-def rollback(store: EventStore, *, force: bool = False) -> SwitchReport:
+def rollback(store: EventStore, *, force: bool = False, read_models: str | ReadModelDB | None = None) -> SwitchReport:
     """Make the epoch that was active before the last switch active again.
 
     Rollbacks undo switches, latest first, and never a rollback: run twice,
     the second goes one switch further back (or refuses), rather than
     putting back, unverified, the epoch the first one left.
+
+    ``read_models`` (a read-model database, URL or handle): then the read
+    models and snapshots built from the epoch left behind go back to the
+    tables their last swap replaced, where those were built from the epoch
+    restored (see :func:`restore_read_models`); the others are named stale.
+    A SQLite read-model database that does not exist has none.
     """
     with store.lock(LOCK):
         active = store.active_epoch()
@@ -179,7 +198,31 @@ def rollback(store: EventStore, *, force: bool = False) -> SwitchReport:
                 f"exist only there; pass --force to roll back anyway (they stay in epoch {active}, retired)"
             )
         flip = store.switch_epoch(last.from_epoch, kind="rollback", expect_heads={active: head})
-        return SwitchReport("rollback", flip.from_epoch, flip.to_epoch, flip.at, hidden_events=appended)
+    report = SwitchReport("rollback", flip.from_epoch, flip.to_epoch, flip.at, hidden_events=appended)
+    if read_models is not None:
+        _read_models_after_rollback(report, read_models)
+    return report
+
+
+def _read_models_after_rollback(report: SwitchReport, read_models: str | ReadModelDB) -> None:
+    """The read-model half of an epoch rollback, in a database of its own: the epochs have flipped already,
+    so a failure here is a note (the read models are then stale, which ``status`` and ``rebuild`` know)."""
+    from .readmodels import ReadModelDB
+
+    try:
+        db = read_models if isinstance(read_models, ReadModelDB) else ReadModelDB(read_models, create=False)
+    except ConfigError:  # no read-model database (a SQLite file never created): no read models
+        return
+    try:
+        report.read_models, report.stale_read_models = restore_read_models(db, report.to_epoch, report.from_epoch)
+    except EventmigError as exc:
+        report.notes.append(
+            f"read models built from epoch {report.from_epoch} were not put back ({exc}); they are stale: "
+            "`eventmig status` names them, `eventmig rebuild` rebuilds them"
+        )
+    finally:
+        if db is not read_models:
+            db.close()
 
 
 def switch_to_undo(history: Sequence[Switch], active: int) -> Switch | None:
@@ -211,14 +254,6 @@ def _why_nothing_to_undo(history: Sequence[Switch], active: int) -> str:
 # tables become ``<table>__prev``, so rolling back is the same swap again.
 # Live tables eventmig did not build (the application's own, before the
 # first rebuild) are kept the same way, recorded as UNMANAGED_RUN.
-
-
-class ReadModelSwap(msgspec.Struct):
-    projection: str
-    from_version: int | None  # None: the tables were not built by eventmig, or there were none
-    to_version: int | None  # None: back to tables eventmig did not build
-    run_id: str
-    tables: list[str]
 
 
 class ReadModelRollbackReport(msgspec.Struct):
@@ -293,7 +328,6 @@ def rollback_read_models(db: ReadModelDB, names: Sequence[str] | None = None) ->
                 raise ConfigError(
                     f"nothing to roll back: the last swap in {db.url} ({', '.join(last)}) replaced no tables"
                 )
-        quote = db.names.quote
         for model in chosen:
             unmanaged = model.previous_run_id == UNMANAGED_RUN
             present = {t for t in model.tables if db.table_exists(db.previous_name(t), conn)}
@@ -306,21 +340,51 @@ def rollback_read_models(db: ReadModelDB, names: Sequence[str] | None = None) ->
                     f"nothing to roll back for {model.projection}: its previous tables "
                     f"({', '.join(db.previous_name(t) for t in missing) or 'none recorded'}) do not exist"
                 )
-            for table in model.tables:  # live and previous exchange names; either may be absent
-                live_name, previous, aside = quote(table), quote(db.previous_name(table)), quote(db.rollback_name(table))
-                is_live = db.table_exists(table, conn)
-                if is_live:
-                    conn.exec_driver_sql(f"ALTER TABLE {live_name} RENAME TO {aside}")
-                if table in present:
-                    conn.exec_driver_sql(f"ALTER TABLE {previous} RENAME TO {live_name}")
-                if is_live:
-                    conn.exec_driver_sql(f"ALTER TABLE {aside} RENAME TO {previous}")
-            _record_read_model(
-                db, conn, model.projection, version=model.previous_version, run_id=model.previous_run_id,
-                tables=model.tables, previous=model, at=now, kind="rollback",
-            )
-            swaps.append(ReadModelSwap(model.projection, model.version, model.previous_version, model.previous_run_id, model.tables))
+            swaps.append(_put_back(db, conn, model, present, now))
     return ReadModelRollbackReport("rollback", db.url, swaps, now, notes)
+
+
+def restore_read_models(db: ReadModelDB, epoch: int, left: int) -> tuple[list[ReadModelSwap], list[str]]:
+    """After an epoch rollback from ``left`` to ``epoch``: the read models built from ``left`` go back to their
+    previous tables, in one transaction, where those were built from ``epoch``; the others are returned by name,
+    stale until rebuilt (a rebuild replaces a stale model's rows without --accept-changes)."""
+    from .rebuild import LOCK as REBUILD_LOCK
+
+    now = time.time()
+    back: list[ReadModelSwap] = []
+    stale: list[str] = []
+    with db.lock(REBUILD_LOCK), db.write() as conn:
+        runs = {r.id: r for r in db.runs(conn=conn)}
+        for name, model in sorted(db.live_models(conn).items()):
+            built = runs.get(model.run_id)
+            if built is None or built.epoch != left:
+                continue  # tables eventmig did not build, or built from another epoch than the one left
+            previous = runs.get(model.previous_run_id or "")
+            present = {t for t in model.tables if db.table_exists(db.previous_name(t), conn)}
+            if previous is not None and previous.epoch == epoch and present == set(model.tables):
+                back.append(_put_back(db, conn, model, present, now))
+            else:
+                stale.append(name)
+    return back, stale
+
+
+def _put_back(db: ReadModelDB, conn: Any, model: LiveModel, present: set[str], at: float) -> ReadModelSwap:
+    """Exchange a projection's live tables with its ``__prev`` ones (either may be absent), and record it."""
+    quote = db.names.quote
+    for table in model.tables:
+        live_name, previous, aside = quote(table), quote(db.previous_name(table)), quote(db.rollback_name(table))
+        is_live = db.table_exists(table, conn)
+        if is_live:
+            conn.exec_driver_sql(f"ALTER TABLE {live_name} RENAME TO {aside}")
+        if table in present:
+            conn.exec_driver_sql(f"ALTER TABLE {previous} RENAME TO {live_name}")
+        if is_live:
+            conn.exec_driver_sql(f"ALTER TABLE {aside} RENAME TO {previous}")
+    _record_read_model(
+        db, conn, model.projection, version=model.previous_version, run_id=model.previous_run_id,  # type: ignore[arg-type]
+        tables=model.tables, previous=model, at=at, kind="rollback",
+    )
+    return ReadModelSwap(model.projection, model.version, model.previous_version, model.previous_run_id or "", model.tables)
 
 
 def _unmanaged(projection: str, tables: list[str], at: float) -> LiveModel:

@@ -450,7 +450,8 @@ def _verify(
                     f"{t.table}: {t.added} added, {t.removed} removed, {t.changed} changed" for t in tables
                     if t.added or t.removed or t.changed
                 )
-                appended = _appended_since(built.get(model.run_id) if model else None, run)
+                live_run = built.get(model.run_id) if model else None
+                appended = _appended_since(live_run, run) or _other_epoch(live_run, run)
                 if live_version == projection.version and appended is not None:
                     job.notes.append(f"{projection.name} v{projection.version}: {summary}, {appended}")
                 elif live_version == projection.version:
@@ -493,6 +494,16 @@ def _appended_since(live: RebuildRun | None, run: RebuildRun) -> str | None:
         return None
     since = f"after position {live.until}" if live.until is not None else "since"
     return f"from events appended {since} (the live tables were built by run {live.id} of the same code)"
+
+
+def _other_epoch(live: RebuildRun | None, run: RebuildRun) -> str | None:
+    """Why rows of an unchanged projection may differ from its live tables: those are stale, built from another
+    epoch than the active one (before a switch, or from an epoch a rollback left). A migration renumbers
+    streams and rewrites payloads, so the rows may differ; the live ones match no active epoch, so there is
+    nothing to protect. None when the live tables are of this epoch (or eventmig did not build them)."""
+    if live is None or live.epoch == run.epoch:
+        return None
+    return f"replacing stale tables built from epoch {live.epoch} (epoch {run.epoch} is active)"
 
 
 def _table_report(diff: TableDiff) -> TableReport:
