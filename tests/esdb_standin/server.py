@@ -42,7 +42,8 @@ class StandIn:
                      ("grpc.so_reuseport", 0)],
         )
         self.port = self._server.add_insecure_port(f"{host}:{port}")
-        streams_pb2_grpc.add_StreamsServicer_to_server(StreamsService(self.log, self._stopping), self._server)
+        self._streams = StreamsService(self.log, self._stopping)
+        streams_pb2_grpc.add_StreamsServicer_to_server(self._streams, self._server)
         gossip_pb2_grpc.add_GossipServicer_to_server(GossipService(host, self.port), self._server)
         if system_events:
             self._write_system_events()
@@ -56,6 +57,11 @@ class StandIn:
     def discover_url(self) -> str:
         """The same node found through gossip, as a cluster's URL would find its leader."""
         return f"esdb+discover://{self.host}:{self.port}?Tls=false"
+
+    @property
+    def live_subscriptions(self) -> int:
+        """Catch-up subscriptions the node is serving now."""
+        return self._streams.live_subscriptions
 
     def start(self) -> StandIn:
         self._server.start()

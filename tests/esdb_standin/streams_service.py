@@ -32,6 +32,14 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
     def __init__(self, log: EventLog, stopping: threading.Event) -> None:
         self._log = log
         self._stopping = stopping
+        self._live = 0
+        self._live_lock = threading.Lock()
+
+    @property
+    def live_subscriptions(self) -> int:
+        """Subscriptions still being served: a client that went away, killed or not, leaves none behind."""
+        with self._live_lock:
+            return self._live
 
     # ------------------------------------------------------------------ Read
     def Read(self, request: object, context: grpc.ServicerContext) -> Iterator[object]:  # noqa: N802
@@ -92,11 +100,16 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
                      "position": lambda: self._log.index_after(spec.position.commit_position)}[case]()
             name = ""
             items = subscribe_to_all(self._log, start, filter_from(options), stopped)
+        with self._live_lock:
+            self._live += 1
         try:
             for item in items:
                 yield _subscription_message(item, structured)
         except StreamDeleted:
             wire.abort_stream_deleted(context, name)
+        finally:
+            with self._live_lock:
+                self._live -= 1
 
     # ---------------------------------------------------------------- Append
     def Append(self, request_iterator: Iterator[object], context: grpc.ServicerContext) -> object:  # noqa: N802
