@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from .errors import ConfigError
-from .parallel import Workers, default_workers, slices
+from .parallel import Workers, check_workers, slice_count, slices
 from .progress import SILENT, Progress
 from .stores.base import EventStore, QuarantinedEvent, Run, TargetEvent
 from .transform import BatchCounts, Prepared, Transformer
@@ -25,6 +25,8 @@ from .upcasting import CompiledRegistry
 
 LOCK = "migrate"
 DEFAULT_BATCH_SIZE = 10_000  # events per slice and per committed checkpoint
+#: a slice is read whole into a worker's memory: beyond this many events it only costs memory
+MAX_BATCH_SIZE = 1_000_000
 
 
 class MigrateReport(msgspec.Struct):
@@ -47,6 +49,8 @@ class MigrateReport(msgspec.Struct):
     after: dict[str, int]
     quarantine_reasons: dict[str, int]
     total_quarantined: int = 0
+    #: worker processes started (at most one per slice); 0 when this process upcast every slice
+    processes: int = 0
 
 
 def migrate(
@@ -68,14 +72,19 @@ def migrate(
     unfinished target epoch and starts over. ``workers`` processes read and
     upcast slices of the source while this one writes (default: the cores).
     """
-    if batch_size < 1:
-        raise ConfigError("batch size must be at least 1")
+    check_batch_size(batch_size)
     _check_stream_map(stream_map)
-    workers = workers or default_workers()
+    workers = check_workers(workers)
     if dry_run:
         return _dry_run(store, Transformer(compiled, stream_map), batch_size, workers, progress)
     with store.lock(LOCK):
         return _migrate(store, compiled, batch_size, dict(stream_map or {}), restart, workers, progress)
+
+
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a batch size out of range as a configuration error, before anything is read."""
+    if type(batch_size) is not int or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(f"batch size must be between 1 and {MAX_BATCH_SIZE:,}, got {batch_size!r}")
 
 
 def current_run(store: EventStore) -> Run | None:
@@ -136,9 +145,12 @@ def _migrate(
 
     this_run = BatchCounts()
     started = time.perf_counter()
+    processes = 0
     with progress.task(f"migrate epoch {run.source_epoch} -> {run.target_epoch}", todo) as task:
         if head is not None:
-            with Workers(workers, {"source": source.reopen}, {"prepare": transformer.prepare}) as pool:
+            with Workers(workers, {"source": source.reopen}, {"prepare": transformer.prepare},
+                         tasks=slice_count(todo, batch_size)) as pool:
+                processes = pool.processes
                 tasks = (("source", "prepare", r) for r in slices(source, run.checkpoint, head, batch_size))
                 for read, last_position, batch in pool.map(tasks):
                     events = _number(batch.outputs, last_versions, first_version)
@@ -161,7 +173,7 @@ def _migrate(
         unknown=this_run.unknown, dropped=this_run.dropped, quarantined=this_run.quarantined,
         seconds=round(seconds, 3), events_per_second=round(this_run.read / seconds, 1) if seconds else 0.0,
         before=this_run.as_json()["before"], after=this_run.as_json()["after"],
-        quarantine_reasons=dict(this_run.reasons), total_quarantined=totals.quarantined,
+        quarantine_reasons=dict(this_run.reasons), total_quarantined=totals.quarantined, processes=processes,
     )
 
 
@@ -170,9 +182,13 @@ def _dry_run(store: EventStore, transformer: Transformer, batch_size: int, worke
     head = source.head_position()
     counts = BatchCounts()
     started = time.perf_counter()
-    with progress.task(f"dry run of epoch {source.epoch}", source.count_events(until=head) if head else 0) as task:
+    processes = 0
+    todo = source.count_events(until=head) if head is not None else 0
+    with progress.task(f"dry run of epoch {source.epoch}", todo) as task:
         if head is not None:
-            with Workers(workers, {"source": source.reopen}, {"prepare": transformer.prepare}) as pool:
+            with Workers(workers, {"source": source.reopen}, {"prepare": transformer.prepare},
+                         tasks=slice_count(todo, batch_size)) as pool:
+                processes = pool.processes
                 tasks = (("source", "prepare", r) for r in slices(source, None, head, batch_size))
                 for read, _last, batch in pool.map(tasks):
                     counts.merge(batch.counts)
@@ -185,7 +201,7 @@ def _dry_run(store: EventStore, transformer: Transformer, batch_size: int, worke
         dropped=counts.dropped, quarantined=counts.quarantined, seconds=round(seconds, 3),
         events_per_second=round(counts.read / seconds, 1) if seconds else 0.0,
         before=summary["before"], after=summary["after"], quarantine_reasons=dict(counts.reasons),
-        total_quarantined=counts.quarantined,
+        total_quarantined=counts.quarantined, processes=processes,
     )
 
 
