@@ -603,12 +603,13 @@ def demo(
             "repository): run it from a clone of the repository, e.g. `make demo`"
         )
     url = store_url or DEFAULT_DEMO_STORE
-    shown = mask_url(url)  # the report is printed: never the password
+    shown = mask_url(url)  # the report is printed: never the password (the store's own form, once it is open)
     if store_url is None:
         _remove_sqlite_files(url)
     demo_settings = Settings(**{**settings.__dict__, "store": url, "read_models": None})
     steps: list[DemoStep] = []
     with open_configured_store(demo_settings, create=True) as store:
+        shown = store.url
         if store.head_position() is not None or len(store.epochs()) > 1:
             raise ConfigError(f"the demo needs an empty store and {store.url} has events; pass another --store")
         started = time.perf_counter()

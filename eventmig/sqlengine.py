@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from .errors import ConfigError, StoreError
-from .stores import mask_url
+from .stores import mask_url, url_shown_unparsed
 
 
 def normalize_sql_url(url: str) -> str:
@@ -47,6 +47,31 @@ def normalize_sql_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
+
+
+#: how to write a URL whose user name or password holds characters a URL reserves
+_ENCODE_HINT = "write '@', ':', '/' and '%' in a user name or password as %40, %3A, %2F and %25"
+
+
+def parse_sql_url(url: str, what: str) -> sa.URL:
+    """``url`` parsed by SQLAlchemy, or a one-line error that shows no part of its password.
+
+    A password ends at the first ``@`` after the user name (as libpq reads
+    it too): one holding an ``@`` of its own is cut there, and the rest of it
+    would be taken for a host, a port or a database, and printed as one in
+    some later message. Such a URL is refused here, with how to write it.
+    """
+    try:
+        parsed = make_url(url)
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number; the text quotes it
+        raise ConfigError(f"invalid {what} URL {url_shown_unparsed(url)}: expected sqlite:///PATH or "
+                          f"postgresql+psycopg://USER@HOST:PORT/DATABASE; {_ENCODE_HINT}") from None
+    if parsed.password is not None:
+        rest = url.partition("://")[2]
+        after_password = rest[rest.index("@", rest.index(":")) + 1:]
+        if "@" in after_password:
+            raise ConfigError(f"invalid {what} URL {url_shown_unparsed(url)}: {_ENCODE_HINT}")
+    return parsed
 
 
 def first_line(exc: BaseException | None) -> str:
@@ -68,17 +93,12 @@ class SQLDatabase:
         sqlite_pragmas: Mapping[str, object] | None = None,
     ) -> None:
         self.raw_url = normalize_sql_url(url)
-        try:
-            parsed = make_url(self.raw_url)
-        except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
-            raise ConfigError(f"invalid {what} URL {mask_url(url)!r}: {exc}") from None
+        parsed = parse_sql_url(self.raw_url, what)
         # SQLAlchemy hides the password of user:password@ but not a ?password= parameter
         self.url = mask_url(parsed.render_as_string(hide_password=True))
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
             raise ConfigError(f"unsupported {what} {self.url}: use sqlite:/// or postgresql+psycopg://")
-        if parsed.host and "@" in parsed.host:
-            raise ConfigError(f"invalid {what} URL {self.url}: write an '@' in a user name or password as %40")
         self.sqlite_path = parsed.database if self.dialect == "sqlite" else None
         if self.dialect == "sqlite" and (not self.sqlite_path or self.sqlite_path == ":memory:"):
             # every connection would see a database of its own, and worker processes none at all
@@ -89,7 +109,7 @@ class SQLDatabase:
                 raise ConfigError(f"cannot open {self.url}: directory {directory} does not exist")
             if not create and not os.path.exists(self.sqlite_path):
                 raise ConfigError(f"no {what} at {self.url}: {os.path.abspath(self.sqlite_path)} does not exist")
-        self.engine = _engine(parsed, busy_timeout_s, dict(sqlite_pragmas or {}))
+        self.engine = _engine(parsed, busy_timeout_s, dict(sqlite_pragmas or {}), what)
         self._writers = _WriterQueue(self.sqlite_path, busy_timeout_s) if self.sqlite_path else None
         try:
             with self.engine.connect() as conn:
@@ -226,10 +246,26 @@ def _queues_after_fork() -> None:
 os.register_at_fork(after_in_child=_queues_after_fork)
 
 
-def _engine(parsed: sa.URL, busy_timeout_s: int, pragmas: dict[str, object]) -> Engine:
+#: what to install for a database whose driver is missing
+_DRIVER_EXTRAS = {"postgresql": ("psycopg", "pip install 'eventmig[postgres]'")}
+
+
+def _create_engine(parsed: sa.URL, what: str, **options: Any) -> Engine:
+    """``sa.create_engine``, with a missing driver reported as what to install (a configuration error)."""
+    try:
+        return sa.create_engine(parsed, **options)
+    except ImportError as exc:  # SQLAlchemy imports the driver as the engine is created
+        driver, install = _DRIVER_EXTRAS.get(parsed.get_backend_name(), (exc.name or "its driver", ""))
+        if exc.name and exc.name.split(".")[0] != driver.split(".")[0]:
+            raise
+        hint = f": {install}" if install else ""
+        raise ConfigError(f"the {what} needs the {driver} driver, which is not installed{hint}") from None
+
+
+def _engine(parsed: sa.URL, busy_timeout_s: int, pragmas: dict[str, object], what: str) -> Engine:
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True)
-    engine = sa.create_engine(parsed, connect_args={"timeout": busy_timeout_s})
+        return _create_engine(parsed, what, pool_pre_ping=True)
+    engine = _create_engine(parsed, what, connect_args={"timeout": busy_timeout_s})
     settings = {
         "journal_mode": "WAL", "synchronous": "NORMAL", "busy_timeout": busy_timeout_s * 1000,
         # sorts (index builds after a bulk load above all) may use a helper thread per core

@@ -168,3 +168,82 @@ def test_numbers_out_of_range_exit_2_in_one_line(tmp_path: Path, args: tuple[str
     if args[0] == "migrate":
         as_json = eventmig(*args, "--store", store, "--json")
         assert as_json.returncode == 2 and option in json.loads(as_json.stdout)["error"]
+
+
+# ------------------------------------------------------------ URLs and passwords
+#: passwords as people have them: URL delimiters, a space, quotes; their pieces of three characters appear
+#: nowhere else in what eventmig prints
+NASTY_PASSWORDS = ["a@b:S3cRq7", "Kq7@zP:/x#Wm?", "Yv%4Lr@@Tn", "Hd9 Jw@Qe:Uo", "Rb!$&'()*+,;=Gx", 'Mf"Nq\\Zc@:']
+UNREACHABLE = "127.0.0.1:1"  # nothing listens on port 1
+
+
+def pieces(password: str) -> set[str]:
+    return {password[i:i + 3] for i in range(len(password) - 2)}
+
+
+def assert_no_piece_of(password: str, result: subprocess.CompletedProcess[str]) -> None:
+    shown = result.stdout + result.stderr
+    leaked = sorted(p for p in pieces(password) if p in shown)
+    assert not leaked, f"{leaked} of the password in: {shown}"
+
+
+@pytest.mark.parametrize("password", NASTY_PASSWORDS)
+def test_no_piece_of_a_password_is_ever_printed(password: str, tmp_path: Path):
+    from urllib.parse import quote
+
+    from eventmig.stores import open_store
+
+    open_store(f"sqlite:///{tmp_path}/s.db").close()  # an event store, to rebuild into read models elsewhere
+    written_raw = f"postgresql+psycopg://admin:{password}@{UNREACHABLE}/db"
+    written_encoded = f"postgresql+psycopg://admin:{quote(password, safe='')}@{UNREACHABLE}/db"
+    runs = [
+        eventmig("status", "--store", written_raw),
+        eventmig("migrate", "--json", "--store", written_raw, env={"EVENTMIG_DEBUG": "1"}),
+        eventmig("plan", env={"EVENTMIG_STORE": written_raw}),
+        eventmig("status", "--store", written_encoded),
+        eventmig("rebuild", "--json", "--store", f"sqlite:///{tmp_path}/s.db", "--read-models", written_encoded),
+    ]
+    assert runs[4].returncode == 3 and "cannot connect" in runs[4].stdout, runs[4].stdout
+    for result in runs:
+        assert result.returncode in (2, 3), result.stderr + result.stdout
+        assert "Traceback" not in result.stderr and "unexpected" not in result.stderr + result.stdout
+        assert_no_piece_of(password, result)
+    # a password holding an '@' written as it is cannot be told from the host: refused, saying how to write it
+    if "@" in password:
+        assert runs[0].returncode == 2 and "%40" in runs[0].stderr, runs[0].stderr
+    assert runs[3].returncode == 3 and "cannot connect to postgresql+psycopg://admin:***@127.0.0.1:1/db" in runs[3].stderr
+
+
+@pytest.mark.parametrize("password", NASTY_PASSWORDS[:3])
+def test_a_password_works_and_is_never_shown_on_a_real_server(password: str, postgres_url: str):
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(postgres_url).set(password=password).render_as_string(hide_password=False)
+    seeded = eventmig("demo", "--seed-only", "--events", "50", "--store", url, "--json")
+    assert seeded.returncode == 0, seeded.stderr
+    assert_no_piece_of(password, seeded)
+    status = eventmig("status", "--store", url)
+    assert status.returncode == 0, status.stderr
+    assert "postgres:***@" in status.stdout
+    assert_no_piece_of(password, status)
+
+
+# ------------------------------------------------------------ missing driver
+BLOCK_PSYCOPG = "import sys\nsys.modules['psycopg'] = None  # as if eventmig[postgres] were not installed\n"
+
+
+def test_a_missing_driver_says_which_extra_to_install(tmp_path: Path):
+    from eventmig.stores import open_store
+
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_PSYCOPG)
+    without_driver = {"PYTHONPATH": str(tmp_path)}
+    open_store(f"sqlite:///{tmp_path}/s.db").close()
+    url = f"postgresql+psycopg://admin@{UNREACHABLE}/db"
+    for args in (("status", "--store", url), ("plan", "--store", url.replace("+psycopg", "")),
+                 ("rebuild", "--store", f"sqlite:///{tmp_path}/s.db", "--read-models", url)):
+        error = one_line_error(eventmig(*args, env=without_driver))
+        assert "psycopg driver, which is not installed: pip install 'eventmig[postgres]'" in error, error
+    as_json = eventmig("status", "--json", "--store", url, env=without_driver)
+    assert as_json.returncode == 2 and "eventmig[postgres]" in json.loads(as_json.stdout)["error"]
+    # with the driver, the same command gets as far as the server
+    assert "cannot connect" in one_line_error(eventmig("status", "--store", url), code=3)

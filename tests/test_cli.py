@@ -116,7 +116,7 @@ def test_quarantine_listing_and_accepting(sqlite_url: str):
         (("status", "--store", "sqlite:///:memory:"), "is in memory: give it a file"),
         (("status", "--store", "sqlite://"), "is in memory: give it a file"),
         (("status", "--store", "postgresql://u:pw@127.0.0.1:port/x"), "invalid event store URL"),
-        (("status", "--store", "postgresql://u:p@ss-word@127.0.0.1:1/x"), "write an '@' in a user name or password as %40"),
+        (("status", "--store", "postgresql://u:p@ss-word@127.0.0.1:1/x"), "write '@', ':', '/' and '%' in a user name or password as %40"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], message: str):
