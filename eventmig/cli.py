@@ -515,7 +515,9 @@ def status(config: ConfigOpt = None, store: StoreOpt = None, as_json: JsonOpt = 
     for col in ("epoch", "status", "from", "events", "created"):
         epochs.add_column(col)
     for e in report.epochs:
-        epochs.add_row(str(e.epoch), e.status, str(e.source_epoch or "-"), f"{e.events:,}", _when(e.created_at))
+        # a store eventmig never wrote to has no record of when its first epoch began
+        epochs.add_row(str(e.epoch), e.status, str(e.source_epoch or "-"), f"{e.events:,}",
+                       _when(e.created_at) if e.created_at else "-")
     out.print(epochs)
     if report.runs:
         runs = Table(title="Runs")

@@ -32,13 +32,15 @@ from .upcasting import CompiledRegistry, EventContext
 _decode = msgspec.json.Decoder().decode
 
 
-def open_configured_store(settings: Settings, *, create: bool = False) -> EventStore:
+def open_configured_store(settings: Settings, *, create: bool = False, read_only: bool = False) -> EventStore:
     """The configured event store; a SQLite file must already exist unless ``create``.
 
     A mistyped path should be an error, not a new empty store that every
-    command then reports on.
+    command then reports on. The commands that only look open it
+    ``read_only``: they work with a connection that cannot write, and write
+    nothing themselves.
     """
-    return open_store(settings.store, table=settings.events_table, create=create)
+    return open_store(settings.store, table=settings.events_table, create=create, read_only=read_only)
 
 
 # ------------------------------------------------------------------------ plan
@@ -77,7 +79,7 @@ def plan(settings: Settings, *, scan_store: bool = True, progress: Progress = SI
     store_url = epoch = None
     skipped = "not requested (--no-store)" if not scan_store else _missing_sqlite(settings.store)
     if skipped is None:
-        with open_configured_store(settings) as store:
+        with open_configured_store(settings, read_only=True) as store:
             store_url, epoch = store.url, store.epoch
             counts = stored_versions(store, compiled, progress=progress)
         for (t, v), n in sorted(counts.items()):
@@ -189,7 +191,7 @@ def check(
     store_check = None
     skipped = "not requested (--no-store)" if not scan_store else _missing_sqlite(settings.store)
     if skipped is None:
-        with open_configured_store(settings) as store:
+        with open_configured_store(settings, read_only=True) as store:
             store_check = _check_store(store, compiled, sample, progress)
     ok = properties.ok and (store_check is None or not (store_check.uncovered or store_check.failed))
     return CheckReport(ok, properties, store_check, skipped)
@@ -309,7 +311,7 @@ def load_stream_map(path: str | Path) -> dict[str, str]:
 
 def verify(settings: Settings, *, progress: Progress = SILENT) -> _verify.VerifyReport:
     compiled = load_registry(settings)
-    with open_configured_store(settings) as store:
+    with open_configured_store(settings, read_only=True) as store:
         return _verify.verify(store, compiled, batch_size=settings.batch_size, workers=settings.workers, progress=progress)
 
 
@@ -406,7 +408,7 @@ class StatusReport(msgspec.Struct):
 
 
 def status(settings: Settings) -> StatusReport:
-    with open_configured_store(settings) as store:
+    with open_configured_store(settings, read_only=True) as store:
         active = store.active_epoch()
         epochs = [_epoch_status(store, e) for e in store.epochs()]
         quarantine = Counter[str]()
@@ -425,10 +427,12 @@ def status(settings: Settings) -> StatusReport:
 def _read_model_status(settings: Settings) -> list[ReadModelStatus]:
     """Live read models and their latest rebuilds, if the read-model database has any."""
     try:
-        db = ReadModelDB(settings.read_models_url, create=False)
+        db = ReadModelDB(settings.read_models_url, create=False, read_only=True)
     except ConfigError:  # no read-model database yet
         return []
     with db:
+        if not db.table_exists("eventmig_read_models"):  # one eventmig never rebuilt into
+            return []
         live = db.live_models()
         latest: dict[str, Any] = {}
         for run in db.runs():
@@ -478,7 +482,7 @@ class QuarantineReport(msgspec.Struct):
 
 def quarantine(settings: Settings, *, accept: bool = False, ids: list[int] | None = None) -> QuarantineReport:
     """List the current run's quarantined events; ``accept`` marks them knowingly left behind."""
-    with open_configured_store(settings) as store:
+    with open_configured_store(settings, read_only=not accept) as store:
         run = _migrate.current_run(store)
         if run is None:
             return QuarantineReport(None, [])

@@ -20,12 +20,17 @@ begin:
   compares without calling back into Python).
 * ``postgresql://`` and ``postgres://`` mean the psycopg 3 driver.
 * A URL is printed only masked; driver errors become one-line StoreErrors.
+* Read-only handles (``read_only=True``, for the commands that only look)
+  write nothing: SQLite opens the file with ``mode=ro`` (and, where even the
+  WAL's shared-memory file cannot be created, as ``immutable``), PostgreSQL
+  sessions are ``READ ONLY``, and neither creates eventmig's tables.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
 import time
 import weakref
@@ -33,6 +38,7 @@ import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -91,7 +97,9 @@ class SQLDatabase:
         create: bool = True,
         busy_timeout_s: int = 30,
         sqlite_pragmas: Mapping[str, object] | None = None,
+        read_only: bool = False,
     ) -> None:
+        self.read_only = read_only
         self.raw_url = normalize_sql_url(url)
         parsed = parse_sql_url(self.raw_url, what)
         # SQLAlchemy hides the password of user:password@ but not a ?password= parameter
@@ -107,16 +115,30 @@ class SQLDatabase:
             directory = os.path.dirname(os.path.abspath(self.sqlite_path))
             if not os.path.isdir(directory):
                 raise ConfigError(f"cannot open {self.url}: directory {directory} does not exist")
-            if not create and not os.path.exists(self.sqlite_path):
+            if (read_only or not create) and not os.path.exists(self.sqlite_path):
                 raise ConfigError(f"no {what} at {self.url}: {os.path.abspath(self.sqlite_path)} does not exist")
-        self.engine = _engine(parsed, busy_timeout_s, dict(sqlite_pragmas or {}), what)
-        self._writers = _WriterQueue(self.sqlite_path, busy_timeout_s) if self.sqlite_path else None
+        pragmas = dict(sqlite_pragmas or {})
+        self.engine = _engine(parsed, busy_timeout_s, pragmas, what, read_only=read_only)
+        self._writers = _WriterQueue(self.sqlite_path, busy_timeout_s) if self.sqlite_path and not read_only else None
         try:
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
+            self._probe()
         except sa.exc.DBAPIError as exc:
             self.engine.dispose()
-            raise StoreError(f"cannot connect to {self.url}: {first_line(exc.orig)}") from None
+            if not (read_only and self.sqlite_path):
+                raise StoreError(f"cannot connect to {self.url}: {first_line(exc.orig)}") from None
+            # a WAL file whose shared-memory index cannot be made (a directory this process may not write
+            # to, and no other connection open, or the index would exist): read it as it is on disk
+            self.engine = _engine(parsed, busy_timeout_s, pragmas, what, read_only=True, immutable=True)
+            try:
+                self._probe()
+            except sa.exc.DBAPIError as again:
+                self.engine.dispose()
+                raise StoreError(f"cannot open {self.url} read-only: {first_line(again.orig)}") from None
+
+    def _probe(self) -> None:
+        """Connect once, and (SQLite) read the schema: a file that opens may still not be readable."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT count(*) FROM sqlite_master" if self.sqlite_path else "SELECT 1")
 
     def q(self, sql: str) -> str:
         """Write SQL once with ``?`` placeholders; psycopg wants ``%s``."""
@@ -262,16 +284,29 @@ def _create_engine(parsed: sa.URL, what: str, **options: Any) -> Engine:
         raise ConfigError(f"the {what} needs the {driver} driver, which is not installed{hint}") from None
 
 
-def _engine(parsed: sa.URL, busy_timeout_s: int, pragmas: dict[str, object], what: str) -> Engine:
+def _engine(
+    parsed: sa.URL, busy_timeout_s: int, pragmas: dict[str, object], what: str, *, read_only: bool = False,
+    immutable: bool = False,
+) -> Engine:
     if parsed.get_backend_name() != "sqlite":
-        return _create_engine(parsed, what, pool_pre_ping=True)
-    engine = _create_engine(parsed, what, connect_args={"timeout": busy_timeout_s})
+        engine = _create_engine(parsed, what, pool_pre_ping=True)
+        if read_only:
+            sa.event.listen(engine, "connect", _read_only_session)
+        return engine
+    options: dict[str, Any] = {"connect_args": {"timeout": busy_timeout_s}}
+    if read_only:
+        # a file: URI says read-only to SQLite itself (SQLAlchemy's URL has no place for it)
+        uri = f"file:{quote(os.path.abspath(parsed.database or ''))}?mode=ro{'&immutable=1' if immutable else ''}"
+        options = {"creator": lambda: sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, check_same_thread=False)}
+    engine = _create_engine(parsed, what, **options)
     settings = {
         "journal_mode": "WAL", "synchronous": "NORMAL", "busy_timeout": busy_timeout_s * 1000,
         # sorts (index builds after a bulk load above all) may use a helper thread per core
         "threads": os.cpu_count() or 1,
         **pragmas,
     }
+    if read_only:
+        del settings["journal_mode"]  # setting it writes the file's header; a reader takes the file as it is
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -289,3 +324,10 @@ def _engine(parsed: sa.URL, busy_timeout_s: int, pragmas: dict[str, object], wha
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def _read_only_session(dbapi_conn: Any, _record: Any) -> None:
+    """PostgreSQL: every transaction of the session is read-only, whatever the role may do."""
+    with dbapi_conn.cursor() as cursor:
+        cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    dbapi_conn.commit()
