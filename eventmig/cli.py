@@ -10,9 +10,7 @@ job holds the lock; 130 interrupted (Ctrl-C). Errors are one line on stderr;
 from __future__ import annotations
 
 import functools
-import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +37,7 @@ from rich.text import Text
 from . import command
 from .config import Settings, load_settings
 from .errors import EventmigError, ExitCode
+from .interrupts import Interrupts, exit_with, quiet_library_logs
 from .migrate import MAX_BATCH_SIZE
 from .parallel import MAX_WORKERS
 from .progress import SILENT, Progress
@@ -77,56 +76,20 @@ MAX_ID = 2**63 - 1  # a database's BIGINT
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-#: commands whose work is committed as it goes: run again, they resume where an interruption left them
-_RESUMABLE = {"migrate", "rebuild", "switch"}
-
-
-class _Interrupts:
-    """Ctrl-C, seen once by the command that was running.
-
-    Python raises KeyboardInterrupt wherever the main thread happens to be:
-    inside a driver's commit, a connection's close or a ``finally`` whose
-    own clean-up then fails differently. Whatever error comes out of the
-    command after a Ctrl-C is the interruption, reported as such.
-    """
-
-    #: a command began (its report of an interruption says how to resume it)
-    started = False
-    #: a Ctrl-C arrived while a command ran
-    seen = False
-    #: the command is over: a Ctrl-C now changes nothing, and must not turn its exit into a traceback
-    finished = False
-    #: the interruption was reported (once is enough)
-    reported = False
-
-    @classmethod
-    def handler(cls, signum: int, frame: Any) -> None:
-        if cls.finished:
-            return
-        cls.seen = True
-        raise KeyboardInterrupt
-
-    @classmethod
-    def message(cls, command: str) -> str:
-        if command in _RESUMABLE:
-            return f"interrupted; what was committed is kept: run `eventmig {command}` again to resume"
-        return f"interrupted: run `eventmig {command}` again"
-
-
 def reports_errors(fn: F) -> F:
     """Turn eventmig errors into one line on stderr (or JSON) and their documented exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         as_json = kwargs.get("as_json", False)
-        _Interrupts.started = True
+        Interrupts.started = True
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
         except BaseException as exc:
-            if _Interrupts.seen or isinstance(exc, KeyboardInterrupt):
-                _fail(_Interrupts.message(fn.__name__), ExitCode.INTERRUPTED, as_json)
+            if Interrupts.seen or isinstance(exc, KeyboardInterrupt):
+                _fail(Interrupts.message(fn.__name__), ExitCode.INTERRUPTED, as_json)
             if isinstance(exc, EventmigError):
                 _fail(str(exc), exc.exit_code, as_json)
             if not isinstance(exc, Exception) or os.environ.get("EVENTMIG_DEBUG"):
@@ -140,7 +103,7 @@ def reports_errors(fn: F) -> F:
 
 def _fail(message: str, code: ExitCode, as_json: bool) -> None:
     message = mask_url(message)
-    _Interrupts.reported = code == ExitCode.INTERRUPTED
+    Interrupts.reported = code == ExitCode.INTERRUPTED
     if as_json:
         sys.stdout.write(msgspec.json.encode({"error": message, "exit_code": int(code)}).decode() + "\n")
     else:
@@ -241,14 +204,13 @@ def plan(
             stored = Table(title=f"Stored in epoch {report.epoch} of {report.store}")
             for col in ("type", "version", "events", "treatment", "detail"):
                 stored.add_column(col, justify="right" if col == "events" else "left")
-            for p in report.stored:
-                style = "red" if p.treatment == "no path" else None
-                stored.add_row(p.type, str(p.version), f"{p.events:,}", p.treatment, p.detail, style=style)
+            _stored_rows(stored, report.stored)
             out.print(stored)
         else:
             out.print(f"store not scanned: {report.store_skipped}", soft_wrap=True)
         if report.uncovered:
             err.print(Text("no path to a head: " + ", ".join(report.uncovered), style="red"))
+        _print_unreadable(report.stored, err)
     if not report.ok:
         raise typer.Exit(ExitCode.CHECK_FAILED)
 
@@ -276,6 +238,24 @@ def check(
         raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
+def _stored_rows(table: Table, pairs: list[command.StoredPair]) -> None:
+    """What the store holds of each (type, version); events whose version cannot be read, as such."""
+    for p in pairs:
+        style = "red" if p.treatment in ("no path", "unreadable") else None
+        version = str(p.version) if p.version is not None else "unreadable"
+        table.add_row(p.type, version, f"{p.events:,}", p.treatment, p.detail, style=style)
+
+
+def _print_unreadable(pairs: list[command.StoredPair], console: Console) -> None:
+    unreadable: dict[str, int] = {}
+    for p in pairs:
+        if p.treatment == "unreadable":
+            unreadable[p.type] = unreadable.get(p.type, 0) + p.events
+    if unreadable:
+        console.print(Text("schema version unreadable (migrate quarantines them): "
+                           + ", ".join(f"{n:,} {t}" for t, n in unreadable.items()), style="red"), soft_wrap=True)
+
+
 def _print_check(report: command.CheckReport) -> None:
     props = report.properties
     table = Table(title=f"Property checks ({props.examples} examples per schema)")
@@ -300,9 +280,7 @@ def _print_check(report: command.CheckReport) -> None:
         stored = Table(title=f"Stored in epoch {s.epoch} of {s.url}")
         for col in ("type", "version", "events", "treatment", "detail"):
             stored.add_column(col, justify="right" if col == "events" else "left")
-        for p in s.stored:
-            stored.add_row(p.type, str(p.version), f"{p.events:,}", p.treatment, p.detail,
-                           style="red" if p.treatment == "no path" else None)
+        _stored_rows(stored, s.stored)
         out.print(stored)
         out.print(f"{s.sampled:,} of {s.events:,} stored events sampled (up to {s.sample_per_version:,} per version) "
                   f"and upcast without writing: {len(s.failed):,} failed", soft_wrap=True)
@@ -313,6 +291,7 @@ def _print_check(report: command.CheckReport) -> None:
             out.print(Text(f"... and {len(s.failed) - 20:,} more (--json lists them all)", style="red"))
         if s.uncovered:
             out.print(Text("no path to a head: " + ", ".join(s.uncovered), style="red"), soft_wrap=True)
+        _print_unreadable(s.stored, out)
     else:
         out.print(f"store not checked: {report.store_skipped}", soft_wrap=True)
     out.print(Text("check passed" if report.ok else "check FAILED", style="green" if report.ok else "red"))
@@ -611,13 +590,16 @@ def main(argv: list[str] | None = None) -> None:
     for JSON, so eventmig takes them over here.
     """
     args = sys.argv[1:] if argv is None else argv
-    _quiet_library_logs()
-    signal.signal(signal.SIGINT, _Interrupts.handler)
+    quiet_library_logs()
+    Interrupts.install()
     try:
         code = app(args=args, prog_name="eventmig", standalone_mode=False)
     except KeyboardInterrupt:  # before or after the command itself, which reports its own
         _fail_interrupted(args)
     except _CLICK_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `eventmig` alone: the help, as a usage error's answer
+            exc.show()
+            exit_with(int(ExitCode.USAGE))
         message = mask_url(" ".join(exc.format_message().split()))
         if "--json" in args:
             sys.stdout.write(msgspec.json.encode({"error": message, "exit_code": int(ExitCode.USAGE)}).decode() + "\n")
@@ -625,55 +607,21 @@ def main(argv: list[str] | None = None) -> None:
             context = getattr(exc, "ctx", None)
             hint = f" (see `{context.command_path} --help`)" if context is not None else ""
             err.print(Text(f"error: {message.rstrip('.')}{hint}", style="red"), soft_wrap=True)
-        _done(int(ExitCode.USAGE))
+        exit_with(int(ExitCode.USAGE))
     except typer.Abort:  # click's word for a Ctrl-C outside a command
         _fail_interrupted(args)
-    if code == ExitCode.INTERRUPTED and not _Interrupts.reported:
+    if code == ExitCode.INTERRUPTED and not Interrupts.reported:
         _fail_interrupted(args)  # typer turns a Ctrl-C outside a command into 130, silently
-    _done(code if isinstance(code, int) else 0)
-
-
-def _done(code: int) -> None:
-    """Exit with the command's code: it is done, and a Ctrl-C from now on changes nothing.
-
-    Python runs a signal's handler at its next check, which may come after
-    the command returned; and at exit it puts back the default action,
-    which would kill the process rather than let it report its code.
-    """
-    try:
-        _Interrupts.finished = True
-    except KeyboardInterrupt:  # the handler ran just before: the command is over all the same
-        _Interrupts.finished = True
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if _Interrupts.seen:
-        # Python ends a process that saw a Ctrl-C by SIGINT rather than by its exit code, now and then
-        # (the interpreter's own bookkeeping of interruptions): leave with the code, at once
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    exit_with(code if isinstance(code, int) else 0)
 
 
 def _fail_interrupted(args: list[str]) -> None:
     """A Ctrl-C that reached no command's own report: while flags were parsed, or as a command returned."""
-    message = "interrupted" if _Interrupts.started else "interrupted before the command started; nothing was done"
+    message = "interrupted" if Interrupts.started else "interrupted before the command started; nothing was done"
     try:
         _fail(message, ExitCode.INTERRUPTED, "--json" in args)
     except typer.Exit:
-        _done(int(ExitCode.INTERRUPTED))
-
-
-def _quiet_library_logs() -> None:
-    """The command reports failures itself, in one line: libraries' own error logs would add tracebacks.
-
-    SQLAlchemy logs, with a traceback, a connection whose close failed (as
-    one does when Ctrl-C lands in it); the command's one line says what
-    happened, and ``EVENTMIG_DEBUG=1`` shows everything.
-    """
-    if not os.environ.get("EVENTMIG_DEBUG"):
-        logger = logging.getLogger("sqlalchemy")
-        logger.addHandler(logging.NullHandler())
-        logger.propagate = False
+        exit_with(int(ExitCode.INTERRUPTED))
 
 
 if __name__ == "__main__":

@@ -247,3 +247,83 @@ def test_a_missing_driver_says_which_extra_to_install(tmp_path: Path):
     assert as_json.returncode == 2 and "eventmig[postgres]" in json.loads(as_json.stdout)["error"]
     # with the driver, the same command gets as far as the server
     assert "cannot connect" in one_line_error(eventmig("status", "--store", url), code=3)
+
+
+# ------------------------------------------------------------ unreadable versions
+def stored_with_bad_metadata(url: str) -> None:
+    """One good OrderPlaced v1, and one of each way its metadata can make the version unreadable."""
+    from eventmig import new_event
+    from eventmig.stores import open_store
+
+    payload = {"order_id": "1", "customer_id": "c", "total": 2.5, "placed_at": "t", "channel": "web"}
+    with open_store(url) as store:
+        store.append("order-good", [new_event("OrderPlaced", payload, {"schema_version": 1})])
+        for stream, version in (("order-word", "two"), ("order-float", 1.5), ("order-zero", 0), ("order-bool", True)):
+            store.append(stream, [new_event("OrderPlaced", payload, {"schema_version": version})])
+        store.append("order-array", [new_event("OrderPlaced", payload)])
+        store.append("order-garbled", [new_event("OrderPlaced", payload)])
+        with store.engine.begin() as conn:  # type: ignore[attr-defined]
+            conn.exec_driver_sql("UPDATE events SET metadata = ? WHERE stream = 'order-array'", (b"[1, 2]",))
+            conn.exec_driver_sql("UPDATE events SET metadata = ? WHERE stream = 'order-garbled'", (b"{not json",))
+
+
+def test_an_unreadable_schema_version_is_shown_as_unreadable_with_its_reason(sqlite_url: str):
+    stored_with_bad_metadata(sqlite_url)
+    plan = eventmig("plan", "--json", "--store", sqlite_url)
+    assert plan.returncode == 1, plan.stderr
+    report = json.loads(plan.stdout)
+    assert not report["ok"] and report["uncovered"] == []
+    pairs = report["stored"]
+    assert all(p["version"] != 0 for p in pairs)
+    assert [(p["version"], p["events"], p["treatment"]) for p in pairs if p["version"] is not None] == [(1, 1, "upcast")]
+    unreadable = {p["detail"]: p["events"] for p in pairs if p["treatment"] == "unreadable"}
+    assert all(p["version"] is None for p in pairs if p["treatment"] == "unreadable")
+    assert sum(unreadable.values()) == 6
+    details = " | ".join(unreadable)
+    for reason in ("metadata 'schema_version' must be an int >= 1, got 'two'", "metadata is an array, not a JSON object",
+                   "metadata is not valid JSON", "the first at order-garbled@1"):
+        assert reason in details, details
+
+    human = eventmig("plan", "--store", sqlite_url)
+    assert human.returncode == 1
+    assert "schema version unreadable (migrate quarantines them): 6 OrderPlaced" in human.stderr
+    rows = [line for line in human.stdout.splitlines() if line.startswith("│ OrderPlaced")]
+    assert rows and not any("│ 0 " in line for line in rows) and sum("unreadable" in line for line in rows) == 3
+
+    check = eventmig("check", "--json", "--examples", "2", "--sample", "0", "--store", sqlite_url)
+    assert check.returncode == 1, check.stderr  # even with nothing sampled
+    assert [p for p in json.loads(check.stdout)["store"]["stored"] if p["treatment"] == "unreadable"] == [
+        p for p in pairs if p["treatment"] == "unreadable"]
+
+    # migrate leaves behind exactly the events plan calls unreadable
+    migrated = json.loads(eventmig("migrate", "--json", "--store", sqlite_url).stdout)
+    assert migrated["quarantined"] == 6 and migrated["events_written"] == 1
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=5,
+)
+stored_metadata = st.one_of(
+    st.dictionaries(st.just("schema_version"), json_values, max_size=1).map(lambda m: json.dumps(m).encode()),
+    json_values.map(lambda m: json.dumps(m).encode()),
+    st.binary(max_size=8),
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(metadata=stored_metadata)
+def test_plan_calls_unreadable_exactly_what_migrate_quarantines_as_such(metadata: bytes):
+    from eventmig import Registry
+    from eventmig.command import StoredCounts
+    from eventmig.transform import Transformer
+
+    compiled = Registry().compile()  # every type is unknown: only the metadata can stop an event
+    row = ("s-1", 1, 1, "e-1", "Anything", b"{}", metadata, 0)
+    counts = StoredCounts(compiled)
+    group = counts.add(row)
+    failures = Transformer(compiled).prepare([row]).failures
+    assert (row[4], group[1]) in (counts.unreadable if failures else counts.versions)
+    assert isinstance(group[1], str) == bool(failures)
+    assert all(v >= 1 for _t, v in counts.versions)  # never a "version 0"
