@@ -120,6 +120,31 @@ def test_an_interrupted_migration_exits_130_in_one_line_and_resumes(big_store: t
     assert json.loads(verified.stdout)["ok"]
 
 
+def test_an_interrupted_migration_on_postgresql_exits_130_and_resumes(postgres_url: str):
+    """A Ctrl-C that lands inside the driver (a COPY, a commit) is the same one line."""
+    import sqlalchemy as sa
+
+    assert seed(postgres_url, 30_000).returncode == 0
+    engine = sa.create_engine(postgres_url)
+
+    def committed_a_batch() -> bool:
+        with engine.connect() as conn:
+            found = conn.exec_driver_sql("SELECT to_regclass('eventmig_runs') IS NOT NULL").scalar() and \
+                conn.exec_driver_sql("SELECT 1 FROM eventmig_runs WHERE checkpoint IS NOT NULL").first()
+        return bool(found)
+
+    try:
+        result = interrupt(("migrate", "--workers", "2", "--batch-size", "1000"), postgres_url, committed_a_batch)
+    finally:
+        engine.dispose()
+    assert_interrupted(result, "migrate")
+    resumed = eventmig("migrate", "--workers", "2", "--batch-size", "1000", "--json", store=postgres_url)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["resumed_from"] is not None
+    verified = eventmig("verify", "--json", store=postgres_url)
+    assert verified.returncode == 0 and json.loads(verified.stdout)["ok"], verified.stderr
+
+
 def test_an_interrupted_rebuild_exits_130_in_one_line_and_resumes(big_store: tuple[str, Path]):
     url, path = big_store
 
