@@ -557,10 +557,9 @@ def _scan_keys(units: list[_Unit]) -> dict[Any, list[_Unit]]:
     return scans
 
 
-#: below this many events to replay, worker processes cost more than they save: fold in this process
+#: below this many events to replay, worker processes cost more than they save: fold in this process; above
+#: it, no process for fewer than half as many events (partitions share the processes there are)
 FORK_MIN_EVENTS = 50_000
-#: and above it, a worker process for every this many events at most (partitions share a process beyond)
-EVENTS_PER_PROCESS = 25_000
 
 
 def _execute(
@@ -573,7 +572,8 @@ def _execute(
     reader = _scan_handle(source)  # counts and reads here leave no page cache behind for workers to inherit
     try:
         events = _events_to_read(reader, units, counted)
-        plan = _assign(units, min(workers, -(-events // EVENTS_PER_PROCESS)))
+        share = FORK_MIN_EVENTS // 2
+        plan = _assign(units, min(workers, -(-events // share)) if share > 0 else workers)
         if len(plan) == 1 or events < FORK_MIN_EVENTS:
             with ExitStack() as stack:
                 bars = _progress_bars(stack, progress, _scan_totals(reader, units, counted))
