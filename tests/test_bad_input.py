@@ -22,8 +22,10 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 
 from eventmig.config import Settings, load_settings
 from eventmig.errors import ConfigError
-from eventmig.migrate import MAX_BATCH_SIZE
-from eventmig.parallel import MAX_WORKERS
+
+#: the ranges the README documents (test_the_documented_ranges_are_the_code_s holds them to the code)
+MAX_BATCH_SIZE = 1_000_000
+MAX_WORKERS = 64
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,6 +80,12 @@ def wrong_for(key: str) -> st.SearchStrategy[Any]:
     if key in COUNT_SETTINGS:
         return toml_values.filter(lambda v: type(v) is not int or not 1 <= v <= COUNT_SETTINGS[key])
     return toml_values.filter(lambda v: not isinstance(v, str))
+
+
+def test_the_documented_ranges_are_the_code_s():
+    from eventmig import migrate, parallel
+
+    assert (migrate.MAX_BATCH_SIZE, parallel.MAX_WORKERS) == (MAX_BATCH_SIZE, MAX_WORKERS)
 
 
 def test_the_settings_under_test_are_all_there_are():
