@@ -2,8 +2,9 @@
 
 Exit codes (see :class:`~eventmig.errors.ExitCode`): 0 ok; 1 verification or
 check failed; 2 usage or configuration error; 3 runtime failure; 4 another
-job holds the lock. Errors are one line on stderr; ``--json`` prints the
-report as JSON on stdout (errors too, as ``{"error": ..., "exit_code": ...}``).
+job holds the lock; 130 interrupted (Ctrl-C). Errors are one line on stderr;
+``--json`` prints the report as JSON on stdout (errors too, as
+``{"error": ..., "exit_code": ...}``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ from rich.text import Text
 from . import command
 from .config import Settings, load_settings
 from .errors import EventmigError, ExitCode
+from .interrupts import Interrupts, exit_with, quiet_library_logs
+from .migrate import MAX_BATCH_SIZE
+from .parallel import MAX_WORKERS
 from .progress import SILENT, Progress
+from .rebuild import MAX_BATCH_SIZE as MAX_REBUILD_BATCH_SIZE
 from .stores import mask_url
 
 app = typer.Typer(
@@ -57,9 +62,16 @@ err = Console(stderr=True, soft_wrap=True, markup=False)
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pyproject.toml with [tool.eventmig] (default: nearest one).", show_default=False)]
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Event store URL (env EVENTMIG_STORE).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
-BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Events per batch.", show_default=False)]
-WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, help="Worker processes (default: the number of cores).", show_default=False)]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help=f"Events per batch (1 to {MAX_BATCH_SIZE:,}; default 10,000).", show_default=False)]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, max=MAX_WORKERS, help=f"Worker processes, at most one per batch and {MAX_WORKERS} in all (default: the number of cores).", show_default=False)]
 ReadModelsOpt = Annotated[str | None, typer.Option("--read-models", "--read-models-url", help="Read-model database URL (env EVENTMIG_READ_MODELS; default: the store's).", show_default=False)]
+
+#: bounds of the other numeric options: past them a value is a typo, not a wish
+MAX_EXAMPLES = 1_000_000
+MAX_SAMPLE = 1_000_000
+MAX_ATTEMPTS = 100
+MAX_DEMO_EVENTS = 100_000_000
+MAX_ID = 2**63 - 1  # a database's BIGINT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,17 +82,19 @@ def reports_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         as_json = kwargs.get("as_json", False)
+        Interrupts.started = True
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
-        except EventmigError as exc:
-            _fail(str(exc), exc.exit_code, as_json)
-        except KeyboardInterrupt:
-            _fail("interrupted; the last committed checkpoint is kept, run the command again to resume", ExitCode.RUNTIME, as_json)
-        except Exception as exc:  # a bug or an unexpected failure: still one line, and no secrets
-            if os.environ.get("EVENTMIG_DEBUG"):
+        except BaseException as exc:
+            if Interrupts.seen or isinstance(exc, KeyboardInterrupt):
+                _fail(Interrupts.message(fn.__name__), ExitCode.INTERRUPTED, as_json)
+            if isinstance(exc, EventmigError):
+                _fail(str(exc), exc.exit_code, as_json)
+            if not isinstance(exc, Exception) or os.environ.get("EVENTMIG_DEBUG"):
                 raise
+            # a bug or an unexpected failure: still one line, and no secrets
             _fail(f"unexpected {type(exc).__name__}: {mask_url(str(exc)).splitlines()[0] if str(exc) else ''} "
                   "(set EVENTMIG_DEBUG=1 for a traceback)", ExitCode.RUNTIME, as_json)
 
@@ -89,6 +103,7 @@ def reports_errors(fn: F) -> F:
 
 def _fail(message: str, code: ExitCode, as_json: bool) -> None:
     message = mask_url(message)
+    Interrupts.reported = code == ExitCode.INTERRUPTED
     if as_json:
         sys.stdout.write(msgspec.json.encode({"error": message, "exit_code": int(code)}).decode() + "\n")
     else:
@@ -189,14 +204,13 @@ def plan(
             stored = Table(title=f"Stored in epoch {report.epoch} of {report.store}")
             for col in ("type", "version", "events", "treatment", "detail"):
                 stored.add_column(col, justify="right" if col == "events" else "left")
-            for p in report.stored:
-                style = "red" if p.treatment == "no path" else None
-                stored.add_row(p.type, str(p.version), f"{p.events:,}", p.treatment, p.detail, style=style)
+            _stored_rows(stored, report.stored)
             out.print(stored)
         else:
             out.print(f"store not scanned: {report.store_skipped}", soft_wrap=True)
         if report.uncovered:
             err.print(Text("no path to a head: " + ", ".join(report.uncovered), style="red"))
+        _print_unreadable(report.stored, err)
     if not report.ok:
         raise typer.Exit(ExitCode.CHECK_FAILED)
 
@@ -206,8 +220,8 @@ def plan(
 def check(
     config: ConfigOpt = None,
     store: StoreOpt = None,
-    examples: Annotated[int, typer.Option("--examples", min=1, help="Generated events per schema for the property checks.")] = 100,
-    sample: Annotated[int, typer.Option("--sample", min=0, help="Stored events per (type, version) to upcast in a dry run.")] = 100,
+    examples: Annotated[int, typer.Option("--examples", min=1, max=MAX_EXAMPLES, help=f"Generated events per schema for the property checks (1 to {MAX_EXAMPLES:,}).")] = 100,
+    sample: Annotated[int, typer.Option("--sample", min=0, max=MAX_SAMPLE, help=f"Stored events per (type, version) to upcast in a dry run (0 to {MAX_SAMPLE:,}).")] = 100,
     no_store: Annotated[bool, typer.Option("--no-store", help="Check the registry only, not the store.")] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Randomize generation with this seed (default: derandomized, the same on every run).", show_default=False)] = None,
     as_json: JsonOpt = False,
@@ -222,6 +236,24 @@ def check(
         _print_check(report)
     if not report.ok:
         raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _stored_rows(table: Table, pairs: list[command.StoredPair]) -> None:
+    """What the store holds of each (type, version); events whose version cannot be read, as such."""
+    for p in pairs:
+        style = "red" if p.treatment in ("no path", "unreadable") else None
+        version = str(p.version) if p.version is not None else "unreadable"
+        table.add_row(p.type, version, f"{p.events:,}", p.treatment, p.detail, style=style)
+
+
+def _print_unreadable(pairs: list[command.StoredPair], console: Console) -> None:
+    unreadable: dict[str, int] = {}
+    for p in pairs:
+        if p.treatment == "unreadable":
+            unreadable[p.type] = unreadable.get(p.type, 0) + p.events
+    if unreadable:
+        console.print(Text("schema version unreadable (migrate quarantines them): "
+                           + ", ".join(f"{n:,} {t}" for t, n in unreadable.items()), style="red"), soft_wrap=True)
 
 
 def _print_check(report: command.CheckReport) -> None:
@@ -248,9 +280,7 @@ def _print_check(report: command.CheckReport) -> None:
         stored = Table(title=f"Stored in epoch {s.epoch} of {s.url}")
         for col in ("type", "version", "events", "treatment", "detail"):
             stored.add_column(col, justify="right" if col == "events" else "left")
-        for p in s.stored:
-            stored.add_row(p.type, str(p.version), f"{p.events:,}", p.treatment, p.detail,
-                           style="red" if p.treatment == "no path" else None)
+        _stored_rows(stored, s.stored)
         out.print(stored)
         out.print(f"{s.sampled:,} of {s.events:,} stored events sampled (up to {s.sample_per_version:,} per version) "
                   f"and upcast without writing: {len(s.failed):,} failed", soft_wrap=True)
@@ -261,6 +291,7 @@ def _print_check(report: command.CheckReport) -> None:
             out.print(Text(f"... and {len(s.failed) - 20:,} more (--json lists them all)", style="red"))
         if s.uncovered:
             out.print(Text("no path to a head: " + ", ".join(s.uncovered), style="red"), soft_wrap=True)
+        _print_unreadable(s.stored, out)
     else:
         out.print(f"store not checked: {report.store_skipped}", soft_wrap=True)
     out.print(Text("check passed" if report.ok else "check FAILED", style="green" if report.ok else "red"))
@@ -353,7 +384,7 @@ def switch(
     batch_size: BatchOpt = None,
     workers: WorkersOpt = None,
     catch_up: Annotated[bool, typer.Option("--catch-up/--no-catch-up", help="Migrate and verify events appended meanwhile, then switch.")] = True,
-    attempts: Annotated[int, typer.Option("--attempts", min=1, help="Catch-ups to try while writers keep appending.")] = 5,
+    attempts: Annotated[int, typer.Option("--attempts", min=1, max=MAX_ATTEMPTS, help=f"Catch-ups to try while writers keep appending (1 to {MAX_ATTEMPTS}).")] = 5,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify, then make the migrated epoch active atomically."""
@@ -414,7 +445,7 @@ def rebuild(
     store: StoreOpt = None,
     read_models: ReadModelsOpt = None,
     workers: WorkersOpt = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Events folded between two checkpoints (default 1,000,000).", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=MAX_REBUILD_BATCH_SIZE, help=f"Events folded between two checkpoints (1 to {MAX_REBUILD_BATCH_SIZE:,}; default 1,000,000).", show_default=False)] = None,
     accept_changes: Annotated[bool, typer.Option("--accept-changes", help="Swap in a new projection version even though rows differ.")] = False,
     no_swap: Annotated[bool, typer.Option("--no-swap", help="Stop after verification; a later rebuild swaps the verified tables in.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Abandon unfinished rebuilds instead of resuming them.")] = False,
@@ -478,7 +509,9 @@ def status(config: ConfigOpt = None, store: StoreOpt = None, as_json: JsonOpt = 
     for col in ("epoch", "status", "from", "events", "created"):
         epochs.add_column(col)
     for e in report.epochs:
-        epochs.add_row(str(e.epoch), e.status, str(e.source_epoch or "-"), f"{e.events:,}", _when(e.created_at))
+        # a store eventmig never wrote to has no record of when its first epoch began
+        epochs.add_row(str(e.epoch), e.status, str(e.source_epoch or "-"), f"{e.events:,}",
+                       _when(e.created_at) if e.created_at else "-")
     out.print(epochs)
     if report.runs:
         runs = Table(title="Runs")
@@ -514,7 +547,7 @@ def quarantine(
     config: ConfigOpt = None,
     store: StoreOpt = None,
     accept: Annotated[bool, typer.Option("--accept", help="Accept quarantined events (all, or --id ones) as left behind.")] = False,
-    ids: Annotated[list[int] | None, typer.Option("--id", help="Quarantine entry id (repeatable).", show_default=False)] = None,
+    ids: Annotated[list[int] | None, typer.Option("--id", min=1, max=MAX_ID, help="Quarantine entry id (repeatable).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List the current migration's quarantined events, or accept them."""
@@ -537,7 +570,7 @@ def quarantine(
 @app.command()
 @reports_errors
 def demo(
-    events: Annotated[int, typer.Option("--events", min=0, help="How many legacy shop events to seed.")] = 100_000,
+    events: Annotated[int, typer.Option("--events", min=0, max=MAX_DEMO_EVENTS, help=f"How many legacy shop events to seed (at most {MAX_DEMO_EVENTS:,}).")] = 100_000,
     seed_only: Annotated[bool, typer.Option("--seed-only", help="Only seed the store.")] = False,
     store: Annotated[str | None, typer.Option("--store", help=f"Store URL (default {command.DEFAULT_DEMO_STORE}, recreated each run; another store must be empty).", show_default=False)] = None,
     config: ConfigOpt = None,
@@ -576,18 +609,38 @@ def main(argv: list[str] | None = None) -> None:
     for JSON, so eventmig takes them over here.
     """
     args = sys.argv[1:] if argv is None else argv
+    quiet_library_logs()
+    Interrupts.install()
     try:
         code = app(args=args, prog_name="eventmig", standalone_mode=False)
+    except KeyboardInterrupt:  # before or after the command itself, which reports its own
+        _fail_interrupted(args)
     except _CLICK_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `eventmig` alone: the help, as a usage error's answer
+            exc.show()
+            exit_with(int(ExitCode.USAGE))
+        message = mask_url(" ".join(exc.format_message().split()))
         if "--json" in args:
-            message = mask_url(exc.format_message())
             sys.stdout.write(msgspec.json.encode({"error": message, "exit_code": int(ExitCode.USAGE)}).decode() + "\n")
         else:
-            exc.show()
-        sys.exit(int(ExitCode.USAGE))
-    except typer.Abort:
-        sys.exit(int(ExitCode.RUNTIME))
-    sys.exit(code if isinstance(code, int) else 0)
+            context = getattr(exc, "ctx", None)
+            hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+            err.print(Text(f"error: {message.rstrip('.')}{hint}", style="red"), soft_wrap=True)
+        exit_with(int(ExitCode.USAGE))
+    except typer.Abort:  # click's word for a Ctrl-C outside a command
+        _fail_interrupted(args)
+    if code == ExitCode.INTERRUPTED and not Interrupts.reported:
+        _fail_interrupted(args)  # typer turns a Ctrl-C outside a command into 130, silently
+    exit_with(code if isinstance(code, int) else 0)
+
+
+def _fail_interrupted(args: list[str]) -> None:
+    """A Ctrl-C that reached no command's own report: while flags were parsed, or as a command returned."""
+    message = "interrupted" if Interrupts.started else "interrupted before the command started; nothing was done"
+    try:
+        _fail(message, ExitCode.INTERRUPTED, "--json" in args)
+    except typer.Exit:
+        exit_with(int(ExitCode.INTERRUPTED))
 
 
 if __name__ == "__main__":

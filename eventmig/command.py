@@ -33,21 +33,24 @@ from .upcasting import CompiledRegistry, EventContext
 _decode = msgspec.json.Decoder().decode
 
 
-def open_configured_store(settings: Settings, *, create: bool = False) -> EventStore:
+def open_configured_store(settings: Settings, *, create: bool = False, read_only: bool = False) -> EventStore:
     """The configured event store; a SQLite file must already exist unless ``create``.
 
     A mistyped path should be an error, not a new empty store that every
-    command then reports on.
+    command then reports on. The commands that only look open it
+    ``read_only``: they work with a connection that cannot write, and write
+    nothing themselves.
     """
-    return open_store(settings.store, table=settings.events_table, create=create)
+    return open_store(settings.store, table=settings.events_table, create=create, read_only=read_only)
 
 
 # ------------------------------------------------------------------------ plan
 class StoredPair(msgspec.Struct):
     type: str
-    version: int
+    #: None for events whose schema version cannot be read (treatment "unreadable", the reason in ``detail``)
+    version: int | None
     events: int
-    treatment: str  # "head" | "upcast" | "dropped" | "unknown" | "no path"
+    treatment: str  # "head" | "upcast" | "dropped" | "unknown" | "no path" | "unreadable"
     detail: str = ""
 
 
@@ -78,38 +81,85 @@ def plan(settings: Settings, *, scan_store: bool = True, progress: Progress = SI
     store_url = epoch = None
     skipped = "not requested (--no-store)" if not scan_store else _missing_sqlite(settings.store)
     if skipped is None:
-        with open_configured_store(settings) as store:
+        with open_configured_store(settings, read_only=True) as store:
             store_url, epoch = store.url, store.epoch
-            counts = stored_versions(store, compiled, progress=progress)
-        for (t, v), n in sorted(counts.items()):
-            stored.append(_treatment(compiled, t, v, n))
+            stored = stored_versions(store, compiled, progress=progress).pairs(compiled)
     uncovered = [f"{p.type} v{p.version}" for p in stored if p.treatment == "no path"]
-    return PlanReport(not uncovered, dict(sorted(compiled.heads.items())), chains, store_url, epoch, stored, uncovered,
-                      skipped)
+    ok = not uncovered and not any(p.treatment == "unreadable" for p in stored)
+    return PlanReport(ok, dict(sorted(compiled.heads.items())), chains, store_url, epoch, stored, uncovered, skipped)
 
 
-def stored_versions(store: EventStore, compiled: CompiledRegistry, *, progress: Progress = SILENT) -> Counter[tuple[str, int]]:
+#: JSON's names for what msgspec decodes into
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               type(None): "null"}
+
+
+class StoredCounts:
+    """Stored events per (type, schema version), and per (type, reason) of those whose version cannot be read.
+
+    An event whose metadata is not a JSON object, or holds a version that is
+    not one, is never "version 0" of its type: ``migrate`` quarantines it,
+    and what the store holds says so, with the reason and the first such
+    event.
+    """
+
+    def __init__(self, compiled: CompiledRegistry) -> None:
+        self.location = compiled.version_location
+        self.versions: Counter[tuple[str, int]] = Counter()
+        #: (type, reason) -> [events, the reason as the first of them gives it, and where it is]
+        self.unreadable: dict[tuple[str, str], list[Any]] = {}
+
+    @property
+    def events(self) -> int:
+        return sum(self.versions.values()) + sum(n for n, _ in self.unreadable.values())
+
+    def add(self, row: tuple[Any, ...]) -> tuple[str, int | str]:
+        """Count one stored row; return its group: (type, version), or (type, reason) if its version is unreadable."""
+        try:
+            meta = _decode(row[6]) if row[6] else {}
+        except msgspec.DecodeError as exc:
+            return self._unreadable(row, "metadata is not valid JSON", f"metadata is not valid JSON ({exc})")
+        except RecursionError:
+            return self._unreadable(row, "metadata nested too deeply", "metadata nested too deeply to decode")
+        if type(meta) is not dict:
+            kind = _JSON_KINDS.get(type(meta), type(meta).__name__)
+            return self._unreadable(row, "metadata is not a JSON object", f"metadata is {kind}, not a JSON object")
+        try:
+            node = self.location.read(row[4], meta)
+        except ValueError as exc:  # the version location says what it expected, and what it got
+            return self._unreadable(row, str(exc).split(", got ", 1)[0], str(exc))
+        self.versions[node] += 1
+        return node
+
+    def _unreadable(self, row: tuple[Any, ...], reason: str, detail: str) -> tuple[str, str]:
+        group = (row[4], reason)
+        counted = self.unreadable.setdefault(group, [0, f"{detail}; the first at {row[0]}@{row[1]}"])
+        counted[0] += 1
+        return group
+
+    def pairs(self, compiled: CompiledRegistry) -> list[StoredPair]:
+        """What the store holds of each (type, version), then the events whose version cannot be read."""
+        pairs = [_treatment(compiled, t, v, n) for (t, v), n in sorted(self.versions.items())]
+        pairs += [StoredPair(t, None, n, "unreadable", f"schema version unreadable: {detail}")
+                  for (t, _reason), (n, detail) in sorted(self.unreadable.items())]
+        return pairs
+
+
+def stored_versions(store: EventStore, compiled: CompiledRegistry, *, progress: Progress = SILENT) -> StoredCounts:
     """Count the active epoch's events per (type, schema version): a full scan, in batches."""
-    counts: Counter[tuple[str, int]] = Counter()
-    location = compiled.version_location
+    counts = StoredCounts(compiled)
     head = store.head_position()
     if head is None:
         return counts
     with progress.task("scan stored versions", store.count_events(until=head)) as task:
         for rows in store.read_all_rows(None, until=head, batch_size=10_000):
             for row in rows:
-                try:
-                    meta = _decode(row[6]) if row[6] else {}
-                    counts[location.read(row[4], meta if isinstance(meta, dict) else {})] += 1
-                except (ValueError, msgspec.DecodeError, RecursionError):
-                    counts[(row[4], 0)] += 1  # unreadable version: reported as v0
+                counts.add(row)
             task.advance(len(rows))
     return counts
 
 
 def _treatment(compiled: CompiledRegistry, t: str, v: int, n: int) -> StoredPair:
-    if v == 0:
-        return StoredPair(t, v, n, "no path", "schema version unreadable")
     if not compiled.knows(t):
         return StoredPair(t, v, n, "unknown", "no schema or upcaster: copied unchanged")
     if compiled.is_head((t, v)):
@@ -190,9 +240,10 @@ def check(
     store_check = None
     skipped = "not requested (--no-store)" if not scan_store else _missing_sqlite(settings.store)
     if skipped is None:
-        with open_configured_store(settings) as store:
+        with open_configured_store(settings, read_only=True) as store:
             store_check = _check_store(store, compiled, sample, progress)
-    ok = properties.ok and (store_check is None or not (store_check.uncovered or store_check.failed))
+    ok = properties.ok and (store_check is None or not (
+        store_check.uncovered or store_check.failed or any(p.treatment == "unreadable" for p in store_check.stored)))
     return CheckReport(ok, properties, store_check, skipped)
 
 
@@ -211,14 +262,14 @@ def _missing_sqlite(url: str) -> str | None:
 
 def _check_store(store: EventStore, compiled: CompiledRegistry, sample: int, progress: Progress) -> StoreCheck:
     counts, rows = sample_stored(store, compiled, sample, progress=progress)
-    stored = [_treatment(compiled, t, v, n) for (t, v), n in sorted(counts.items())]
+    stored = counts.pairs(compiled)
     uncovered = [f"{p.type} v{p.version}" for p in stored if p.treatment == "no path"]
     failed = []
     for row in rows:
         reason = _upcast_failure(compiled, row)
         if reason is not None:
             failed.append(SampledFailure(row[0], row[1], row[3], row[4], reason))
-    return StoreCheck(store.url, store.epoch, sum(counts.values()), stored, uncovered, sample, len(rows), failed)
+    return StoreCheck(store.url, store.epoch, counts.events, stored, uncovered, sample, len(rows), failed)
 
 
 def _upcast_failure(compiled: CompiledRegistry, row: tuple[Any, ...]) -> str | None:
@@ -242,41 +293,39 @@ def _upcast_failure(compiled: CompiledRegistry, row: tuple[Any, ...]) -> str | N
 
 def sample_stored(
     store: EventStore, compiled: CompiledRegistry, per_version: int, *, progress: Progress = SILENT
-) -> tuple[Counter[tuple[str, int]], list[tuple[Any, ...]]]:
+) -> tuple[StoredCounts, list[tuple[Any, ...]]]:
     """Count the active epoch's events per (type, version), as :func:`stored_versions`, and
     sample up to ``per_version`` rows of each, uniformly (reservoir sampling, fixed seed).
 
     Sampling per version rather than overall keeps the rare old versions,
-    the ones most likely to break, in the sample.
+    the ones most likely to break, in the sample. Events whose version
+    cannot be read are sampled per reason.
     """
     import random
 
     rng = random.Random(0)
-    counts: Counter[tuple[str, int]] = Counter()
-    reservoirs: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
-    location = compiled.version_location
+    counts = StoredCounts(compiled)
+    seen: Counter[tuple[str, int | str]] = Counter()
+    reservoirs: dict[tuple[str, int | str], list[tuple[Any, ...]]] = {}
     head = store.head_position()
     if head is None:
         return counts, []
     with progress.task("scan and sample stored events", store.count_events(until=head)) as task:
         for rows in store.read_all_rows(None, until=head, batch_size=10_000):
             for row in rows:
-                try:
-                    meta = _decode(row[6]) if row[6] else {}
-                    node = location.read(row[4], meta if isinstance(meta, dict) else {})
-                except (ValueError, msgspec.DecodeError, RecursionError):
-                    node = (row[4], 0)  # unreadable version: reported as v0
-                counts[node] += 1
+                group = counts.add(row)
+                seen[group] += 1
                 if per_version:
-                    kept = reservoirs.setdefault(node, [])
+                    kept = reservoirs.setdefault(group, [])
                     if len(kept) < per_version:
                         kept.append(row)
                     else:
-                        j = rng.randrange(counts[node])
+                        j = rng.randrange(seen[group])
                         if j < per_version:
                             kept[j] = row
             task.advance(len(rows))
-    return counts, [row for node in sorted(reservoirs) for row in reservoirs[node]]
+    order = sorted(reservoirs, key=lambda g: (g[0], isinstance(g[1], str), g[1]))
+    return counts, [row for group in order for row in reservoirs[group]]
 
 
 # --------------------------------------------------------------------- migrate
@@ -312,7 +361,7 @@ def load_stream_map(path: str | Path) -> dict[str, str]:
 
 def verify(settings: Settings, *, progress: Progress = SILENT) -> _verify.VerifyReport:
     compiled = load_registry(settings)
-    with open_configured_store(settings) as store:
+    with open_configured_store(settings, read_only=True) as store:
         return _verify.verify(store, compiled, batch_size=settings.batch_size, workers=settings.workers, progress=progress)
 
 
@@ -416,7 +465,7 @@ class StatusReport(msgspec.Struct):
 
 
 def status(settings: Settings) -> StatusReport:
-    with open_configured_store(settings) as store:
+    with open_configured_store(settings, read_only=True) as store:
         active = store.active_epoch()
         epochs = [_epoch_status(store, e) for e in store.epochs()]
         quarantine = Counter[str]()
@@ -437,10 +486,12 @@ def status(settings: Settings) -> StatusReport:
 def _read_model_status(settings: Settings, active: int, switches: list[Switch]) -> list[ReadModelStatus]:
     """Live read models and their latest rebuilds, if the read-model database has any, and which are stale."""
     try:
-        db = ReadModelDB(settings.read_models_url, create=False)
+        db = ReadModelDB(settings.read_models_url, create=False, read_only=True)
     except ConfigError:  # no read-model database yet
         return []
     with db:
+        if not db.table_exists("eventmig_read_models"):  # one eventmig never rebuilt into
+            return []
         live = db.live_models()
         latest: dict[str, Any] = {}
         runs = db.runs()
@@ -504,7 +555,7 @@ class QuarantineReport(msgspec.Struct):
 
 def quarantine(settings: Settings, *, accept: bool = False, ids: list[int] | None = None) -> QuarantineReport:
     """List the current run's quarantined events; ``accept`` marks them knowingly left behind."""
-    with open_configured_store(settings) as store:
+    with open_configured_store(settings, read_only=not accept) as store:
         run = _migrate.current_run(store)
         if run is None:
             return QuarantineReport(None, [])
@@ -629,12 +680,13 @@ def demo(
             "repository): run it from a clone of the repository, e.g. `make demo`"
         )
     url = store_url or DEFAULT_DEMO_STORE
-    shown = mask_url(url)  # the report is printed: never the password
+    shown = mask_url(url)  # the report is printed: never the password (the store's own form, once it is open)
     if store_url is None:
         _remove_sqlite_files(url)
     demo_settings = Settings(**{**settings.__dict__, "store": url, "read_models": None})
     steps: list[DemoStep] = []
     with open_configured_store(demo_settings, create=True) as store:
+        shown = store.url
         if store.head_position() is not None or len(store.epochs()) > 1:
             raise ConfigError(f"the demo needs an empty store and {store.url} has events; pass another --store")
         started = time.perf_counter()

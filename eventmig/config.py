@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, EventmigError
-from .migrate import DEFAULT_BATCH_SIZE
+from .migrate import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
+from .parallel import MAX_WORKERS, default_workers
 from .upcasting import CompiledRegistry, Registry
 
 DEFAULT_STORE = "sqlite:///eventmig.db"
@@ -53,7 +54,8 @@ class Settings:
     version_key: str | None = None
     #: events per batch of migrate and verify, and per committed checkpoint
     batch_size: int = DEFAULT_BATCH_SIZE
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    #: worker processes of migrate, verify and rebuild (one per core, up to MAX_WORKERS)
+    workers: int = field(default_factory=default_workers)
     #: directory of the pyproject.toml the settings came from (or the cwd)
     root: Path = field(default_factory=Path.cwd)
     config_file: Path | None = None
@@ -68,9 +70,17 @@ def find_config(start: Path | None = None) -> Path | None:
     here = (start or Path.cwd()).resolve()
     for directory in (here, *here.parents):
         candidate = directory / "pyproject.toml"
-        if candidate.is_file() and "eventmig" in _read_toml(candidate).get("tool", {}):
+        if candidate.is_file() and "eventmig" in _tool_table(candidate):
             return candidate
     return None
+
+
+def _tool_table(path: Path) -> dict[str, Any]:
+    """The file's ``[tool]`` table; a ``tool`` that is not a table is an error, not "no eventmig here"."""
+    tool = _read_toml(path).get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(f"{path}: tool must be a table ([tool.eventmig]), got {_shown(tool)}")
+    return tool
 
 
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
@@ -82,7 +92,10 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     table: dict[str, Any] = {}
     root = Path.cwd()
     if path is not None:
-        table = dict(_read_toml(path).get("tool", {}).get("eventmig", {}))
+        found = _tool_table(path).get("eventmig", {})
+        if not isinstance(found, dict):
+            raise ConfigError(f"{path}: tool.eventmig must be a table ([tool.eventmig]), got {_shown(found)}")
+        table = dict(found)
         root = path.resolve().parent
     known = {f.name for f in fields(Settings)} - {"root", "config_file"}
     unknown = sorted(set(table) - known)
@@ -107,11 +120,12 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
 
 
 _TEXT_SETTINGS = ("store", "read_models", "upcasters", "projections", "events_table", "version_key")
-_COUNT_SETTINGS = ("batch_size", "workers")
+#: settings that count something, and their largest values
+_COUNT_SETTINGS = {"batch_size": MAX_BATCH_SIZE, "workers": MAX_WORKERS}
 
 
 def _check_types(settings: Settings) -> None:
-    """Refuse a setting of the wrong type here, as a configuration error (exit 2).
+    """Refuse a setting of the wrong type or out of range here, as a configuration error (exit 2).
 
     TOML has types, and ``store = 5`` would otherwise surface much later as
     an unexpected failure deep inside whatever first used the value.
@@ -119,11 +133,17 @@ def _check_types(settings: Settings) -> None:
     for key in _TEXT_SETTINGS:
         value = getattr(settings, key)
         if value is not None and not isinstance(value, str):
-            raise ConfigError(f"setting {key} must be a string, got {value!r}")
-    for key in _COUNT_SETTINGS:
+            raise ConfigError(f"setting {key} must be a string, got {_shown(value)}")
+    for key, largest in _COUNT_SETTINGS.items():
         value = getattr(settings, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        if type(value) is not int or not 1 <= value <= largest:
+            raise ConfigError(f"setting {key} must be an integer from 1 to {largest:,}, got {_shown(value)}")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as an error message quotes it: its repr, on one line and cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def import_object(spec: str, root: Path, what: str) -> Any:
@@ -189,8 +209,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _resolve_sqlite(url: str, root: Path) -> str:

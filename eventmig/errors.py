@@ -2,8 +2,8 @@
 
 Operators script around eventmig, so a failure's *kind* must survive to the
 exit status: a verification failure (1) is not a typo in the config (2), and
-neither is a database that went away mid-run (3) or a job that is already
-running elsewhere (4).
+neither is a database that went away mid-run (3), a job that is already
+running elsewhere (4) or an operator's Ctrl-C (130, as shells report SIGINT).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ class ExitCode(IntEnum):
     RUNTIME = 3
     #: another job holds the lock on the same target; try again when it is done
     BUSY = 4
+    #: interrupted (SIGINT, Ctrl-C): what was committed is kept, running the command again resumes it
+    INTERRUPTED = 130
 
 
 class EventmigError(Exception):

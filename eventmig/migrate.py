@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from .errors import ConfigError
-from .parallel import Workers, default_workers, slices
+from .parallel import Workers, check_workers, slice_count, slices
 from .progress import SILENT, Progress
 from .stores.base import EventStore, QuarantinedEvent, Run, TargetEvent
 from .transform import BatchCounts, Prepared, Transformer
@@ -25,6 +25,8 @@ from .upcasting import CompiledRegistry
 
 LOCK = "migrate"
 DEFAULT_BATCH_SIZE = 10_000  # events per slice and per committed checkpoint
+#: a slice is read whole into a worker's memory: beyond this many events it only costs memory
+MAX_BATCH_SIZE = 1_000_000
 
 
 class MigrateReport(msgspec.Struct):
@@ -49,6 +51,8 @@ class MigrateReport(msgspec.Struct):
     total_quarantined: int = 0
     #: what would make the real run refuse (a dry run's findings: streams the stream map would merge)
     problems: list[str] = []
+    #: worker processes started (at most one per slice); 0 when this process upcast every slice
+    processes: int = 0
 
 
 def migrate(
@@ -71,15 +75,20 @@ def migrate(
     unfinished target epoch and starts over. ``workers`` processes read and
     upcast slices of the source while this one writes (default: the cores).
     """
-    if batch_size < 1:
-        raise ConfigError("batch size must be at least 1")
+    check_batch_size(batch_size)
     _check_stream_map(stream_map)
-    workers = workers or default_workers()
+    workers = check_workers(workers)
     if dry_run:
         store.check_new_epoch()
         return _dry_run(store, Transformer(compiled, stream_map), batch_size, workers, progress)
     with store.lock(LOCK):
         return _migrate(store, compiled, batch_size, dict(stream_map or {}), restart, workers, progress)
+
+
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a batch size out of range as a configuration error, before anything is read."""
+    if type(batch_size) is not int or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(f"batch size must be between 1 and {MAX_BATCH_SIZE:,}, got {batch_size!r}")
 
 
 def current_run(store: EventStore) -> Run | None:
@@ -142,9 +151,12 @@ def _migrate(
 
     this_run = BatchCounts()
     started = time.perf_counter()
+    processes = 0
     with progress.task(f"migrate epoch {run.source_epoch} -> {run.target_epoch}", todo) as task:
         if head is not None:
-            with Workers(workers, {"source": source.reopen}, {"prepare": transformer.prepare}) as pool:
+            with Workers(workers, {"source": source.reopen}, {"prepare": transformer.prepare},
+                         tasks=slice_count(todo, batch_size)) as pool:
+                processes = pool.processes
                 tasks = (("source", "prepare", r) for r in slices(source, run.checkpoint, head, batch_size))
                 for read, last_position, batch in pool.map(tasks):
                     if batch.collisions:  # streams created since the run started, under a name the map gives away
@@ -173,7 +185,7 @@ def _migrate(
         unknown=this_run.unknown, dropped=this_run.dropped, quarantined=this_run.quarantined,
         seconds=round(seconds, 3), events_per_second=round(this_run.read / seconds, 1) if seconds else 0.0,
         before=this_run.as_json()["before"], after=this_run.as_json()["after"],
-        quarantine_reasons=dict(this_run.reasons), total_quarantined=totals.quarantined,
+        quarantine_reasons=dict(this_run.reasons), total_quarantined=totals.quarantined, processes=processes,
     )
 
 
@@ -183,9 +195,13 @@ def _dry_run(store: EventStore, transformer: Transformer, batch_size: int, worke
     counts = BatchCounts()
     collisions: set[str] = set()
     started = time.perf_counter()
-    with progress.task(f"dry run of epoch {source.epoch}", source.count_events(until=head) if head else 0) as task:
+    processes = 0
+    todo = source.count_events(until=head) if head is not None else 0
+    with progress.task(f"dry run of epoch {source.epoch}", todo) as task:
         if head is not None:
-            with Workers(workers, {"source": source.reopen}, {"prepare": transformer.prepare}) as pool:
+            with Workers(workers, {"source": source.reopen}, {"prepare": transformer.prepare},
+                         tasks=slice_count(todo, batch_size)) as pool:
+                processes = pool.processes
                 tasks = (("source", "prepare", r) for r in slices(source, None, head, batch_size))
                 for read, _last, batch in pool.map(tasks):
                     counts.merge(batch.counts)
@@ -200,6 +216,7 @@ def _dry_run(store: EventStore, transformer: Transformer, batch_size: int, worke
         events_per_second=round(counts.read / seconds, 1) if seconds else 0.0,
         before=summary["before"], after=summary["after"], quarantine_reasons=dict(counts.reasons),
         total_quarantined=counts.quarantined, problems=transformer.merge_problems(collisions, source.epoch),
+        processes=processes,
     )
 
 

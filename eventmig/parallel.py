@@ -10,26 +10,40 @@ stream numbering need.
 
 Workers are forked: they inherit the compiled registry and the function to
 run, so neither needs to be importable by name. Where fork is unavailable,
-or with one worker, the same functions run in the calling process.
+or with one worker, the same functions run in the calling process. No more
+workers start than there are slices to process (:data:`MAX_WORKERS` at
+most), and they leave Ctrl-C to the parent, which stops them (see
+:func:`ignore_interrupts`).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from .stores.base import EventStore
 
 Range = tuple[int | None, int]  # (after, until]: positions bounding one slice
 
+#: the most worker processes a job starts: each holds connections of its own (PostgreSQL allows 100 by
+#: default), and beyond the cores of one machine more processes only take turns
+MAX_WORKERS = 64
+
 # In a worker: the store handles it reads from and the functions it runs, set before forking.
 _handles: dict[str, Callable[[], EventStore]] = {}
 _functions: dict[str, Callable[[list[tuple[Any, ...]]], Any]] = {}
 # keyed by process id too: a forked worker must never use (or close) a handle of its parent
 _opened: dict[tuple[int, str], EventStore] = {}
+
+
+def slice_count(events: int, batch_size: int) -> int:
+    """How many slices :func:`slices` cuts ``events`` events into (the last one may be short)."""
+    return -(-events // batch_size)
 
 
 def slices(store: EventStore, after: int | None, until: int, batch_size: int) -> Iterator[Range]:
@@ -60,7 +74,9 @@ class Workers:
 
     ``sources`` maps a name to a zero-argument factory opening a store
     handle; it is called once per worker, after the fork, so no connection
-    is ever shared between processes.
+    is ever shared between processes. ``tasks``, when known, is how many
+    slices there are: no more workers start than that, and for one slice
+    none (``processes`` says how many did).
     """
 
     def __init__(
@@ -68,13 +84,18 @@ class Workers:
         workers: int,
         sources: dict[str, Callable[[], EventStore]],
         functions: dict[str, Callable[[list[tuple[Any, ...]]], Any]],
+        *,
+        tasks: int | None = None,
     ) -> None:
-        self.workers = workers
+        self.workers = max(1, min(workers, MAX_WORKERS, tasks if tasks is not None else workers))
         _handles.update(sources)
         _functions.update(functions)
         self._pool = None
-        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-            self._pool = multiprocessing.get_context("fork").Pool(workers, initializer=_yield_to_parent)
+        self.processes = 0
+        if self.workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            with interrupts_held():
+                self._pool = multiprocessing.get_context("fork").Pool(self.workers, initializer=_start_worker)
+            self.processes = self.workers
 
     def map(self, tasks: Sequence[tuple[str, str, Range]] | Iterator[tuple[str, str, Range]]) -> Iterator[tuple[int, int, Any]]:
         """Results of ``(source, function, (after, until))`` tasks, in task order.
@@ -115,6 +136,41 @@ class Workers:
 WORKER_NICENESS = 3
 
 
+def _start_worker() -> None:
+    ignore_interrupts()
+    _yield_to_parent()
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Around forking workers: a Ctrl-C meanwhile waits, so that no child starts with Python's handler.
+
+    The children inherit the blocked signal and unblock it once they ignore
+    it (:func:`ignore_interrupts`); the parent gets it when the forks are done.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def ignore_interrupts() -> None:
+    """In a worker process: leave Ctrl-C to the parent.
+
+    A terminal sends SIGINT to every process of the job. A worker that took
+    it would die with a traceback of its own, mid-slice; the parent instead
+    stops its workers (they hold nothing uncommitted that matters: the next
+    run redoes their slices) and reports the interruption once.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _yield_to_parent() -> None:
     """Let the parent have a core whenever it wants one.
 
@@ -131,4 +187,16 @@ def _yield_to_parent() -> None:
 
 
 def default_workers() -> int:
-    return os.cpu_count() or 1
+    """One worker per core, up to :data:`MAX_WORKERS`."""
+    return min(os.cpu_count() or 1, MAX_WORKERS)
+
+
+def check_workers(workers: int | None) -> int:
+    """The number of workers a job asked for (None: :func:`default_workers`), refused out of range."""
+    if workers is None:
+        return default_workers()
+    if type(workers) is not int or not 1 <= workers <= MAX_WORKERS:
+        from .errors import ConfigError
+
+        raise ConfigError(f"workers must be between 1 and {MAX_WORKERS}, got {workers!r}")
+    return workers

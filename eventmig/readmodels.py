@@ -120,7 +120,7 @@ class TableDiff(msgspec.Struct):
 class ReadModelDB(SQLDatabase):
     """A connection to the read-model database (SQLite or PostgreSQL)."""
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True, read_only: bool = False) -> None:
         super().__init__(
             url,
             what="read-model database",
@@ -129,9 +129,11 @@ class ReadModelDB(SQLDatabase):
             # rebuilds commit large batches and update state tables all over: checkpoint (and fsync)
             # the WAL less often than every 4 MB, and keep more pages cached
             sqlite_pragmas={"wal_autocheckpoint": 16384, "cache_size": -8192},
+            read_only=read_only,
         )
         self._inserts: dict[tuple[str, tuple[str, ...]], str] = {}
-        self._ensure_schema()
+        if not read_only:  # a reader (status) finds the bookkeeping, or none
+            self._ensure_schema()
 
     def reopen(self) -> ReadModelDB:
         """A handle of its own, for a worker process (connections never cross a fork)."""

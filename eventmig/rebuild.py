@@ -69,6 +69,7 @@ from .cutover import swap_read_models
 from .errors import ConfigError, EventmigError, ExitCode, UpcastError
 from .progress import SILENT, Progress
 from .events import MetadataKey
+from .parallel import check_workers, ignore_interrupts, interrupts_held
 from .projections import (
     KEY_INDEXED,
     KEY_STREAM,
@@ -94,6 +95,8 @@ RANGES = "ranges"
 #: the previous one, which costs about as much as folding the events did, so commit seldom; a killed rebuild
 #: folds at most this many events again (seconds of work)
 DEFAULT_BATCH_SIZE = 1_000_000
+#: states are bounded apart from the batch (MAX_DIRTY_STATES, the caches): this bounds the work a kill loses
+MAX_BATCH_SIZE = 100_000_000
 #: events per read from the store
 READ_PAGE = 10_000
 #: states a worker keeps in memory per partition; older ones are reloaded from the state table when touched
@@ -189,13 +192,11 @@ def rebuild(
     rows that differ with ``accept_changes``. ``restart`` abandons unfinished
     runs instead of resuming them.
     """
-    if batch_size < 1:
-        raise ConfigError("batch size must be at least 1")
+    if type(batch_size) is not int or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(f"batch size must be between 1 and {MAX_BATCH_SIZE:,}, got {batch_size!r}")
     compiled = registry.compile() if isinstance(registry, Registry) else registry
     selected = select_projections(projections, names)
-    workers = workers or os.cpu_count() or 1
-    if workers < 1:
-        raise ConfigError("workers must be at least 1")
+    workers = check_workers(workers)
     owns_db = not isinstance(read_models, ReadModelDB)
     db = read_models if isinstance(read_models, ReadModelDB) else ReadModelDB(read_models or _store_url(store))
     try:
@@ -564,7 +565,8 @@ def _scan_keys(units: list[_Unit]) -> dict[Any, list[_Unit]]:
     return scans
 
 
-#: below this many events to replay, worker processes cost more than they save: fold in this process
+#: below this many events to replay, worker processes cost more than they save: fold in this process; above
+#: it, no process for fewer than half as many events (partitions share the processes there are)
 FORK_MIN_EVENTS = 50_000
 
 
@@ -574,11 +576,12 @@ def _execute(
 ) -> tuple[int, int, dict[tuple[str, str], WrittenDigest]]:
     """Fold the units, in worker processes or in this one; return (events replayed, processes started, digests
     of the rows written per (run id, shadow table))."""
-    plan = _assign(units, workers)
     counted: dict[tuple[int | None, int | None], int] = {}
     reader = _scan_handle(source)  # counts and reads here leave no page cache behind for workers to inherit
     try:
         events = _events_to_read(reader, units, counted)
+        share = FORK_MIN_EVENTS // 2
+        plan = _assign(units, min(workers, -(-events // share)) if share > 0 else workers)
         if len(plan) == 1 or events < FORK_MIN_EVENTS:
             with ExitStack() as stack:
                 bars = _progress_bars(stack, progress, _scan_totals(reader, units, counted))
@@ -604,8 +607,9 @@ def _execute(
         procs.append(proc)
     with ExitStack() as stack:
         bars = [_progress_bars(stack, progress, slot_totals) for slot_totals in totals]
-        for proc in procs:
-            proc.start()
+        with interrupts_held():
+            for proc in procs:
+                proc.start()
         done: set[int] = set()
         written: dict[tuple[str, str], WrittenDigest] = {}
         failure: tuple[str, int] | None = None
@@ -703,6 +707,7 @@ def _worker_main(
     i: int, source: EventStore, db: ReadModelDB, binding: Binding, job: _Job, slot: list[_Unit], batch_size: int,
     messages: Any,
 ) -> None:
+    ignore_interrupts()  # Ctrl-C is the parent's to handle: it stops the workers
     _die_with_parent()
     _relax_gc()
     parent = os.getppid()

@@ -23,12 +23,17 @@ begin:
   (:class:`~eventmig.identifiers.Identifiers`): quoted by the dialect, checked
   against its length limit.
 * A URL is printed only masked; driver errors become one-line StoreErrors.
+* Read-only handles (``read_only=True``, for the commands that only look)
+  write nothing: SQLite opens the file with ``mode=ro`` (and, where even the
+  WAL's shared-memory file cannot be created, as ``immutable``), PostgreSQL
+  sessions are ``READ ONLY``, and neither creates eventmig's tables.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
 import time
 import weakref
@@ -36,13 +41,14 @@ import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from .errors import ConfigError, StoreError
 from .identifiers import Identifiers
-from .stores import mask_url
+from .stores import mask_url, url_shown_unparsed
 
 
 def normalize_sql_url(url: str) -> str:
@@ -51,6 +57,31 @@ def normalize_sql_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
+
+
+#: how to write a URL whose user name or password holds characters a URL reserves
+_ENCODE_HINT = "write '@', ':', '/' and '%' in a user name or password as %40, %3A, %2F and %25"
+
+
+def parse_sql_url(url: str, what: str) -> sa.URL:
+    """``url`` parsed by SQLAlchemy, or a one-line error that shows no part of its password.
+
+    A password ends at the first ``@`` after the user name (as libpq reads
+    it too): one holding an ``@`` of its own is cut there, and the rest of it
+    would be taken for a host, a port or a database, and printed as one in
+    some later message. Such a URL is refused here, with how to write it.
+    """
+    try:
+        parsed = make_url(url)
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number; the text quotes it
+        raise ConfigError(f"invalid {what} URL {url_shown_unparsed(url)}: expected sqlite:///PATH or "
+                          f"postgresql+psycopg://USER@HOST:PORT/DATABASE; {_ENCODE_HINT}") from None
+    if parsed.password is not None:
+        rest = url.partition("://")[2]
+        after_password = rest[rest.index("@", rest.index(":")) + 1:]
+        if "@" in after_password:
+            raise ConfigError(f"invalid {what} URL {url_shown_unparsed(url)}: {_ENCODE_HINT}")
+    return parsed
 
 
 def first_line(exc: BaseException | None) -> str:
@@ -70,19 +101,16 @@ class SQLDatabase:
         create: bool = True,
         busy_timeout_s: int = 30,
         sqlite_pragmas: Mapping[str, object] | None = None,
+        read_only: bool = False,
     ) -> None:
+        self.read_only = read_only
         self.raw_url = normalize_sql_url(url)
-        try:
-            parsed = make_url(self.raw_url)
-        except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
-            raise ConfigError(f"invalid {what} URL {mask_url(url)!r}: {exc}") from None
+        parsed = parse_sql_url(self.raw_url, what)
         # SQLAlchemy hides the password of user:password@ but not a ?password= parameter
         self.url = mask_url(parsed.render_as_string(hide_password=True))
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
             raise ConfigError(f"unsupported {what} {self.url}: use sqlite:/// or postgresql+psycopg://")
-        if parsed.host and "@" in parsed.host:
-            raise ConfigError(f"invalid {what} URL {self.url}: write an '@' in a user name or password as %40")
         self.sqlite_path = parsed.database if self.dialect == "sqlite" else None
         if self.dialect == "sqlite" and (not self.sqlite_path or self.sqlite_path == ":memory:"):
             # every connection would see a database of its own, and worker processes none at all
@@ -91,18 +119,32 @@ class SQLDatabase:
             directory = os.path.dirname(os.path.abspath(self.sqlite_path))
             if not os.path.isdir(directory):
                 raise ConfigError(f"cannot open {self.url}: directory {directory} does not exist")
-            if not create and not os.path.exists(self.sqlite_path):
+            if (read_only or not create) and not os.path.exists(self.sqlite_path):
                 raise ConfigError(f"no {what} at {self.url}: {os.path.abspath(self.sqlite_path)} does not exist")
-        self.engine = _engine(parsed, busy_timeout_s, dict(sqlite_pragmas or {}))
-        self._writers = _WriterQueue(self.sqlite_path, busy_timeout_s) if self.sqlite_path else None
+        pragmas = dict(sqlite_pragmas or {})
+        self.engine = _engine(parsed, busy_timeout_s, pragmas, what, read_only=read_only)
+        self._writers = _WriterQueue(self.sqlite_path, busy_timeout_s) if self.sqlite_path and not read_only else None
         try:
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
+            self._probe()
         except sa.exc.DBAPIError as exc:
             self.engine.dispose()
-            raise StoreError(f"cannot connect to {self.url}: {first_line(exc.orig)}") from None
+            if not (read_only and self.sqlite_path):
+                raise StoreError(f"cannot connect to {self.url}: {first_line(exc.orig)}") from None
+            # a WAL file whose shared-memory index cannot be made (a directory this process may not write
+            # to, and no other connection open, or the index would exist): read it as it is on disk
+            self.engine = _engine(parsed, busy_timeout_s, pragmas, what, read_only=True, immutable=True)
+            try:
+                self._probe()
+            except sa.exc.DBAPIError as again:
+                self.engine.dispose()
+                raise StoreError(f"cannot open {self.url} read-only: {first_line(again.orig)}") from None
         #: how names are quoted and how long they may be here (PostgreSQL's limit is known once connected)
         self.names = Identifiers(self.engine.dialect)
+
+    def _probe(self) -> None:
+        """Connect once, and (SQLite) read the schema: a file that opens may still not be readable."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT count(*) FROM sqlite_master" if self.sqlite_path else "SELECT 1")
 
     def q(self, sql: str) -> str:
         """Write SQL once with ``?`` placeholders; psycopg wants ``%s``."""
@@ -232,16 +274,45 @@ def _queues_after_fork() -> None:
 os.register_at_fork(after_in_child=_queues_after_fork)
 
 
-def _engine(parsed: sa.URL, busy_timeout_s: int, pragmas: dict[str, object]) -> Engine:
+#: what to install for a database whose driver is missing
+_DRIVER_EXTRAS = {"postgresql": ("psycopg", "pip install 'eventmig[postgres]'")}
+
+
+def _create_engine(parsed: sa.URL, what: str, **options: Any) -> Engine:
+    """``sa.create_engine``, with a missing driver reported as what to install (a configuration error)."""
+    try:
+        return sa.create_engine(parsed, **options)
+    except ImportError as exc:  # SQLAlchemy imports the driver as the engine is created
+        driver, install = _DRIVER_EXTRAS.get(parsed.get_backend_name(), (exc.name or "its driver", ""))
+        if exc.name and exc.name.split(".")[0] != driver.split(".")[0]:
+            raise
+        hint = f": {install}" if install else ""
+        raise ConfigError(f"the {what} needs the {driver} driver, which is not installed{hint}") from None
+
+
+def _engine(
+    parsed: sa.URL, busy_timeout_s: int, pragmas: dict[str, object], what: str, *, read_only: bool = False,
+    immutable: bool = False,
+) -> Engine:
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True)
-    engine = sa.create_engine(parsed, connect_args={"timeout": busy_timeout_s})
+        engine = _create_engine(parsed, what, pool_pre_ping=True)
+        if read_only:
+            sa.event.listen(engine, "connect", _read_only_session)
+        return engine
+    options: dict[str, Any] = {"connect_args": {"timeout": busy_timeout_s}}
+    if read_only:
+        # a file: URI says read-only to SQLite itself (SQLAlchemy's URL has no place for it)
+        uri = f"file:{quote(os.path.abspath(parsed.database or ''))}?mode=ro{'&immutable=1' if immutable else ''}"
+        options = {"creator": lambda: sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, check_same_thread=False)}
+    engine = _create_engine(parsed, what, **options)
     settings = {
         "journal_mode": "WAL", "synchronous": "NORMAL", "busy_timeout": busy_timeout_s * 1000,
         # sorts (index builds after a bulk load above all) may use a helper thread per core
         "threads": os.cpu_count() or 1,
         **pragmas,
     }
+    if read_only:
+        del settings["journal_mode"]  # setting it writes the file's header; a reader takes the file as it is
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -259,3 +330,10 @@ def _engine(parsed: sa.URL, busy_timeout_s: int, pragmas: dict[str, object]) -> 
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def _read_only_session(dbapi_conn: Any, _record: Any) -> None:
+    """PostgreSQL: every transaction of the session is read-only, whatever the role may do."""
+    with dbapi_conn.cursor() as cursor:
+        cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    dbapi_conn.commit()

@@ -16,8 +16,8 @@ import msgspec
 
 from .checksums import StreamDigests, compare
 from .errors import ConfigError
-from .migrate import DEFAULT_BATCH_SIZE, current_run
-from .parallel import Workers, default_workers, slices
+from .migrate import DEFAULT_BATCH_SIZE, check_batch_size, current_run
+from .parallel import Workers, check_workers, slices
 from .progress import SILENT, Progress
 from .stores.base import EventStore, Run
 from .transform import Transformer
@@ -47,6 +47,8 @@ class VerifyReport(msgspec.Struct):
     target_head: int | None
     seconds: float
     events_per_second: float
+    #: worker processes started (at most one per slice); 0 when this process digested every slice
+    processes: int = 0
 
 
 def verify(
@@ -83,8 +85,9 @@ class Verification:
     def __init__(
         self, store: EventStore, compiled: CompiledRegistry, run: Run, *, batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None
     ) -> None:
+        check_batch_size(batch_size)
         self.store, self.compiled, self.run = store, compiled, run
-        self.batch_size, self.workers = batch_size, workers or default_workers()
+        self.batch_size, self.workers = batch_size, check_workers(workers)
         self.source = store.at_epoch(run.source_epoch)
         self.target = store.at_epoch(run.target_epoch)
         self.transformer = Transformer(compiled, run.options.get("stream_map") or None, source_epoch=run.source_epoch)
@@ -93,6 +96,7 @@ class Verification:
         self.target_until: int | None = None
         self.source_read = 0
         self.seconds = 0.0
+        self.processes = 0
 
     def extend(self, source_until: int | None, target_until: int | None, *, progress: Progress = SILENT) -> None:
         """Digest source events up to ``source_until`` and target events up to ``target_until``."""
@@ -109,7 +113,8 @@ class Verification:
         sources = {"source": self.source.reopen, "target": self.target.reopen}
         workers = self.workers if total > self.batch_size else 1  # a small delta is not worth forking for
         label = f"verify epochs {self.run.source_epoch} and {self.run.target_epoch}"
-        with progress.task(label, total) as task, Workers(workers, sources, functions) as pool:
+        with progress.task(label, total) as task, Workers(workers, sources, functions, tasks=len(tasks)) as pool:
+            self.processes = max(self.processes, pool.processes)
             for (side_name, _function, _range), (read, _last, digested) in zip(tasks, pool.map(iter(tasks))):
                 side = self.expected if side_name == "source" else self.actual
                 side.add_hashes(digested.hashes)
@@ -173,5 +178,5 @@ class Verification:
             differing_count=len(comparison.differing_streams), count_differences=comparison.count_differences,
             quarantined=len(quarantined), unaccepted_quarantine=unaccepted, source_advanced_by=advanced,
             target_head=self.target_until, seconds=round(self.seconds, 3),
-            events_per_second=round(total / self.seconds, 1) if self.seconds else 0.0,
+            events_per_second=round(total / self.seconds, 1) if self.seconds else 0.0, processes=self.processes,
         )

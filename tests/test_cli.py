@@ -116,7 +116,7 @@ def test_quarantine_listing_and_accepting(sqlite_url: str):
         (("status", "--store", "sqlite:///:memory:"), "is in memory: give it a file"),
         (("status", "--store", "sqlite://"), "is in memory: give it a file"),
         (("status", "--store", "postgresql://u:pw@127.0.0.1:port/x"), "invalid event store URL"),
-        (("status", "--store", "postgresql://u:p@ss-word@127.0.0.1:1/x"), "write an '@' in a user name or password as %40"),
+        (("status", "--store", "postgresql://u:p@ss-word@127.0.0.1:1/x"), "write '@', ':', '/' and '%' in a user name or password as %40"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], message: str):
@@ -133,8 +133,8 @@ def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], message: str):
         ("store = 5", "setting store must be a string, got 5"),
         ("read_models = 5", "setting read_models must be a string, got 5"),
         ('upcasters = ["svc"]', "setting upcasters must be a string"),
-        ("batch_size = true", "batch_size must be a positive integer, got True"),
-        ("workers = 0", "workers must be a positive integer, got 0"),
+        ("batch_size = true", "setting batch_size must be an integer from 1 to 1,000,000, got True"),
+        ("workers = 0", "setting workers must be an integer from 1 to 64, got 0"),
         ("store = ", "invalid TOML"),
         ("stor = 'x'", "unknown [tool.eventmig] setting(s) stor"),
     ],

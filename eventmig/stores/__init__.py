@@ -31,6 +31,7 @@ __all__ = [
     "TargetEvent",
     "mask_url",
     "open_store",
+    "url_shown_unparsed",
 ]
 
 _SQL_SCHEMES = ("sqlite", "postgresql", "postgres")
@@ -50,19 +51,37 @@ def mask_url(url: str) -> str:
     return _PASSWORD_PARAM.sub(lambda m: f"{m.group('head')}***", url)
 
 
-def open_store(url: str, *, table: str = "events", create: bool = True) -> EventStore:
+def url_shown_unparsed(url: str) -> str:
+    """A URL that could not be parsed, as an error may show it: nothing before its last ``@``.
+
+    Where a URL did not parse, nobody knows where its password ends; what
+    follows the last ``@`` (host, port, database) is what its author needs
+    to see to recognise it, and holds no part of a password.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    at = rest.rfind("@")
+    if at >= 0:
+        rest = "***" + rest[at:]
+    return mask_url(head + sep + rest)
+
+
+def open_store(url: str, *, table: str = "events", create: bool = True, read_only: bool = False) -> EventStore:
     """Open the event store at ``url``, creating eventmig's schema on first use.
 
     ``sqlite:///path.db`` and ``postgresql+psycopg://user@host/db`` are SQL
     stores; anything else is refused with a message naming what is supported.
     With ``create=False`` a SQLite file that does not exist is an error
-    rather than a new, empty store.
+    rather than a new, empty store. ``read_only`` opens it for reading only
+    (a SQLite file read-only, PostgreSQL sessions read-only) and creates
+    nothing: a store eventmig never wrote to reads as its first epoch.
     """
     scheme = url.partition(":")[0].split("+")[0].lower()
     if scheme in _SQL_SCHEMES:
         from .sql import SQLEventStore
 
-        return SQLEventStore(url, table=table, create=create)
+        return SQLEventStore(url, table=table, create=create, read_only=read_only)
     raise ConfigError(
-        f"unknown store URL {mask_url(url)!r}: expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+        f"unknown store URL {url_shown_unparsed(url)!r}: expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
     )

@@ -76,7 +76,8 @@ class SQLEventStore(EventStore):
 
     def __init__(
         self, url: str, *, table: str = "events", epoch: int | None = None, create: bool = True,
-        _db: SQLDatabase | None = None, _create_schema: bool = True, _for_scans: bool = False,
+        read_only: bool = False, _db: SQLDatabase | None = None, _create_schema: bool = True,
+        _for_scans: bool = False,
     ) -> None:
         if not table.isidentifier():
             raise ConfigError(f"events table name must be an identifier, got {table!r}")
@@ -87,6 +88,7 @@ class SQLEventStore(EventStore):
             # rather than every 4 MB, with page cache enough to hold a batch; a handle for scans
             # reads each page once: a cache would only hold memory (in every worker process)
             sqlite_pragmas={"wal_autocheckpoint": 16384, "cache_size": -16384 if not _for_scans else -1024},
+            read_only=read_only,
         )
         self._raw_url = self._db.raw_url
         self.url, self.dialect, self.engine = self._db.url, self._db.dialect, self._db.engine
@@ -94,7 +96,12 @@ class SQLEventStore(EventStore):
         self._names = self._db.names
         self.table_base = self._names.check(table, "events table name")
         self._sql_base = self._names.quote(table)
-        if _db is None and _create_schema:
+        #: False for a read-only handle on a store eventmig never wrote to: an events table and no bookkeeping,
+        #: which reads as a store whose first epoch is active and nothing else happened
+        self._bookkept = True
+        if self._db.read_only and _db is None:
+            self._bookkept = self._check_readable()
+        elif _db is None and _create_schema:
             self._ensure_schema()
         # a handle opened without an epoch follows the active one, as applications do: after a
         # switch it reads and writes the new epoch through the same table name
@@ -150,6 +157,23 @@ class SQLEventStore(EventStore):
                 c.exec_driver_sql(
                     self._q("INSERT INTO eventmig_epochs VALUES (1, 'active', NULL, ?)"), (time.time(),)
                 )
+
+    def _check_readable(self) -> bool:
+        """Read-only: whether eventmig's bookkeeping is there; without it, the events table must be."""
+        with self._read() as c:
+            if self.dialect == "postgresql":
+                found = {n for n, sql_name in ((self.table_base, self._sql_base), ("eventmig_epochs", "eventmig_epochs"))
+                         if c.exec_driver_sql("SELECT to_regclass(%s) IS NOT NULL", (sql_name,)).scalar()}
+            else:
+                found = set(c.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, 'eventmig_epochs')",
+                    (self.table_base,)).scalars())
+        if "eventmig_epochs" in found:
+            return True
+        if self.table_base not in found:
+            raise ConfigError(f"{self.url} has no events table {self.table_base!r} (and no eventmig tables): "
+                              "nothing to read")
+        return False
 
     def _create_events_table(self, c: Connection, name: str, epoch: int, *, indexes: bool) -> None:
         if self.dialect == "postgresql":
@@ -416,7 +440,8 @@ class SQLEventStore(EventStore):
 
     def reopen(self, *, for_scans: bool = False) -> SQLEventStore:
         return SQLEventStore(
-            self._raw_url, table=self.table_base, epoch=self.epoch, _create_schema=False, _for_scans=for_scans
+            self._raw_url, table=self.table_base, epoch=self.epoch, read_only=self._db.read_only, _create_schema=False,
+            _for_scans=for_scans,
         )
 
     def list_streams(self) -> Iterator[str]:
@@ -457,6 +482,8 @@ class SQLEventStore(EventStore):
 
     # -------------------------------------------------------------- epochs
     def epochs(self) -> list[EpochInfo]:
+        if not self._bookkept:
+            return [EpochInfo(1, "active", None, 0.0)]
         with self._read() as c:
             rows = c.exec_driver_sql(
                 "SELECT epoch, status, source_epoch, created_at FROM eventmig_epochs ORDER BY epoch"
@@ -464,6 +491,8 @@ class SQLEventStore(EventStore):
         return [EpochInfo(*row) for row in rows]
 
     def active_epoch(self) -> int:
+        if not self._bookkept:
+            return 1
         with self._read() as c:
             epoch = c.exec_driver_sql("SELECT epoch FROM eventmig_epochs WHERE status = 'active'").scalar()
         if epoch is None:
@@ -473,7 +502,9 @@ class SQLEventStore(EventStore):
     def at_epoch(self, epoch: int) -> SQLEventStore:
         if epoch not in {e.epoch for e in self.epochs()}:
             raise StoreError(f"{self.url}: there is no epoch {epoch}")
-        return SQLEventStore(self._raw_url, table=self.table_base, epoch=epoch, _db=self._db)
+        handle = SQLEventStore(self._raw_url, table=self.table_base, epoch=epoch, _db=self._db)
+        handle._bookkept = self._bookkept
+        return handle
 
     def check_new_epoch(self) -> None:
         with self._read() as c:
@@ -509,7 +540,7 @@ class SQLEventStore(EventStore):
         sorts the whole remaining range for every page of a paged read, which
         makes a scan quadratic; autovacuum fixes it eventually, a scan cannot wait.
         """
-        if self.dialect != "postgresql":
+        if self.dialect != "postgresql" or self._db.read_only:
             return
         try:
             with self._write() as c:
@@ -606,6 +637,8 @@ class SQLEventStore(EventStore):
         catch_up.check([tuple(r) for r in rows], [tuple(r) for r in written])
 
     def switches(self) -> list[Switch]:
+        if not self._bookkept:
+            return []
         with self._read() as c:
             rows = c.exec_driver_sql(
                 "SELECT id, kind, from_epoch, to_epoch, at, to_head FROM eventmig_switches ORDER BY id"
@@ -665,6 +698,8 @@ class SQLEventStore(EventStore):
         )
 
     def runs(self, kind: str | None = None) -> list[Run]:
+        if not self._bookkept:
+            return []
         sql = f"SELECT {_RUN_COLUMNS} FROM eventmig_runs"
         params: tuple[Any, ...] = ()
         if kind is not None:
@@ -717,6 +752,8 @@ class SQLEventStore(EventStore):
         cursor.close()
 
     def quarantine(self, run_id: str | None = None) -> list[QuarantinedEvent]:
+        if not self._bookkept:
+            return []
         sql = f"SELECT {_QUARANTINE_COLUMNS}, id FROM eventmig_quarantine"
         params: tuple[Any, ...] = ()
         if run_id is not None:
