@@ -28,7 +28,7 @@ class StreamDifference(msgspec.Struct):
 
     stream: str
     #: version | type | schema version | payload | metadata | event id | record time | missing | unexpected
-    #: | malformed
+    #: | malformed; or digest, when the stream reads the same on both sides once read again (it changed meanwhile)
     field: str
     #: the first stream version where the two sides disagree (None: not known)
     version: int | None

@@ -137,6 +137,21 @@ def test_a_malformed_target_row_is_a_difference_not_a_crash(store: EventStore, s
     assert any(f"{victim[0]}" in p and f"position {victim[2]}" in p for p in report.problems), report.problems
 
 
+def test_a_source_event_that_no_longer_upcasts_and_is_not_in_the_quarantine_is_a_difference(store: EventStore,
+                                                                                          shop_registry):
+    """Migrate quarantines what does not upcast; an event that does not upcast now, but was migrated (the
+    source was edited since), names its stream and source position."""
+    target = migrated(store, shop_registry)
+    source = store.at_epoch(1)
+    victim = stream_with(target, 2)[0]
+    lineage = msgspec.json.decode(victim[6])["eventmig"]["source"]
+    execute(source, "UPDATE {t} SET data = ? WHERE global_position = ?", b'{"truncated', lineage["position"])
+    report = refused(store, shop_registry, victim[0])
+    found = difference(report, victim[0])
+    assert (found.field, found.position) == ("malformed", lineage["position"])
+    assert any(f"position {lineage['position']}" in p and "not in the quarantine" in p for p in report.problems)
+
+
 # ------------------------------------------------------ what an operator sees
 def verify_cli(store_url: str, *args: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("EVENTMIG_")}
