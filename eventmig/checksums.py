@@ -59,7 +59,7 @@ def event_hash(type_: str, version: int, event_id: Any, recorded_at: Any, data: 
     encoding unambiguous.
     """
     header = _header((type_, version, event_id, recorded_at))
-    return int.from_bytes(_blake2b(header + b"\n" + data + b"\n" + metadata, digest_size=16).digest(), "big")
+    return int.from_bytes(_blake2b(b"\n".join((header, data, metadata)), digest_size=16).digest(), "big")
 
 
 def weight(version: int) -> int:

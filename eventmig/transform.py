@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from .checksums import P, Malformed, event_hash, weight, weights
+from .checksums import P, Malformed, weight, weights
 from .errors import UpcastError
 from .events import LINEAGE_KEY, canonical_json
 from .upcasting import CompiledRegistry, EventContext, Node
@@ -32,6 +32,7 @@ Prepared = tuple[str, str, str, bytes, bytes, int]
 
 _decode = msgspec.json.Decoder().decode
 _encode_fast = msgspec.json.Encoder().encode
+_header = msgspec.json.Encoder().encode  # the header of an event's hash, as checksums.event_hash makes it
 _blake2b = hashlib.blake2b
 
 
@@ -217,18 +218,34 @@ class Transformer:
                     event_id, index, count), recorded_at
 
     def digest_source(self, rows: list[Row]) -> DigestedBatch:
-        """What verify expects the target to hold for these source rows, numbered from 0 in each stream."""
+        """What verify expects the target to hold for these source rows, numbered from 0 in each stream.
+
+        :meth:`expected` and :func:`~eventmig.checksums.event_hash`, written
+        flat: the hottest loop of a verification.
+        """
         counts = BatchCounts(read=len(rows))
         failures: list[tuple[Row, str]] = []
-        sums: dict[str, int] = {}
-        lengths: dict[str, int] = {}
+        parts: dict[str, list[int]] = {}  # stream -> [sum, events]
+        get, after, map_stream, derived_id = parts.get, counts.after, self.map_stream, target_event_id
+        header, blake2b, from_bytes, join = _header, _blake2b, int.from_bytes, b"\n".join
         low = weights()
-        for stream, type_, version, data, meta, event_id, recorded_at in self.expected(rows, counts, failures):
-            n = lengths.get(stream, 0)
-            h = event_hash(type_, version, event_id, recorded_at, data, meta)
-            sums[stream] = sums.get(stream, 0) + h * (low[n] if n < len(low) else weight(n))
-            lengths[stream] = n + 1
-        streams = {s: (total % P, lengths[s]) for s, total in sums.items()}
+        for row, meta, events in self._upcast_rows(rows, counts, failures):
+            stream = map_stream(row[0]) if map_stream else row[0]
+            meta_bytes = canonical_json(meta)
+            event_id, recorded_at, count = row[3], row[7], len(events)
+            part = get(stream)
+            if part is None:
+                part = parts[stream] = [0, 0]
+            for index, (type_, version, data, _chain) in enumerate(events):
+                after[(type_, version)] += 1
+                if count > 1:
+                    event_id = derived_id(row[3], index, count)
+                h = from_bytes(blake2b(join((header((type_, version, event_id, recorded_at)), data, meta_bytes)),
+                                       digest_size=16).digest(), "big")
+                n = part[1]
+                part[0] += h * (low[n] if n < len(low) else weight(n))
+                part[1] = n + 1
+        streams = {s: (part[0] % P, part[1]) for s, part in parts.items()}
         return DigestedBatch(streams, counts.after, [_malformed(row, reason) for row, reason in failures])
 
     def actual(self, row: Row) -> Actual:
@@ -248,27 +265,41 @@ class Transformer:
     def digest_target(self, rows: list[Row]) -> DigestedBatch:
         """What the target holds, hashed the same way as :meth:`digest_source`, weighed by the stored versions.
 
-        A row that is not a readable event (a truncated payload, a schema
-        version that is not an int, metadata that is not an object) is no
-        reason to stop: it is counted as malformed, and its stream differs.
+        :meth:`actual` and :func:`~eventmig.checksums.event_hash`, written
+        flat. A row that is not a readable event (a truncated payload, a
+        schema version that is not an int, metadata that is not an object)
+        is no reason to stop: it is counted as malformed, and its stream
+        differs.
         """
-        sums: dict[str, int] = {}
-        lengths: dict[str, int] = {}
+        parts: dict[str, list[int]] = {}  # stream -> [sum, events]
         counts: Counter[Node] = Counter()
         malformed: list[Malformed] = []
+        get, read_version, owned = parts.get, self.location.read, self.owned_keys
+        header, blake2b, from_bytes, join, decode, canonical = _header, _blake2b, int.from_bytes, b"\n".join, _decode, canonical_json
         low = weights()
-        actual = self.actual
         for row in rows:
+            stream, v, _position, event_id, stored_type, data, metadata, recorded_at = row
             try:
-                stream, v, _, type_, version, data, meta, event_id, recorded_at = actual(row)
-                h = event_hash(type_, version, event_id, recorded_at, data, meta)
+                if type(v) is not int:
+                    raise ValueError(f"stream version {v!r} is not an integer")
+                meta = decode(metadata) if metadata else {}
+                if type(meta) is not dict:
+                    raise ValueError("metadata is not a JSON object")
+                node = read_version(stored_type, meta)
+                for key in owned:
+                    meta.pop(key, None)
+                h = from_bytes(blake2b(join((header((*node, event_id, recorded_at)), canonical(decode(data)),
+                                             canonical(meta))), digest_size=16).digest(), "big")
             except MALFORMED as exc:
                 malformed.append(_malformed(row, f"unreadable event: {exc}"))
                 continue
-            sums[stream] = sums.get(stream, 0) + h * (low[v] if 0 <= v < len(low) else weight(v))
-            lengths[stream] = lengths.get(stream, 0) + 1
-            counts[(type_, version)] += 1
-        streams = {s: (total % P, lengths[s]) for s, total in sums.items()}
+            part = get(stream)
+            if part is None:
+                part = parts[stream] = [0, 0]
+            part[0] += h * (low[v] if 0 <= v < len(low) else weight(v))
+            part[1] += 1
+            counts[node] += 1
+        streams = {s: (part[0] % P, part[1]) for s, part in parts.items()}
         return DigestedBatch(streams, counts, malformed)
 
 

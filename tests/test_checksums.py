@@ -80,3 +80,33 @@ def test_a_stream_numbered_in_parts_equals_the_stream_numbered_at_once(events, c
         versioned.add_versioned({stream: (event_hash("T", 1, None, None, data, b"{}") * weight(seen[stream]) % P, 1)})
     assert numbered.sums == versioned.sums and numbered.lengths == versioned.lengths
     assert numbered.store_digest() == versioned.store_digest()
+
+
+def test_the_flat_digest_loops_hash_what_expected_and_actual_describe(sqlite_url, shop_registry):
+    """digest_source and digest_target are written flat for speed; explaining a difference reads events
+    through Transformer.expected and .actual instead: both must mean the same events."""
+    from eventmig.demo import seed
+    from eventmig.migrate import migrate
+    from eventmig.stores import open_store
+    from eventmig.transform import BatchCounts, Transformer
+
+    with open_store(sqlite_url) as store:
+        seed(store, 600)
+        report = migrate(store, shop_registry, workers=1)
+        source = [r for rows in store.at_epoch(1).read_all_rows() for r in rows]
+        target = [r for rows in store.at_epoch(report.target_epoch).read_all_rows() for r in rows]
+    transformer = Transformer(shop_registry)
+
+    expected: dict[str, tuple[int, int]] = {}
+    for stream, type_, version, data, meta, event_id, recorded_at in transformer.expected(source, BatchCounts(), []):
+        total, n = expected.get(stream, (0, 0))
+        expected[stream] = ((total + event_hash(type_, version, event_id, recorded_at, data, meta) * weight(n)) % P, n + 1)
+    assert transformer.digest_source(source).streams == expected
+
+    actual: dict[str, tuple[int, int]] = {}
+    for stream, v, _position, type_, version, data, meta, event_id, recorded_at in map(transformer.actual, target):
+        total, n = actual.get(stream, (0, 0))
+        actual[stream] = ((total + event_hash(type_, version, event_id, recorded_at, data, meta) * weight(v)) % P, n + 1)
+    assert transformer.digest_target(target).streams == actual
+    # and the two sides meet: the source numbered from 0 is the target, numbered from 1, moved back by one
+    assert {s: (total * weight(1) % P, n) for s, (total, n) in expected.items()} == actual
