@@ -24,7 +24,8 @@ What is read to get there depends on how a projection finds its keys:
 Nothing here writes; it runs only when a rebuild's rows differ from live
 tables of the same code, and costs about what the appended events and the
 touched keys' events cost to fold (the whole epoch read once or twice
-without a stream key), in this process.
+without a stream key), in this process, which holds the touched keys'
+states and their rows then and now in memory.
 """
 
 from __future__ import annotations
@@ -64,8 +65,7 @@ def touched_rows(
         for batch in source.read_all_rows(since, until=until, batch_size=_PAGE, lean=True):
             streams.update(row[0] for row in batch)
             events += len(batch)
-        rows = sorted(_rows_of_streams(source, streams, until), key=lambda row: row[2])
-        then, now = _fold_until(Replay([projection], compiled), iter(rows), since)
+        then, now = _fold_until(Replay([projection], compiled), _rows_of_streams(source, streams, until), since)
         return Touched(events, len(streams), then, now)
     keys, events = _touched_keys(source, compiled, projection, since, until)
     folding = Replay([projection], compiled, keep=lambda _index, key, _row: key in keys)
@@ -108,11 +108,10 @@ def _fold_until(folding: Replay, rows: Iterator[tuple[Any, ...]], since: int | N
 
 
 def _rows_of_streams(source: EventStore, streams: set[str], until: int) -> Iterator[tuple[Any, ...]]:
+    """The events of ``streams`` up to ``until``, in commit order."""
     if len(streams) <= STREAMS_READ_ONE_BY_ONE:
-        for stream in sorted(streams):
-            for event in source.read_stream(stream):
-                if event.position <= until:
-                    yield msgspec.structs.astuple(event)
+        rows = [msgspec.structs.astuple(e) for s in streams for e in source.read_stream(s) if e.position <= until]
+        yield from sorted(rows, key=lambda row: row[2])
         return
     for row in _all_rows(source, None, until):
         if row[0] in streams:

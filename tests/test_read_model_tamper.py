@@ -95,7 +95,13 @@ def test_a_hand_edited_read_model_row_is_caught_after_an_unrelated_append(store:
     assert not swapped.ok and not swapped.swapped
 
 
-def test_an_append_to_the_edited_rows_own_stream_does_not_excuse_it(store: EventStore, store_url, shop_registry):
+@pytest.mark.parametrize("one_by_one", [True, False], ids=["touched streams read one by one", "the epoch scanned"])
+def test_an_append_to_the_edited_rows_own_stream_does_not_excuse_it(store: EventStore, store_url, shop_registry,
+                                                                    monkeypatch, one_by_one):
+    import eventmig.appended
+
+    if not one_by_one:
+        monkeypatch.setattr(eventmig.appended, "STREAMS_READ_ONE_BY_ONE", 0)
     seed(store, 800)
     assert rebuild(store, [shop.order_summary], registry=shop_registry, read_models=store_url, workers=2).swapped
     order_id = _some_order(store)
@@ -107,7 +113,13 @@ def test_an_append_to_the_edited_rows_own_stream_does_not_excuse_it(store: Event
 
 
 
-def test_an_append_to_an_orders_own_stream_is_explained_and_swapped_in(store: EventStore, store_url, shop_registry):
+@pytest.mark.parametrize("one_by_one", [True, False], ids=["touched streams read one by one", "the epoch scanned"])
+def test_an_append_to_an_orders_own_stream_is_explained_and_swapped_in(store: EventStore, store_url, shop_registry,
+                                                                      monkeypatch, one_by_one):
+    import eventmig.appended
+
+    if not one_by_one:
+        monkeypatch.setattr(eventmig.appended, "STREAMS_READ_ONE_BY_ONE", 0)
     seed(store, 800)
     assert rebuild(store, [shop.order_summary], registry=shop_registry, read_models=store_url, workers=2).swapped
     order_id = _some_order(store)
