@@ -460,16 +460,16 @@ def _verify(
                 )
                 earlier = built.get(model.run_id) if model else None
                 appended = _appended_since(earlier, run)
-                if live_version == projection.version and appended is not None:
-                    change = touched(projection, earlier.until, run.until)  # type: ignore[union-attr, arg-type]
-                    if _explained(db, projection, run, tables, change):
+                if live_version == projection.version and earlier is not None and appended is not None:
+                    unexplained = _unexplained(db, projection, run, tables, touched(projection, earlier.until, run.until))
+                    if unexplained is None:
                         job.notes.append(f"{projection.name} v{projection.version}: {summary}, {appended}")
                     else:
                         report.problems.append(
                             f"{projection.name} v{projection.version} rows differ from the live tables ({summary}) "
-                            f"beyond what the {change.events} event(s) appended after position {earlier.until} "  # type: ignore[union-attr]
-                            f"explain (the rows of the {change.keys} key(s) they touch): the live tables were changed "
-                            "outside eventmig, or the projection's code gives other rows for the same events"
+                            f"beyond what {unexplained} appended after position {earlier.until} explain: the live "
+                            "tables were changed outside eventmig, or the projection's code gives other rows for "
+                            "the same events"
                         )
                 elif live_version == projection.version:
                     report.problems.append(
@@ -503,7 +503,7 @@ def _appended_since(live: RebuildRun | None, run: RebuildRun) -> str | None:
     events' doing, not a change of the code, and refusing would leave no way
     to bring the tables up to date short of a version bump. Anything else
     (other code, another epoch) is None: a difference to refuse. Even then
-    only the rows those events touch may differ (:func:`_explained`): a row
+    only the rows those events touch may differ (:func:`_unexplained`): a row
     edited by hand is refused however many events were appended.
     """
     if live is None or live.fingerprint != run.fingerprint or live.epoch != run.epoch or run.until is None:
@@ -514,19 +514,22 @@ def _appended_since(live: RebuildRun | None, run: RebuildRun) -> str | None:
     return f"from events appended {since} (the live tables were built by run {live.id} of the same code)"
 
 
-def _explained(db: ReadModelDB, projection: Projection, run: RebuildRun, tables: list[TableReport], change: Touched) -> bool:
-    """Whether the live tables are the rebuilt ones with the touched keys' rows as they were before the appended
-    events: each live table's digest and count must be the shadow's, less the touched rows of now, plus those
-    of then. Those rows are written into scratch tables and read back, so that their digests are what the
-    database gives back (a float column, a date), and dropped again."""
+def _unexplained(
+    db: ReadModelDB, projection: Projection, run: RebuildRun, tables: list[TableReport], change: Touched
+) -> str | None:
+    """None if the live tables are the rebuilt ones with the touched keys' rows as they were before the
+    appended events; otherwise what those events were, for the refusal. Each live table's digest and count
+    must be the shadow's, less the touched rows of now, plus those of then. Those rows are written into
+    scratch tables and read back, so that their digests are what the database gives back (a float column,
+    a date), and dropped again."""
     with db.write() as conn:
         for table, report in zip(projection.tables, tables):
             then = _stored_digest(db, conn, table, f"{run.tables[table.name]}_was", change.then[table.name])
             now = _stored_digest(db, conn, table, f"{run.tables[table.name]}_now", change.now[table.name])
             expected = replace_in_digest(report.digest, now[0], then[0])
             if (report.live_digest, report.live_rows) != (expected, report.rows - now[1] + then[1]):
-                return False
-    return True
+                return f"the {change.events} event(s) (touching {change.keys} key(s))"
+    return None
 
 
 def _stored_digest(db: ReadModelDB, conn: sa.Connection, table: sa.Table, name: str, rows: list[tuple[Any, ...]]) -> tuple[str, int]:
