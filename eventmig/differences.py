@@ -126,7 +126,8 @@ def _content(fields: Sequence[Any]) -> tuple[Any, ...]:
 
 
 def _order(version: Any) -> tuple[int, Any]:
-    return (0, version) if isinstance(version, int) else (1, str(version))
+    """Stream versions in order; a version that is not a number has no place in it, and comes first."""
+    return (1, version) if isinstance(version, int) else (0, str(version))
 
 
 def _where(content: Any, wanted: Mapping[int, Any]) -> int | None:

@@ -152,6 +152,21 @@ def test_a_source_event_that_no_longer_upcasts_and_is_not_in_the_quarantine_is_a
     assert any(f"position {lineage['position']}" in p and "not in the quarantine" in p for p in report.problems)
 
 
+def test_malformed_rows_found_by_worker_processes_are_reported_the_same(sqlite_url, shop_registry):
+    """Worker processes send back what they could not read; a stream version SQLite holds as text, too."""
+    from eventmig.stores import open_store
+
+    with open_store(sqlite_url) as store:
+        target = migrated(store, shop_registry)
+        first, second = stream_with(target, 2, 0)[1], stream_with(target, 2, 1)[1]
+        execute(target, "UPDATE {t} SET data = ? WHERE global_position = ?", b"{", first[2])
+        execute(target, "UPDATE {t} SET version = 'second' WHERE global_position = ?", second[2])
+        report = verify(store, shop_registry, workers=2, batch_size=200)
+        assert not report.ok and report.malformed_events == 2
+        found = {d.stream: (d.field, d.version, d.position) for d in report.differences}
+        assert found == {first[0]: ("malformed", first[1], first[2]), second[0]: ("malformed", "second", second[2])}
+
+
 # ------------------------------------------------------ what an operator sees
 def verify_cli(store_url: str, *args: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("EVENTMIG_")}
