@@ -351,9 +351,11 @@ def _print_verify(report: Any) -> None:
     out.print(f"{report.streams_compared:,} streams compared in {report.seconds:.2f} s ({report.events_per_second:,.0f} events/s)")
     if report.source_advanced_by:
         err.print(Text(f"{report.source_advanced_by:,} event(s) appended to the source since the migration: migrate again to catch up", style="yellow"))
-    for stream in report.differing_streams[:20]:
-        err.print(Text(f"differs: {stream}", style="red"))
-    shown = min(len(report.differing_streams), 20)
+    for d in report.differences[:20]:
+        where = f" at version {d.version}" if d.version is not None else ""
+        detail = f" ({d.detail})" if d.detail else ""
+        err.print(Text(f"differs: {d.stream}{where}: {d.field}{detail}", style="red"))
+    shown = min(len(report.differences), 20)
     if report.differing_count > shown:
         err.print(Text(f"... and {report.differing_count - shown:,} more streams differ"
                        + (" (--json lists the first 50)" if report.differing_count > 20 else ""), style="red"))

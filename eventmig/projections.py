@@ -939,14 +939,37 @@ def replay(
     Returns the rows of every table, keyed by table name. Meant for tests of
     projections and of the rebuilder, not for large stores.
     """
-    binding = Binding(projections, compiled)
-    states: list[dict[Any, Any]] = [{} for _ in binding.projections]
-    indexes = [Index() for _ in binding.projections]
+    folding = Replay(projections, compiled)
     for row in rows:
-        for route, event in _events_of(binding, row):
+        folding.feed(row)
+    return folding.rows()
+
+
+class Replay:
+    """The sequential fold behind :func:`replay`, fed one event at a time, its rows read at any point.
+
+    ``keep(projection index, key, row)``, when given, says whether the
+    event is folded into that key's state: the key function still runs on
+    every event (a ``global_order`` projection's ``Index`` must see them
+    all), but only kept keys hold a state, so a fold of a few keys over a
+    whole epoch holds only theirs.
+    """
+
+    def __init__(
+        self, projections: Sequence[Projection], compiled: CompiledRegistry,
+        keep: Callable[[int, Any, Sequence[Any]], bool] | None = None,
+    ) -> None:
+        self.binding = Binding(projections, compiled)
+        self.states: list[dict[Any, Any]] = [{} for _ in self.binding.projections]
+        self.indexes = [Index() for _ in self.binding.projections]
+        self.keep = keep
+
+    def feed(self, row: Sequence[Any]) -> None:
+        states, indexes, keep = self.states, self.indexes, self.keep
+        for route, event in _events_of(self.binding, row):
             for slot in route.slots:
                 key = _key_of(slot, row, event, indexes[slot.index])
-                if key is None:
+                if key is None or (keep is not None and not keep(slot.index, key, row)):
                     continue
                 table = states[slot.index]
                 projection = slot.projection
@@ -961,12 +984,15 @@ def replay(
                 if new is None:
                     new = current
                 table[key] = [row[1], new] if tracks else new
-    out: dict[str, list[tuple[Any, ...]]] = {t.name: [] for p in binding.projections for t in p.tables}
-    for projection, table in zip(binding.projections, states):
-        for key, state in table.items():
-            for name, produced in projection.rows_of(key, state).items():
-                out[name].extend(produced)
-    return out
+
+    def rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        """The rows of every table as the states are now, keyed by table name."""
+        out: dict[str, list[tuple[Any, ...]]] = {t.name: [] for p in self.binding.projections for t in p.tables}
+        for projection, table in zip(self.binding.projections, self.states):
+            for key, state in table.items():
+                for name, produced in projection.rows_of(key, state).items():
+                    out[name].extend(produced)
+        return out
 
 
 def _events_of(binding: Binding, row: Sequence[Any]) -> list[tuple[Route, Any]]:

@@ -476,6 +476,12 @@ class ReadModelDB(SQLDatabase):
         live_rows = self._ordered_rows(conn, table, live)
         return merge_compare(table.name, live_rows, shadow_rows, pk, sample, plain=plain)
 
+    def table_digest(self, conn: Connection, table: sa.Table, name: str) -> tuple[str, int]:
+        """The digest and row count :meth:`compare` finds for the table ``name`` (shaped like ``table``)."""
+        columns = [c.name for c in table.columns]
+        pk = [columns.index(c.name) for c in table.primary_key.columns]
+        return digest_rows(self._ordered_rows(conn, table, name, ordered=False), pk, plain=_needs_plain(table))
+
     def _ordered_rows(
         self, conn: Connection, table: sa.Table, name: str, *, ordered: bool = True
     ) -> Iterator[tuple[Any, ...]]:
@@ -607,6 +613,12 @@ def _written_classes(table: sa.Table) -> list[frozenset[type]]:
             allowed = frozenset((_NONE,))
         out.append(allowed)
     return out
+
+
+def replace_in_digest(digest: str, removed: str, added: str) -> str:
+    """A table's digest once the rows digested as ``removed`` are taken out and those digested as ``added``
+    put in: digests are sums, so that is arithmetic (the rows' primary keys must not collide)."""
+    return f"{(int(digest, 16) - int(removed, 16) + int(added, 16)) % _MOD:032x}"
 
 
 def digest_table_rows(table: sa.Table, rows: Iterable[Sequence[Any]]) -> str:

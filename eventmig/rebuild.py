@@ -82,8 +82,11 @@ from .projections import (
     _MISSING,
     _DELETED,
 )
-from .readmodels import RUN_ID_LENGTH, LiveModel, Partition, ReadModelDB, RebuildRun, TableDiff, WrittenDigest
+from .appended import Touched, touched_rows
 from .nesting import deepest
+from .readmodels import (
+    RUN_ID_LENGTH, LiveModel, Partition, ReadModelDB, RebuildRun, TableDiff, WrittenDigest, replace_in_digest,
+)
 from .sqlengine import first_line
 from .stores.base import EventStore, StreamPartitions
 from .upcasting import CompiledRegistry, Registry
@@ -270,7 +273,9 @@ def _rebuild(
         if run.status == "running":
             _finish_shadow(db, job.projections[run.projection], run)
     folded = time.perf_counter()
-    reports, problems = _verify(db, job, accept_changes, written)
+    reports, problems = _verify(
+        db, job, accept_changes, written, lambda p, since, until: touched_rows(source, compiled, p, since, until),
+    )
     verified = time.perf_counter()
     swapped = False
     if swap and not problems:
@@ -418,10 +423,12 @@ def _finish_shadow(db: ReadModelDB, projection: Projection, run: RebuildRun) -> 
 # ================================================================ verification
 def _verify(
     db: ReadModelDB, job: _Job, accept_changes: bool, written: dict[tuple[str, str], WrittenDigest],
+    touched: Callable[[Projection, int | None, int], Touched],
 ) -> tuple[list[ProjectionReport], list[str]]:
     """Compare each run's shadow tables with the live ones. A shadow table every partition of which was
     written by this invocation has the digest of its rows already (:class:`WrittenDigest`): it is read
-    back only if that digest is not exact, or differs from the live table's."""
+    back only if that digest is not exact, or differs from the live table's. ``touched`` gives the rows
+    events appended since live tables were built changed (:func:`eventmig.appended.touched_rows`)."""
     reports: list[ProjectionReport] = []
     problems: list[str] = []
     with db.read() as conn:
@@ -451,10 +458,22 @@ def _verify(
                     f"{t.table}: {t.added} added, {t.removed} removed, {t.changed} changed" for t in tables
                     if t.added or t.removed or t.changed
                 )
-                live_run = built.get(model.run_id) if model else None
-                appended = _appended_since(live_run, run) or _other_epoch(live_run, run)
-                if live_version == projection.version and appended is not None:
-                    job.notes.append(f"{projection.name} v{projection.version}: {summary}, {appended}")
+                earlier = built.get(model.run_id) if model else None
+                stale = _other_epoch(earlier, run)
+                appended = _appended_since(earlier, run)
+                if live_version == projection.version and stale is not None:
+                    job.notes.append(f"{projection.name} v{projection.version}: {summary}, {stale}")
+                elif live_version == projection.version and earlier is not None and appended is not None:
+                    unexplained = _unexplained(db, projection, run, tables, touched(projection, earlier.until, run.until))
+                    if unexplained is None:
+                        job.notes.append(f"{projection.name} v{projection.version}: {summary}, {appended}")
+                    else:
+                        report.problems.append(
+                            f"{projection.name} v{projection.version} rows differ from the live tables ({summary}) "
+                            f"beyond what {unexplained} appended after position {earlier.until} explain: the live "
+                            "tables were changed outside eventmig, or the projection's code gives other rows for "
+                            "the same events"
+                        )
                 elif live_version == projection.version:
                     report.problems.append(
                         f"{projection.name} v{projection.version} rows differ from the live tables although its version "
@@ -486,8 +505,9 @@ def _appended_since(live: RebuildRun | None, run: RebuildRun) -> str | None:
     epoch up to an earlier position: then the differences are the new
     events' doing, not a change of the code, and refusing would leave no way
     to bring the tables up to date short of a version bump. Anything else
-    (other code, another epoch, live tables edited by hand) is None: a
-    difference to refuse.
+    (other code, another epoch) is None: a difference to refuse. Even then
+    only the rows those events touch may differ (:func:`_unexplained`): a row
+    edited by hand is refused however many events were appended.
     """
     if live is None or live.fingerprint != run.fingerprint or live.epoch != run.epoch or run.until is None:
         return None
@@ -505,6 +525,38 @@ def _other_epoch(live: RebuildRun | None, run: RebuildRun) -> str | None:
     if live is None or live.epoch == run.epoch:
         return None
     return f"replacing stale tables built from epoch {live.epoch} (epoch {run.epoch} is active)"
+
+
+def _unexplained(
+    db: ReadModelDB, projection: Projection, run: RebuildRun, tables: list[TableReport], change: Touched
+) -> str | None:
+    """None if the live tables are the rebuilt ones with the touched keys' rows as they were before the
+    appended events; otherwise what those events were, for the refusal. Each live table's digest and count
+    must be the shadow's, less the touched rows of now, plus those of then. Those rows are written into
+    scratch tables and read back, so that their digests are what the database gives back (a float column,
+    a date), and dropped again."""
+    with db.write() as conn:
+        for table, report in zip(projection.tables, tables):
+            then = _stored_digest(db, conn, table, "was", change.then[table.name])
+            now = _stored_digest(db, conn, table, "now", change.now[table.name])
+            expected = replace_in_digest(report.digest, now[0], then[0])
+            if (report.live_digest, report.live_rows) != (expected, report.rows - now[1] + then[1]):
+                return f"the {change.events} event(s) (touching {change.keys} key(s))"
+    return None
+
+
+def _stored_digest(
+    db: ReadModelDB, conn: sa.Connection, table: sa.Table, scratch_id: str, rows: list[tuple[Any, ...]]
+) -> tuple[str, int]:
+    """The digest and count of ``rows`` as the database gives them back from a scratch copy of ``table``
+    (``<table>__was`` or ``__now``: shorter than a shadow's ``__<run id>``, so within the checked names)."""
+    name = db.shadow_name(table.name, scratch_id)
+    scratch = shadow_table(db, table, name, scratch_id)
+    conn.execute(CreateTable(scratch))
+    db.bulk_insert(conn, name, [c.name for c in table.columns], rows)
+    digest = db.table_digest(conn, table, name)
+    db.drop_tables(conn, [name])
+    return digest
 
 
 def _table_report(diff: TableDiff) -> TableReport:

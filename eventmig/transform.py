@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from .checksums import event_hash
+from .checksums import P, Malformed, weight, weights
 from .errors import UpcastError
 from .events import LINEAGE_KEY, canonical_json
 from .nesting import too_deep
@@ -33,6 +33,7 @@ Prepared = tuple[str, str, str, bytes, bytes, int]
 
 _decode = msgspec.json.Decoder().decode
 _encode_fast = msgspec.json.Encoder().encode
+_header = msgspec.json.Encoder().encode  # the header of an event's hash, as checksums.event_hash makes it
 _blake2b = hashlib.blake2b
 
 
@@ -99,13 +100,28 @@ class PreparedBatch:
     collisions: set[str] = field(default_factory=set)
 
 
+#: an expected target event: (stream, type, schema version, canonical data, canonical user metadata,
+#: event id, recorded at); the stream version is its place among its stream's
+Expected = tuple[str, str, int, bytes, bytes, str, int]
+#: a target event read back: (stream, stream version, position, type, schema version, canonical data,
+#: canonical user metadata, event id, recorded at)
+Actual = tuple[str, int, int, str, int, bytes, bytes, str, int]
+
+
 @dataclass
 class DigestedBatch:
-    """A batch reduced to what verify compares: ``(stream, event hash)`` in commit order."""
+    """A batch reduced to what verify compares.
 
-    hashes: list[tuple[str, bytes]]
+    ``streams`` maps each stream to ``(sum, events)``: the sum of its events'
+    hashes weighed by their stream versions (the target's, as stored; the
+    expected side's numbered from 0 in this batch, see
+    :class:`~eventmig.checksums.StreamDigests`), modulo ``P``.
+    """
+
+    streams: dict[str, tuple[int, int]]
     counts: Counter[Node]
-    failed: list[str]  # event ids of source events that could not be upcast
+    #: rows that could not be read: source events that do not upcast, target rows that are not events
+    malformed: list[Malformed]
 
 
 class Transformer:
@@ -213,38 +229,113 @@ class Transformer:
             for s in sorted(streams)
         ]
 
-    def digest_source(self, rows: list[Row]) -> DigestedBatch:
-        """What verify expects the target to hold for these source rows."""
-        counts = BatchCounts(read=len(rows))
-        failures: list[tuple[Row, str]] = []
-        hashes: list[tuple[str, bytes]] = []
-        append, after, map_stream = hashes.append, counts.after, self.map_stream
+    def expected(self, rows: list[Row], counts: BatchCounts, failures: list[tuple[Row, str]]) -> Iterator[Expected]:
+        """The events migrate writes for these rows, in the form verify compares them: the one
+        description of the expected side, shared by the digests and the explanation of a difference."""
+        map_stream, derived_id = self.map_stream, target_event_id
+        after = counts.after
         for row, meta, events in self._upcast_rows(rows, counts, failures):
             stream = map_stream(row[0]) if map_stream else row[0]
             meta_bytes = canonical_json(meta)
-            for type_, version, data, _chain in events:
-                append((stream, event_hash(type_, version, data, meta_bytes)))
+            event_id, recorded_at, count = row[3], row[7], len(events)
+            for index, (type_, version, data, _chain) in enumerate(events):
                 after[(type_, version)] += 1
-        return DigestedBatch(hashes, after, [row[3] for row, _ in failures])
+                yield stream, type_, version, data, meta_bytes, event_id if count == 1 else derived_id(
+                    event_id, index, count), recorded_at
+
+    def digest_source(self, rows: list[Row]) -> DigestedBatch:
+        """What verify expects the target to hold for these source rows, numbered from 0 in each stream.
+
+        :meth:`expected` and :func:`~eventmig.checksums.event_hash`, written
+        flat: the hottest loop of a verification.
+        """
+        counts = BatchCounts(read=len(rows))
+        failures: list[tuple[Row, str]] = []
+        parts: dict[str, list[int]] = {}  # stream -> [sum, events]
+        get, after, map_stream, derived_id = parts.get, counts.after, self.map_stream, target_event_id
+        header, blake2b, from_bytes, join = _header, _blake2b, int.from_bytes, b"\n".join
+        low = weights()
+        for row, meta, events in self._upcast_rows(rows, counts, failures):
+            stream = map_stream(row[0]) if map_stream else row[0]
+            meta_bytes = canonical_json(meta)
+            event_id, recorded_at, count = row[3], row[7], len(events)
+            part = get(stream)
+            if part is None:
+                part = parts[stream] = [0, 0]
+            for index, (type_, version, data, _chain) in enumerate(events):
+                after[(type_, version)] += 1
+                if count > 1:
+                    event_id = derived_id(row[3], index, count)
+                h = from_bytes(blake2b(join((header((type_, version, event_id, recorded_at)), data, meta_bytes)),
+                                       digest_size=16).digest(), "big")
+                n = part[1]
+                part[0] += h * (low[n] if n < len(low) else weight(n))
+                part[1] = n + 1
+        streams = {s: (part[0] % P, part[1]) for s, part in parts.items()}
+        return DigestedBatch(streams, counts.after, [_malformed(row, reason) for row, reason in failures])
+
+    def actual(self, row: Row) -> Actual:
+        """A target row as verify compares it; raises one of :data:`MALFORMED` when it is not a readable event."""
+        stream, stream_version, position, event_id, stored_type, data, metadata, recorded_at = row
+        if type(stream_version) is not int:
+            raise ValueError(f"stream version {stream_version!r} is not an integer")
+        meta = _decode(metadata) if metadata else {}
+        if type(meta) is not dict:
+            raise ValueError("metadata is not a JSON object")
+        type_, version = self.location.read(stored_type, meta)
+        for key in self.owned_keys:
+            meta.pop(key, None)
+        return (stream, stream_version, position, type_, version, canonical_json(_decode(data)), canonical_json(meta),
+                event_id, recorded_at)
 
     def digest_target(self, rows: list[Row]) -> DigestedBatch:
-        """What the target holds, hashed the same way as :meth:`digest_source`."""
-        hashes: list[tuple[str, bytes]] = []
+        """What the target holds, hashed the same way as :meth:`digest_source`, weighed by the stored versions.
+
+        :meth:`actual` and :func:`~eventmig.checksums.event_hash`, written
+        flat. A row that is not a readable event (a truncated payload, a
+        schema version that is not an int, metadata that is not an object)
+        is no reason to stop: it is counted as malformed, and its stream
+        differs.
+        """
+        parts: dict[str, list[int]] = {}  # stream -> [sum, events]
         counts: Counter[Node] = Counter()
-        append, read_version, owned = hashes.append, self.location.read, self.owned_keys
-        for stream, _version, _position, event_id, stored_type, data, metadata, _recorded_at in rows:
+        malformed: list[Malformed] = []
+        get, read_version, owned = parts.get, self.location.read, self.owned_keys
+        header, blake2b, from_bytes, join, decode, canonical = _header, _blake2b, int.from_bytes, b"\n".join, _decode, canonical_json
+        low = weights()
+        for row in rows:
+            stream, v, _position, event_id, stored_type, data, metadata, recorded_at = row
             try:
-                meta = _decode(metadata) if metadata else {}
-                type_, version = read_version(stored_type, meta)
+                if type(v) is not int:
+                    raise ValueError(f"stream version {v!r} is not an integer")
+                meta = decode(metadata) if metadata else {}
+                if type(meta) is not dict:
+                    raise ValueError("metadata is not a JSON object")
+                node = read_version(stored_type, meta)
                 for key in owned:
                     meta.pop(key, None)
-                append((stream, event_hash(type_, version, canonical_json(_decode(data)), canonical_json(meta))))
-            except (ValueError, AttributeError, msgspec.DecodeError, RecursionError):
-                # an event of the target migrate did not write (it writes none it could not read): its stream differs
-                append((stream, _blake2b(b"unreadable target event " + event_id.encode(), digest_size=16).digest()))
-                type_, version = stored_type, 0
-            counts[(type_, version)] += 1
-        return DigestedBatch(hashes, counts, [])
+                h = from_bytes(blake2b(join((header((*node, event_id, recorded_at)), canonical(decode(data)),
+                                             canonical(meta))), digest_size=16).digest(), "big")
+            except MALFORMED as exc:
+                malformed.append(_malformed(row, f"unreadable event: {exc}"))
+                continue
+            part = get(stream)
+            if part is None:
+                part = parts[stream] = [0, 0]
+            part[0] += h * (low[v] if 0 <= v < len(low) else weight(v))
+            part[1] += 1
+            counts[node] += 1
+        streams = {s: (part[0] % P, part[1]) for s, part in parts.items()}
+        return DigestedBatch(streams, counts, malformed)
+
+
+#: what reading a target row that is not a readable event raises (msgspec.DecodeError is a ValueError;
+#: the others come from values of the wrong type, which SQLite's columns may hold)
+MALFORMED = (ValueError, TypeError, AttributeError, OverflowError, RecursionError)
+
+
+def _malformed(row: Row, reason: str) -> Malformed:
+    return Malformed(row[0], row[1], row[2], reason)
 
 
 def target_event_id(source_event_id: str, index: int, count: int) -> str:

@@ -1,9 +1,14 @@
 """Verify a migration: digest(upcast(source)) against digest(target), stream by stream.
 
 The source is upcast again here, with the same code path migrate used, up to
-the run's checkpoint; the target is read back from the store. Both sides are
-hashed by the same function over canonical bytes, then compared per stream
-and in counts per (type, version). Quarantined events must be accepted
+the run's checkpoint, and numbered as migrate numbers it; the target is read
+back from the store. Both sides are hashed by the same function over
+canonical bytes, then compared per stream and in counts per (type, version).
+What is compared, per stream, is the sequence of events a reader sees:
+stream version, type, schema version, payload, user metadata, event id and
+record time (see :mod:`eventmig.checksums`). Streams whose digests differ
+are read again on both sides to say where and in what
+(:mod:`eventmig.differences`). Quarantined events must be accepted
 explicitly before a migration counts as verified.
 """
 
@@ -14,13 +19,14 @@ from typing import Any
 
 import msgspec
 
-from .checksums import StreamDigests, compare
+from .checksums import Malformed, StreamDigests, compare
+from .differences import StreamDifference, explain_streams
 from .errors import ConfigError
 from .migrate import DEFAULT_BATCH_SIZE, check_batch_size, current_run
 from .parallel import Workers, check_workers, slices
 from .progress import SILENT, Progress
 from .stores.base import EventStore, Run
-from .transform import Transformer
+from .transform import DigestedBatch, Transformer
 from .upcasting import CompiledRegistry
 
 MAX_LISTED = 50
@@ -49,6 +55,10 @@ class VerifyReport(msgspec.Struct):
     events_per_second: float
     #: worker processes started (at most one per slice); 0 when this process digested every slice
     processes: int = 0
+    #: the first difference of each of ``differing_streams``: the stream version and the field
+    differences: list[StreamDifference] = []
+    #: target rows that are not readable events (each one's stream is among the differing ones)
+    malformed_events: int = 0
 
 
 def verify(
@@ -74,12 +84,13 @@ def verify(
 class Verification:
     """Digests of both sides of a migration, extendable as both sides grow.
 
-    Stream digests chain event hashes, so a verification up to some
-    positions can be extended with the events after them without reading
-    anything twice: that is how a switch verifies the last events it
-    catches up with, inside a short window, after one full verification.
-    Worker processes upcast and hash slices of both sides; this process
-    chains the hashes per stream in commit order.
+    Stream digests are sums of event hashes weighed by stream versions (see
+    :mod:`eventmig.checksums`), so a verification up to some positions can
+    be extended with the events after them without reading anything twice:
+    that is how a switch verifies the last events it catches up with,
+    inside a short window, after one full verification. Worker processes
+    upcast and hash slices of both sides and sum them per stream; this
+    process only adds up one part per stream and slice.
     """
 
     def __init__(
@@ -90,8 +101,12 @@ class Verification:
         self.batch_size, self.workers = batch_size, check_workers(workers)
         self.source = store.at_epoch(run.source_epoch)
         self.target = store.at_epoch(run.target_epoch)
-        self.transformer = Transformer(compiled, run.options.get("stream_map") or None, source_epoch=run.source_epoch)
-        self.expected, self.actual = StreamDigests(), StreamDigests()
+        self.stream_map: dict[str, str] = dict(run.options.get("stream_map") or {})
+        self.transformer = Transformer(compiled, self.stream_map or None, source_epoch=run.source_epoch)
+        first = self.target.capabilities.first_stream_version
+        self.expected, self.actual = StreamDigests(first), StreamDigests(first)
+        self.source_failures: list[Malformed] = []  # source events that did not upcast: migrate quarantined them
+        self.malformed = 0
         self.source_until: int | None = None  # positions digested so far, on each side
         self.target_until: int | None = None
         self.source_read = 0
@@ -115,12 +130,8 @@ class Verification:
         label = f"verify epochs {self.run.source_epoch} and {self.run.target_epoch}"
         with progress.task(label, total) as task, Workers(workers, sources, functions, tasks=len(tasks)) as pool:
             self.processes = max(self.processes, pool.processes)
-            for (side_name, _function, _range), (read, _last, digested) in zip(tasks, pool.map(iter(tasks))):
-                side = self.expected if side_name == "source" else self.actual
-                side.add_hashes(digested.hashes)
-                side.counts.update(digested.counts)
-                if side_name == "source":
-                    self.source_read += read
+            for (side, _function, _range), (read, _last, digested) in zip(tasks, pool.map(iter(tasks))):
+                self._take(side, digested, read)
                 task.advance(read)
         if source_until is not None:
             self.source_until = source_until
@@ -130,17 +141,25 @@ class Verification:
 
     def add(self, source_rows: list[tuple[Any, ...]], target_rows: list[tuple[Any, ...]]) -> None:
         """Extend both sides with rows already read (in commit order, right after what was digested)."""
-        expected = self.transformer.digest_source(source_rows)
-        actual = self.transformer.digest_target(target_rows)
-        self.expected.add_hashes(expected.hashes)
-        self.expected.counts.update(expected.counts)
-        self.actual.add_hashes(actual.hashes)
-        self.actual.counts.update(actual.counts)
-        self.source_read += len(source_rows)
+        self._take("source", self.transformer.digest_source(source_rows), len(source_rows))
+        self._take("target", self.transformer.digest_target(target_rows), len(target_rows))
         if source_rows:
             self.source_until = source_rows[-1][2]
         if target_rows:
             self.target_until = target_rows[-1][2]
+
+    def _take(self, side: str, digested: DigestedBatch, read: int) -> None:
+        """Add a digested slice to its side; slices of the source must come in commit order."""
+        if side == "source":
+            self.expected.add_numbered(digested.streams)
+            self.expected.counts.update(digested.counts)
+            self.source_failures += digested.malformed
+            self.source_read += read
+        else:
+            self.actual.add_versioned(digested.streams)
+            self.actual.counts.update(digested.counts)
+            self.actual.add_malformed(digested.malformed)
+            self.malformed += len(digested.malformed)
 
     def report(self) -> VerifyReport:
         """Compare what has been digested, and say everything that stands in the way of a switch."""
@@ -153,18 +172,30 @@ class Verification:
             problems.append(f"verified epoch {run.source_epoch} up to position {self.source_until}, "
                             f"but run {run.id} migrated it up to {run.checkpoint}")
         comparison = compare(self.expected, self.actual)
-        if not comparison.ok:
-            differing = comparison.differing_streams
-            problems.append(
-                f"{len(differing)} stream(s) differ: " + ", ".join(differing[:5]) + (" ..." if len(differing) > 5 else "")
-            )
-            for node, (e, a) in comparison.count_differences.items():
-                problems.append(f"{node}: expected {e} events, target has {a}")
         quarantined = self.store.quarantine(run.id)
-        unaccepted = sum(1 for q in quarantined if not q.accepted)
-        if unaccepted:
+        # a source event that does not upcast is expected in the quarantine, and nowhere in the target
+        kept = {q.position for q in quarantined}
+        lost = {self._target_stream(f.stream): f for f in self.source_failures if f.position not in kept}
+        differing = sorted(set(comparison.differing_streams) | lost.keys())
+        differences = self._explain(differing[:MAX_LISTED], lost)
+        if differing:
+            shown = ", ".join(_label(d) for d in differences[:5])
+            problems.append(f"{len(differing)} stream(s) differ: {shown}" + (" ..." if len(differing) > 5 else ""))
+        for bad in list(self.actual.malformed.values())[:5]:
+            problems.append(f"malformed event in {bad.stream} at version {bad.version}, position {bad.position}: {bad.reason}")
+        for stream, failure in list(lost.items())[:5]:
             problems.append(
-                f"{unaccepted} event(s) in quarantine are not accepted: inspect them with `eventmig quarantine`, "
+                f"source event {failure.stream}@{failure.version} at position {failure.position} does not upcast and is "
+                f"not in the quarantine of run {run.id} ({failure.reason}): {stream} cannot be verified"
+            )
+        for node, (e, a) in comparison.count_differences.items():
+            problems.append(f"{node}: expected {e} events, target has {a}")
+        unaccepted = [q for q in quarantined if not q.accepted]
+        if unaccepted:
+            first = unaccepted[0]
+            problems.append(
+                f"{len(unaccepted)} event(s) in quarantine are not accepted (the first: {first.stream}@{first.version} "
+                f"at position {first.position}): inspect them with `eventmig quarantine`, "
                 "fix the upcasters and migrate with --restart, or accept them with `eventmig quarantine --accept`"
             )
         advanced = self.source.count_events(after=run.checkpoint)
@@ -172,11 +203,37 @@ class Verification:
         return VerifyReport(
             ok=not problems, problems=problems, run_id=run.id, source_epoch=run.source_epoch,
             target_epoch=run.target_epoch, source_events=self.source_read, expected_events=self.expected.events,
-            target_events=self.actual.events, expected_digest=comparison.expected_digest,
+            target_events=self.actual.events + self.malformed, expected_digest=comparison.expected_digest,
             target_digest=comparison.actual_digest, streams_compared=comparison.streams_compared,
-            differing_streams=comparison.differing_streams[:MAX_LISTED],
-            differing_count=len(comparison.differing_streams), count_differences=comparison.count_differences,
-            quarantined=len(quarantined), unaccepted_quarantine=unaccepted, source_advanced_by=advanced,
-            target_head=self.target_until, seconds=round(self.seconds, 3),
-            events_per_second=round(total / self.seconds, 1) if self.seconds else 0.0, processes=self.processes,
+            differing_streams=differing[:MAX_LISTED], differing_count=len(differing),
+            count_differences=comparison.count_differences, quarantined=len(quarantined),
+            unaccepted_quarantine=len(unaccepted), source_advanced_by=advanced, target_head=self.target_until,
+            seconds=round(self.seconds, 3), events_per_second=round(total / self.seconds, 1) if self.seconds else 0.0,
+            differences=differences, malformed_events=self.malformed, processes=self.processes,
         )
+
+    def _target_stream(self, source_stream: str) -> str:
+        return self.stream_map.get(source_stream, source_stream)
+
+    def _explain(self, streams: list[str], lost: dict[str, Malformed]) -> list[StreamDifference]:
+        """The first difference of each stream: read again on both sides (only streams whose digests differ)."""
+        found = {
+            stream: StreamDifference(stream, "malformed", None, f.position,
+                                     f"source event {f.stream}@{f.version} does not upcast and is not in the quarantine")
+            for stream, f in lost.items() if stream in streams
+        }
+        rest = [s for s in streams if s not in found]
+        if rest:
+            explained = explain_streams(
+                rest, source=self.source, target=self.target, transformer=self.transformer,
+                source_until=self.source_until, target_until=self.target_until,
+                first_version=self.expected.first_version, stream_map=self.stream_map,
+            )
+            found.update((d.stream, d) for d in explained)
+        return [found[s] for s in streams]
+
+
+def _label(difference: StreamDifference) -> str:
+    if difference.version is None:
+        return f"{difference.stream} ({difference.field})"
+    return f"{difference.stream} (version {difference.version}: {difference.field})"
