@@ -41,10 +41,12 @@ def test_any_history_migrates_and_verifies(history, eventmig_make_sqlite_store, 
 
 def test_a_legacy_history_reads_as_head_events_on_postgres(eventmig_postgres_store, eventmig_registry):
     eventmig_postgres_store.append("account-1", [
-        new_event("AccountOpened", {"account_id": "1", "owner": "Ada"}),
-        new_event("MoneyDeposited", {"account_id": "1", "amount": 12.5}),
-        new_event("Withdrawal", {"account_id": "1", "amount_cents": 250}),
+        new_event("AccountOpened", {"account_id": "1", "owner": "Ada", "opened_at": "2019-03-01"}),
+        new_event("MoneyDeposited", {"account_id": "1", "amount": 12.29, "reference": "salary"}),
+        new_event("Withdrawal", {"account_id": "1", "amount_cents": 250, "reference": "rent"}),
         new_event("StatementViewed", {"account_id": "1"}),
+        new_event("AccountClosed", {"account_id": "1", "reason": "moved", "closed_at": "2024-05-01",
+                                    "final_balance_cents": 979}),
     ])
     heads = []
     for event in eventmig_postgres_store.read_stream("account-1"):
@@ -52,7 +54,9 @@ def test_a_legacy_history_reads_as_head_events_on_postgres(eventmig_postgres_sto
         outcome = eventmig_registry.upcast(type_, version, event.data)
         heads += [(t, msgspec.json.decode(data)) for t, _, data, _ in outcome.events]
     assert heads == [
-        ("AccountOpened", {"account_id": "1", "currency": "EUR", "holder": "Ada"}),
-        ("MoneyDeposited", {"account_id": "1", "amount_cents": 1250}),
-        ("MoneyWithdrawn", {"account_id": "1", "amount_cents": 250}),
+        ("AccountOpened", {"account_id": "1", "currency": "EUR", "holder": "Ada", "opened_at": "2019-03-01"}),
+        ("MoneyDeposited", {"account_id": "1", "amount_cents": 1229, "reference": "salary"}),
+        ("MoneyWithdrawn", {"account_id": "1", "amount_cents": 250, "reference": "rent"}),
+        ("BalancePaidOut", {"account_id": "1", "amount_cents": 979}),
+        ("AccountClosed", {"account_id": "1", "closed_at": "2024-05-01", "reason": "moved"}),
     ]
