@@ -47,6 +47,10 @@ class AccountOpened(msgspec.Struct):
 
 
 registry.fields("AccountOpened", 1, rename={"owner": "holder"}, defaults={"currency": "EUR"})
+registry.example(
+    AccountOpenedV1("acc-1", "Ada Lovelace", "2019-03-01"),
+    becomes=AccountOpened("acc-1", "Ada Lovelace", "2019-03-01", currency="EUR"),
+)
 
 
 # --------------------------------------------------------------- MoneyDeposited
@@ -64,9 +68,14 @@ class MoneyDeposited(msgspec.Struct):
     reference: str
 
 
-@registry.upcaster
+# the euros live on as cents: declared, so the checks hold the step to the rule on every event
+@registry.upcaster(rename={"amount": "amount_cents"}, convert={"amount_cents": euros_to_cents})
 def amount_in_cents(e: MoneyDepositedV1) -> MoneyDeposited:
     return MoneyDeposited(e.account_id, euros_to_cents(e.amount), e.reference)
+
+
+registry.example(MoneyDepositedV1("acc-1", 12.29, "salary"), becomes=MoneyDeposited("acc-1", 1229, "salary"))
+registry.example(MoneyDepositedV1("acc-1", 0.29, "interest"), becomes=MoneyDeposited("acc-1", 29, "interest"))
 
 
 # ------------------------------------------------------ Withdrawal -> MoneyWithdrawn
@@ -85,6 +94,7 @@ class MoneyWithdrawn(msgspec.Struct):
 
 
 registry.rename_type("Withdrawal", 1, "MoneyWithdrawn")
+registry.example(Withdrawal("acc-1", 250, "rent"), becomes=MoneyWithdrawn("acc-1", 250, "rent"))
 
 
 # ---------------------------------------------------------------- AccountClosed
@@ -109,13 +119,20 @@ class AccountClosed(msgspec.Struct):
     closed_at: str
 
 
-@registry.upcaster
+# a split emits each of its targets once, in the order of its return annotation
+@registry.upcaster(rename={"final_balance_cents": "amount_cents"})
 def payout_before_closure(e: AccountClosedV1) -> list[BalancePaidOut | AccountClosed]:
     """The balance paid out becomes a fact of its own, recorded before the closure."""
     return [
         BalancePaidOut(e.account_id, e.final_balance_cents),
         AccountClosed(e.account_id, e.reason, e.closed_at),
     ]
+
+
+registry.example(
+    AccountClosedV1("acc-1", "moved abroad", "2024-05-01", final_balance_cents=0),
+    becomes=[BalancePaidOut("acc-1", 0), AccountClosed("acc-1", "moved abroad", "2024-05-01")],
+)
 
 
 # ---------------------------------------------------------------------- dropped
