@@ -26,6 +26,11 @@ from .migrate import DEFAULT_BATCH_SIZE
 from .upcasting import CompiledRegistry, Registry
 
 DEFAULT_STORE = "sqlite:///eventmig.db"
+#: the examples of what upcasters must produce, next to pyproject.toml unless ``cases`` says otherwise
+DEFAULT_CASES = "upcaster-cases.json"
+#: generated events per (type, version) in ``eventmig check`` and the pytest plugin's items
+#: (the same as eventmig.testing.profile.DEFAULT_EXAMPLES, the library call's default)
+DEFAULT_CHECK_EXAMPLES = 100
 
 ENV_VARS = {
     "store": "EVENTMIG_STORE",
@@ -54,6 +59,10 @@ class Settings:
     #: events per batch of migrate and verify, and per committed checkpoint
     batch_size: int = DEFAULT_BATCH_SIZE
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    #: the file of upcaster cases (examples of what a chain must produce), relative to the config file
+    cases: str = DEFAULT_CASES
+    #: generated events per (type, version) in ``eventmig check`` and the pytest plugin's items
+    check_examples: int = DEFAULT_CHECK_EXAMPLES
     #: directory of the pyproject.toml the settings came from (or the cwd)
     root: Path = field(default_factory=Path.cwd)
     config_file: Path | None = None
@@ -61,6 +70,11 @@ class Settings:
     @property
     def read_models_url(self) -> str:
         return self.read_models or self.store
+
+    @property
+    def cases_file(self) -> Path:
+        """The file of upcaster cases (it need not exist)."""
+        return self.root / self.cases
 
 
 def find_config(start: Path | None = None) -> Path | None:
@@ -106,8 +120,8 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     return settings
 
 
-_TEXT_SETTINGS = ("store", "read_models", "upcasters", "projections", "events_table", "version_key")
-_COUNT_SETTINGS = ("batch_size", "workers")
+_TEXT_SETTINGS = ("store", "read_models", "upcasters", "projections", "events_table", "version_key", "cases")
+_COUNT_SETTINGS = ("batch_size", "workers", "check_examples")
 
 
 def _check_types(settings: Settings) -> None:
