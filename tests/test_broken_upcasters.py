@@ -44,7 +44,7 @@ def library_verdict(copy: Path, name: str) -> tuple[set[str], set[str], set[tupl
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-        report = check_upcasters(module.registry, examples=EXAMPLES)
+        report = check_upcasters(module.registry, examples=EXAMPLES, cases=copy / "upcaster-cases.json")
     finally:
         del sys.modules[name]
     return verdict(msgspec_builtins(report))
