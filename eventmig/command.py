@@ -585,6 +585,8 @@ projections = "projections:projections"
 
 UPCASTERS_TEMPLATE = '''"""Upcasters of this service: one msgspec Struct per schema version, and the steps between them."""
 
+from typing import Annotated
+
 import msgspec
 
 from eventmig import Registry
@@ -594,16 +596,23 @@ registry = Registry(version_location="metadata:schema_version")
 # @registry.schema("OrderPlaced", 1)
 # class OrderPlacedV1(msgspec.Struct):
 #     order_id: str
-#     total: float
+#     total: Annotated[float, msgspec.Meta(ge=0, le=1e9)]  # what the old code really stored
 #
 # @registry.schema("OrderPlaced", 2)
 # class OrderPlaced(msgspec.Struct):
 #     order_id: str
 #     total_cents: int
 #
-# @registry.upcaster
+# def euros_to_cents(euros: float) -> int:
+#     return round(euros * 100)
+#
+# # what the step does, declared for `eventmig check`: total lives on as total_cents, by this rule
+# @registry.upcaster(rename={"total": "total_cents"}, convert={"total_cents": euros_to_cents})
 # def total_in_cents(e: OrderPlacedV1) -> OrderPlaced:
-#     return OrderPlaced(e.order_id, round(e.total * 100))
+#     return OrderPlaced(e.order_id, euros_to_cents(e.total))
+#
+# # what an old event must become
+# registry.example(OrderPlacedV1("o-1", 12.29), becomes=OrderPlaced("o-1", 1229))
 '''
 
 PROJECTIONS_TEMPLATE = '''"""Projections of this service: read models and aggregate snapshots rebuilt from the events."""
