@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 Node = tuple[str, int]
 
 #: a declared conversion: a callable (the rule, checked on every generated event) or
@@ -125,3 +127,30 @@ class Example:
     @property
     def node(self) -> Node:
         return (self.type, self.version)
+
+
+def as_event(value: Any, nodes_of_struct: Mapping[type, Node], what: str) -> tuple[str, int, Any]:
+    """An example's event as ``(type, version, JSON builtins)``, from a schema Struct or such a tuple."""
+    from .errors import RegistryError
+
+    if isinstance(value, msgspec.Struct):
+        node = nodes_of_struct.get(type(value))
+        if node is None:
+            raise RegistryError(f"example: {what} is a {type(value).__qualname__}, not a registered schema")
+        return (node[0], node[1], msgspec.to_builtins(value))
+    if isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], str):
+        if not isinstance(value[1], int) or isinstance(value[1], bool) or value[1] < 1:
+            raise RegistryError(f"example: the version of {what} must be an int >= 1, got {value[1]!r}")
+        return (value[0], value[1], msgspec.to_builtins(value[2]))
+    raise RegistryError(f"example: {what} must be a schema Struct instance or (type, version, data), got {value!r}")
+
+
+def source_path(filename: str) -> str:
+    """A source file as a reader finds it: relative to the working directory when it is under it."""
+    import os
+
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:  # another drive
+        return filename
+    return filename if relative.startswith("..") else relative

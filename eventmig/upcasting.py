@@ -38,7 +38,7 @@ from typing import Any, Union
 import msgspec
 import msgspec.inspect as mi
 
-from .declared import Declared, Example, declared
+from .declared import Declared, Example, as_event, declared, source_path
 from .errors import RegistryError, UpcastError
 from .events import MetadataKey, VersionLocation, canonical_json
 from .events import encode_json as _encode
@@ -351,26 +351,16 @@ class Registry:
         ``becomes`` is one such output, a list of them in order, or ``[]``
         for an event that is dropped.
         """
-        t, v, data = self._as_event(given, "given")
+        t, v, data = as_event(given, self._nodes_of_struct, "given")
         outputs = becomes if isinstance(becomes, list) else [becomes]
-        expected = tuple(self._as_event(out, "becomes") for out in outputs)
+        expected = tuple(as_event(out, self._nodes_of_struct, "becomes") for out in outputs)
         frame = sys._getframe(1)
-        origin = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        origin = f"{source_path(frame.f_code.co_filename)}:{frame.f_lineno}"
         count = sum(1 for e in self._examples if e.node == (t, v))
         label = name or f"{t} v{v} #{count + 1}"
         example = Example(t, v, data, expected, label, origin, dict(metadata or {}))
         self._examples.append(example)
         return example
-
-    def _as_event(self, value: Any, what: str) -> tuple[str, int, Any]:
-        if isinstance(value, msgspec.Struct):
-            node = self._nodes_of_struct.get(builtins.type(value))
-            if node is None:
-                raise RegistryError(f"example: {what} is a {builtins.type(value).__qualname__}, not a registered schema")
-            return (node[0], node[1], msgspec.to_builtins(value))
-        if isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], str):
-            return (value[0], _check_version(value[1], value[0]), msgspec.to_builtins(value[2]))
-        raise RegistryError(f"example: {what} must be a schema Struct instance or (type, version, data), got {value!r}")
 
     # ---------------------------------------------------------------- queries
     @property

@@ -68,7 +68,7 @@ from hypothesis.errors import FailedHealthCheck, Flaky, Unsatisfiable
 from ..declared import Example
 from ..errors import UpcastError
 from ..events import RecordedEvent, canonical_json
-from ..upcasting import CompiledRegistry, EventContext, Node, Registry
+from ..upcasting import CompiledRegistry, EventContext, Node, Outcome, Registry
 from . import laws
 from .cases import load_cases, run_example
 from .coverage import Gap, schema_gaps
@@ -350,20 +350,7 @@ def _check_event(compiled: CompiledRegistry, node: Node, event: RecordedEvent, p
     except Exception as exc:  # noqa: BLE001 (not wrapped by the chain: the engine itself or an encoder failed)
         raise _PropertyFailed("upcasts", f"{type(exc).__name__}: {exc}", event) from None
 
-    for t, v, data, path in first.events:
-        via = f" (after {' -> '.join(path)})" if path else ""
-        if compiled.knows(t) and not compiled.is_head((t, v)):
-            head = compiled.heads.get(t)
-            raise _PropertyFailed("reaches heads", f"produced {t} v{v}, which is not the head (v{head}){via}", event)
-        schema = compiled.registry.schemas.get((t, v))
-        if schema is not None:
-            try:
-                msgspec.json.decode(data, type=schema)
-            except msgspec.ValidationError as exc:
-                raise _PropertyFailed(
-                    "reaches heads", f"{t} v{v} does not match its head schema {schema.__qualname__}{via}: {exc}", event
-                ) from None
-
+    _check_heads(compiled, first, event)
     try:
         second = compiled.upcast(node[0], node[1], event.data, context)
     except Exception as exc:  # noqa: BLE001 (whatever the service code raises is the finding)
@@ -405,6 +392,23 @@ def _check_event(compiled: CompiledRegistry, node: Node, event: RecordedEvent, p
             laws.check_outputs(plan, compiled, event.data, compiled.apply_step(node, event.data, context))
         except laws.Broken as broken:
             raise _PropertyFailed(broken.prop, broken.message, event) from None
+
+
+def _check_heads(compiled: CompiledRegistry, outcome: Outcome, event: RecordedEvent) -> None:
+    """Every output is at its type's head and decodes as its schema."""
+    for t, v, data, path in outcome.events:
+        via = f" (after {' -> '.join(path)})" if path else ""
+        if compiled.knows(t) and not compiled.is_head((t, v)):
+            head = compiled.heads.get(t)
+            raise _PropertyFailed("reaches heads", f"produced {t} v{v}, which is not the head (v{head}){via}", event)
+        schema = compiled.registry.schemas.get((t, v))
+        if schema is not None:
+            try:
+                msgspec.json.decode(data, type=schema)
+            except msgspec.ValidationError as exc:
+                raise _PropertyFailed(
+                    "reaches heads", f"{t} v{v} does not match its head schema {schema.__qualname__}{via}: {exc}", event
+                ) from None
 
 
 def _written(
