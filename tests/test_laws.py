@@ -84,9 +84,10 @@ def test_undeclared_changes_are_named_without_running_an_event() -> None:
     # renaming without a rule: float to int narrows
     narrowing = check_upcasters(orders(lambda e, Order: Order(e.id, e.note, round(e.total * 100)),
                                        rename={"total": "cents"}, remove=["channel"]), examples=EXAMPLES)
-    assert any("total -> Order v2.cents (float (ge=0, le=1000000000.0) to int) narrows and is not declared; "
-               "declare it with its rule"
-               in f.message for _, f in narrowing.failures), narrowing.format()
+    # (the bound reads 1000000000 or 1000000000.0: typing caches equal Annotated types across modules)
+    assert any("total -> Order v2.cents (float (ge=0, le=1000000000" in f.message
+               and "to int) narrows and is not declared; declare it with its rule" in f.message
+               for _, f in narrowing.failures), narrowing.format()
     # words are not a rule for a narrowing change
     words = check_upcasters(orders(lambda e, Order: Order(e.id, e.note, round(e.total * 100)),
                                    rename={"total": "cents"}, convert={"cents": "rounded cents"},
