@@ -130,3 +130,11 @@ def test_bugs_at_boundaries_are_caught_with_one_generated_example(body, value) -
     assert not report.ok, report.format()
     example = report.failures[0][1].example
     assert value in msgspec.json.encode(example["data"]).decode(), report.format()
+
+
+def test_the_command_and_the_library_share_one_example_budget() -> None:
+    from eventmig.config import DEFAULT_CHECK_EXAMPLES, Settings
+    from eventmig.testing.profile import DEFAULT_EXAMPLES, check_settings
+
+    assert DEFAULT_CHECK_EXAMPLES == DEFAULT_EXAMPLES == Settings().check_examples == check_settings().max_examples
+    assert check_settings().derandomize and check_settings().database is None
