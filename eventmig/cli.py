@@ -36,7 +36,7 @@ from rich.text import Text
 
 from . import command
 from .config import Settings, load_settings
-from .errors import EventmigError, ExitCode
+from .errors import ConfigError, EventmigError, ExitCode
 from .interrupts import Interrupts, exit_with, quiet_library_logs
 from .migrate import MAX_BATCH_SIZE
 from .parallel import MAX_WORKERS
@@ -220,16 +220,30 @@ def plan(
 def check(
     config: ConfigOpt = None,
     store: StoreOpt = None,
-    examples: Annotated[int, typer.Option("--examples", min=1, max=MAX_EXAMPLES, help=f"Generated events per schema for the property checks (1 to {MAX_EXAMPLES:,}).")] = 100,
+    examples: Annotated[int | None, typer.Option("--examples", min=1, max=MAX_EXAMPLES, help=f"Generated events per schema for the property checks, 1 to {MAX_EXAMPLES:,} (default: check_examples of [tool.eventmig], 100).", show_default=False)] = None,
     sample: Annotated[int, typer.Option("--sample", min=0, max=MAX_SAMPLE, help=f"Stored events per (type, version) to upcast in a dry run (0 to {MAX_SAMPLE:,}).")] = 100,
     no_store: Annotated[bool, typer.Option("--no-store", help="Check the registry only, not the store.")] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Randomize generation with this seed (default: derandomized, the same on every run).", show_default=False)] = None,
+    no_strict: Annotated[bool, typer.Option("--no-strict", help="Skip the laws of the steps and the schema gaps (report gaps as notes).")] = False,
+    record: Annotated[bool, typer.Option("--record", help="Record what sampled stored (or generated) events become, as cases pending review; checks nothing.")] = False,
+    accept: Annotated[bool, typer.Option("--accept", help="Move the recorded cases into the cases file, then check.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """CI gate: property-check the upcasters and check that every stored (type, version) reaches a head."""
+    """CI gate: property-check the upcasters, run their examples, and check that every stored (type, version) reaches a head."""
+    settings = _settings(config, store)
+    if record and accept:
+        raise ConfigError("--record and --accept are two steps: record, review the cases, then accept them")
+    if record:
+        with _progress(as_json) as progress:
+            recorded = command.record_cases(settings, scan_store=not no_store, progress=progress)
+        return _emit_json(recorded) if as_json else _print_recorded(recorded)
+    if accept:
+        accepted = command.accept_cases(settings)
+        if not as_json:
+            out.print(f"accepted {len(accepted.accepted)} case(s) into {accepted.cases_file}", soft_wrap=True)
     with _progress(as_json) as progress:
-        report = command.check(_settings(config, store), examples=examples, sample=sample, scan_store=not no_store,
-                               seed=seed, progress=progress)
+        report = command.check(settings, examples=examples, sample=sample, scan_store=not no_store,
+                               seed=seed, strict=not no_strict, progress=progress)
     if as_json:
         _emit_json(report)
     else:
@@ -256,19 +270,42 @@ def _print_unreadable(pairs: list[command.StoredPair], console: Console) -> None
                            + ", ".join(f"{n:,} {t}" for t, n in unreadable.items()), style="red"), soft_wrap=True)
 
 
+def _print_recorded(report: command.RecordReport) -> None:
+    for case in report.recorded:
+        out.print(Text(f"recorded {case.name}", style="bold"), soft_wrap=True)
+        out.print(f"  given   {case.type} v{case.version} {_json(case.data)}", soft_wrap=True)
+        for t, v, data in case.becomes:
+            out.print(f"  becomes {t} v{v} {_json(data)}", soft_wrap=True)
+        if not case.becomes:
+            out.print("  becomes nothing (dropped)")
+    for item in report.skipped:
+        out.print(Text(item, style="yellow"), soft_wrap=True)
+    if report.recorded:
+        out.print(f"{len(report.recorded)} case(s) from {report.source} events written to {report.pending}: "
+                  "review them, then eventmig check --accept (or delete the file)", soft_wrap=True)
+    else:
+        out.print("nothing new to record", soft_wrap=True)
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
 def _print_check(report: command.CheckReport) -> None:
     props = report.properties
-    table = Table(title=f"Property checks ({props.examples} examples per schema)")
-    for col in ("schema", "role", "examples", "result"):
-        table.add_column(col, justify="right" if col == "examples" else "left")
+    strictness = "" if props.strict else ", not strict"
+    table = Table(title=f"Property checks (boundary values and {props.examples} generated events per schema{strictness})")
+    for col in ("schema", "role", "generated", "examples", "result"):
+        table.add_column(col, justify="right" if col in ("generated", "examples") else "left")
     for node in props.nodes:
         if node.failures:
-            result, style = "FAILED: " + ", ".join(f.property for f in node.failures), "red"
-        elif not node.generated:
+            result, style = "FAILED: " + ", ".join(dict.fromkeys(f.property for f in node.failures)), "red"
+        elif not node.generated and not node.cases:
             result, style = "not generated", "yellow"
         else:
             result, style = "ok", None
-        table.add_row(node.name, node.role, f"{node.examples:,}" if node.generated else "-", result, style=style)
+        table.add_row(node.name, node.role, f"{node.examples:,}" if node.generated else "-",
+                      f"{node.cases:,}" if node.cases else "-", result, style=style)
     out.print(table)
     # the failures with their shrunk examples, on stdout with the tables so that a CI log keeps them in order
     for line in props.format().splitlines()[:-1 - len(props.not_generated)]:
@@ -294,6 +331,8 @@ def _print_check(report: command.CheckReport) -> None:
         _print_unreadable(s.stored, out)
     else:
         out.print(f"store not checked: {report.store_skipped}", soft_wrap=True)
+    if report.pending_cases:
+        out.print(Text(report.pending_cases, style="yellow"), soft_wrap=True)
     out.print(Text("check passed" if report.ok else "check FAILED", style="green" if report.ok else "red"))
 
 

@@ -203,39 +203,43 @@ class CheckReport(msgspec.Struct):
     store: StoreCheck | None
     #: why no store was checked (``--no-store``, or a SQLite file that does not exist)
     store_skipped: str | None = None
+    #: recorded cases waiting for review, if any
+    pending_cases: str | None = None
 
 
 def check(
     settings: Settings,
     *,
-    examples: int = 100,
+    examples: int | None = None,
     sample: int = 100,
     scan_store: bool = True,
     seed: int | None = None,
+    strict: bool = True,
     progress: Progress = SILENT,
 ) -> CheckReport:
-    """The CI gate: the registry compiles, its property checks hold, and the store is covered.
+    """The CI gate: the registry compiles, its checks hold, its examples come true, and the store is covered.
 
-    The property checks run ``examples`` generated events per schema
-    (derandomized unless ``seed`` is given). With a store, every stored
-    (type, version) must have a path to a head, and up to ``sample`` events
-    of each are upcast as ``migrate`` would, writing nothing. A SQLite store
-    whose file does not exist is not a store to check (and is not created).
+    The property checks run the boundary values and ``examples`` generated
+    events per schema (``check_examples`` of ``[tool.eventmig]`` by default;
+    derandomized unless ``seed`` is given), the registry's examples and those
+    of the cases file, and, ``strict`` (the default), the laws of the steps
+    and the schema gaps. With a store, every stored (type, version) must
+    have a path to a head, and up to ``sample`` events of each are upcast as
+    ``migrate`` would, writing nothing. A SQLite store whose file does not
+    exist is not a store to check (and is not created).
     """
+    examples = settings.check_examples if examples is None else examples
     if examples < 1 or sample < 0:
         raise ConfigError("--examples must be at least 1 and --sample at least 0")
     compiled = load_registry(settings)
-    try:
-        from .testing.checks import check_upcasters
-    except ModuleNotFoundError as exc:
-        if exc.name != "hypothesis":
-            raise
-        raise ConfigError("eventmig check needs hypothesis: pip install 'eventmig[test]'") from None
+    check_upcasters = _testing().check_upcasters
+    cases = settings.cases_file if settings.cases_file.exists() else None
     registry = compiled.registry
     nodes = set(registry.schemas) | set(registry.steps) | {t for s in registry.steps.values() for t in s.targets}
     with progress.task("property checks", len(nodes)) as task:
         properties = check_upcasters(
-            compiled, examples=examples, derandomize=seed is None, seed=seed, on_node=lambda _: task.advance(1)
+            compiled, examples=examples, derandomize=seed is None, seed=seed, strict=strict, cases=cases,
+            on_node=lambda _: task.advance(1),
         )
     store_check = None
     skipped = "not requested (--no-store)" if not scan_store else _missing_sqlite(settings.store)
@@ -244,7 +248,79 @@ def check(
             store_check = _check_store(store, compiled, sample, progress)
     ok = properties.ok and (store_check is None or not (
         store_check.uncovered or store_check.failed or any(p.treatment == "unreadable" for p in store_check.stored)))
-    return CheckReport(ok, properties, store_check, skipped)
+    pending = _pending_note(settings)
+    return CheckReport(ok, properties, store_check, skipped, pending)
+
+
+def _testing() -> Any:
+    """eventmig.testing.checks, or a configuration error saying how to install it."""
+    try:
+        from .testing import checks
+    except ModuleNotFoundError as exc:
+        if exc.name != "hypothesis":
+            raise
+        raise ConfigError("eventmig check needs hypothesis: pip install 'eventmig[test]'") from None
+    return checks
+
+
+def _pending_note(settings: Settings) -> str | None:
+    from .testing.cases import pending_path
+
+    pending = pending_path(settings.cases_file)
+    if not pending.exists():
+        return None
+    return f"recorded cases await review in {pending}: accept them with eventmig check --accept, or delete the file"
+
+
+class RecordReport(msgspec.Struct):
+    """What ``eventmig check --record`` recorded, for review before ``--accept``."""
+
+    pending: str
+    #: where the inputs came from: "store" (sampled stored events) or "generated"
+    source: str
+    recorded: list[Any]  # eventmig.declared.Example, one per recorded case
+    skipped: list[str]
+
+
+def record_cases(
+    settings: Settings, *, per_node: int = 3, scan_store: bool = True, progress: Progress = SILENT
+) -> RecordReport:
+    """Upcast sampled stored events (generated ones without a store) and write what they become,
+    as cases pending review beside the cases file; nothing counts until :func:`accept_cases`."""
+    if per_node < 1:
+        raise ConfigError("--record needs at least 1 case per (type, version)")
+    compiled = load_registry(settings)
+    _testing()
+    from .testing import cases
+
+    inputs: list[Any] = []
+    source = "generated"
+    if scan_store and _missing_sqlite(settings.store) is None:
+        with open_configured_store(settings, read_only=True) as store:
+            _, rows = sample_stored(store, compiled, per_node, progress=progress)
+        inputs = cases.stored_inputs(compiled, rows)
+        source = "store"
+    if not inputs:
+        inputs, source = cases.generated_inputs(compiled, per_node), "generated"
+    known = cases.load_cases(settings.cases_file) if settings.cases_file.exists() else []
+    recorded, skipped = cases.record_examples(compiled, inputs, [*compiled.registry.examples, *known])
+    pending = cases.pending_path(settings.cases_file)
+    if recorded:
+        pending.write_bytes(cases.dump_cases(recorded))
+    return RecordReport(str(pending), source, recorded, skipped)
+
+
+class AcceptReport(msgspec.Struct):
+    cases_file: str
+    accepted: list[Any]  # eventmig.declared.Example
+
+
+def accept_cases(settings: Settings) -> AcceptReport:
+    """Move the cases ``record_cases`` wrote into the cases file, after review."""
+    _testing()
+    from .testing.cases import accept_pending
+
+    return AcceptReport(str(settings.cases_file), accept_pending(settings.cases_file))
 
 
 def _missing_sqlite(url: str) -> str | None:
@@ -586,6 +662,8 @@ projections = "projections:projections"
 
 UPCASTERS_TEMPLATE = '''"""Upcasters of this service: one msgspec Struct per schema version, and the steps between them."""
 
+from typing import Annotated
+
 import msgspec
 
 from eventmig import Registry
@@ -595,16 +673,23 @@ registry = Registry(version_location="metadata:schema_version")
 # @registry.schema("OrderPlaced", 1)
 # class OrderPlacedV1(msgspec.Struct):
 #     order_id: str
-#     total: float
+#     total: Annotated[float, msgspec.Meta(ge=0, le=1e9)]  # what the old code really stored
 #
 # @registry.schema("OrderPlaced", 2)
 # class OrderPlaced(msgspec.Struct):
 #     order_id: str
 #     total_cents: int
 #
-# @registry.upcaster
+# def euros_to_cents(euros: float) -> int:
+#     return round(euros * 100)
+#
+# # what the step does, declared for `eventmig check`: total lives on as total_cents, by this rule
+# @registry.upcaster(rename={"total": "total_cents"}, convert={"total_cents": euros_to_cents})
 # def total_in_cents(e: OrderPlacedV1) -> OrderPlaced:
-#     return OrderPlaced(e.order_id, round(e.total * 100))
+#     return OrderPlaced(e.order_id, euros_to_cents(e.total))
+#
+# # what an old event must become
+# registry.example(OrderPlacedV1("o-1", 12.29), becomes=OrderPlaced("o-1", 1229))
 '''
 
 PROJECTIONS_TEMPLATE = '''"""Projections of this service: read models and aggregate snapshots rebuilt from the events."""

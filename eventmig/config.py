@@ -27,6 +27,13 @@ from .parallel import MAX_WORKERS, default_workers
 from .upcasting import CompiledRegistry, Registry
 
 DEFAULT_STORE = "sqlite:///eventmig.db"
+#: the examples of what upcasters must produce, next to pyproject.toml unless ``cases`` says otherwise
+DEFAULT_CASES = "upcaster-cases.json"
+#: generated events per (type, version) in ``eventmig check`` and the pytest plugin's items
+#: (the same as eventmig.testing.profile.DEFAULT_EXAMPLES, the library call's default)
+DEFAULT_CHECK_EXAMPLES = 100
+#: the most generated events per (type, version) a check may ask for
+MAX_CHECK_EXAMPLES = 1_000_000
 
 ENV_VARS = {
     "store": "EVENTMIG_STORE",
@@ -56,6 +63,10 @@ class Settings:
     batch_size: int = DEFAULT_BATCH_SIZE
     #: worker processes of migrate, verify and rebuild (one per core, up to MAX_WORKERS)
     workers: int = field(default_factory=default_workers)
+    #: the file of upcaster cases (examples of what a chain must produce), relative to the config file
+    cases: str = DEFAULT_CASES
+    #: generated events per (type, version) in ``eventmig check`` and the pytest plugin's items
+    check_examples: int = DEFAULT_CHECK_EXAMPLES
     #: directory of the pyproject.toml the settings came from (or the cwd)
     root: Path = field(default_factory=Path.cwd)
     config_file: Path | None = None
@@ -63,6 +74,11 @@ class Settings:
     @property
     def read_models_url(self) -> str:
         return self.read_models or self.store
+
+    @property
+    def cases_file(self) -> Path:
+        """The file of upcaster cases (it need not exist)."""
+        return self.root / self.cases
 
 
 def find_config(start: Path | None = None) -> Path | None:
@@ -119,9 +135,9 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     return settings
 
 
-_TEXT_SETTINGS = ("store", "read_models", "upcasters", "projections", "events_table", "version_key")
+_TEXT_SETTINGS = ("store", "read_models", "upcasters", "projections", "events_table", "version_key", "cases")
 #: settings that count something, and their largest values
-_COUNT_SETTINGS = {"batch_size": MAX_BATCH_SIZE, "workers": MAX_WORKERS}
+_COUNT_SETTINGS = {"batch_size": MAX_BATCH_SIZE, "workers": MAX_WORKERS, "check_examples": MAX_CHECK_EXAMPLES}
 
 
 def _check_types(settings: Settings) -> None:

@@ -25,8 +25,10 @@ once and encoding it once.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import hashlib
 import inspect
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,6 +38,7 @@ from typing import Any, Union
 import msgspec
 import msgspec.inspect as mi
 
+from .declared import Declared, Example, as_event, declared, source_path
 from .errors import RegistryError, UpcastError
 from .events import MetadataKey, VersionLocation, canonical_json
 from .events import encode_json as _encode
@@ -85,6 +88,8 @@ class Step:
     name: str
     input_type: type | None  # a Struct to decode the payload into; None: plain builtins
     takes_context: bool
+    #: what it says it does to fields and targets, for the checks (never changes what it does)
+    declared: Declared = Declared()
 
 
 Chained = tuple[str, int, Any, tuple[str, ...]]
@@ -117,6 +122,7 @@ class Registry:
         self._schemas: dict[Node, type] = {}
         self._nodes_of_struct: dict[type, Node] = {}
         self._steps: dict[Node, Step] = {}
+        self._examples: list[Example] = []
         self._compiled: CompiledRegistry | None = None
 
     @property
@@ -156,19 +162,23 @@ class Registry:
         *,
         to: Node | Sequence[Node] | None = None,
         name: str | None = None,
+        **declarations: Any,
     ) -> Any:
         """Register a step. Usable bare (``@registry.upcaster``) on a typed function, or as
         ``@registry.upcaster("T", 1, to=("T", 2))`` for dict steps and explicit outputs.
 
         The source is taken from the first parameter's Struct annotation unless given;
         the outputs from the return annotation unless ``to`` is given (``to=[]`` drops).
+        ``declarations`` say what the step does for the checks: ``rename``, ``convert``,
+        ``defaults``, ``remove``, ``optional``, ``repeated`` (see :meth:`declare`).
         """
         if callable(type) and version is None and to is None:
-            return self._register_fn(type, None, None, name)
+            return self._register_fn(type, None, None, name, Declared())
+        declaring = _declared(declarations)
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             source = None if type is None else (type, _check_version(version, type))
-            return self._register_fn(fn, source, to, name)
+            return self._register_fn(fn, source, to, name, declaring)
 
         return register
 
@@ -181,6 +191,7 @@ class Registry:
         name: str,
         input_type: type | None = None,
         takes_context: bool = False,
+        declared: Declared | None = None,
     ) -> Step:
         """Register a fully described step (what the decorators and helpers build)."""
         source = (source[0], _check_version(source[1], source[0]))
@@ -189,7 +200,7 @@ class Registry:
             raise RegistryError(
                 f"two upcasters from {_format_node(source)}: {self._steps[source].name} and {name}"
             )
-        step = Step(source, targets, fn, name, input_type, takes_context)
+        step = Step(source, targets, fn, name, input_type, takes_context, declared or Declared())
         self._steps[source] = step
         self._compiled = None
         return step
@@ -200,6 +211,7 @@ class Registry:
         source: Node | None,
         to: Node | Sequence[Node] | None,
         name: str | None,
+        declaring: Declared,
     ) -> Callable[..., Any]:
         step_name = name or f"{fn.__module__}.{fn.__qualname__}"
         params = list(inspect.signature(fn).parameters.values())
@@ -222,12 +234,15 @@ class Registry:
                     f"upcaster {step_name}: annotate its return with schema Structs or pass to=..."
                 )
             targets = self._targets_from_annotation(hints["return"], step_name)
+            if _NoneType in _top_level(hints["return"]):  # ``-> T | None``: it may emit nothing
+                declaring = declaring.merged(Declared(optional=frozenset(targets)))
         elif isinstance(to, tuple) and len(to) == 2 and isinstance(to[0], str):
             targets = [to]  # type: ignore[list-item]
         else:
             targets = list(to)  # type: ignore[arg-type]
         self.add_step(
-            source, targets, fn, name=step_name, input_type=input_type, takes_context=len(params) == 2
+            source, targets, fn, name=step_name, input_type=input_type, takes_context=len(params) == 2,
+            declared=declaring,
         )
         return fn
 
@@ -249,7 +264,8 @@ class Registry:
     def rename_type(self, type: str, version: int, to: str, to_version: int = 1) -> Step:
         """Events of ``(type, version)`` become ``(to, to_version)`` with the payload unchanged."""
         return self.add_step(
-            (type, version), [(to, to_version)], _identity, name=f"rename {type} v{version} -> {to} v{to_version}"
+            (type, version), [(to, to_version)], _identity, name=f"rename {type} v{version} -> {to} v{to_version}",
+            declared=Declared(),
         )
 
     def fields(
@@ -282,7 +298,10 @@ class Registry:
             return out
 
         target = (type, to_version if to_version is not None else version + 1)
-        return self.add_step((type, version), [target], evolve_fields, name=f"fields {type} v{version} -> v{target[1]}")
+        says = Declared(renames, converters, fills, frozenset(removed))  # what it does is what it declares
+        return self.add_step(
+            (type, version), [target], evolve_fields, name=f"fields {type} v{version} -> v{target[1]}", declared=says
+        )
 
     def split(
         self,
@@ -292,16 +311,57 @@ class Registry:
         fn: Callable[..., Iterable[Emitted]],
         *,
         name: str | None = None,
+        **declarations: Any,
     ) -> Step:
-        """One event of ``(type, version)`` becomes several, of the declared ``into`` schemas."""
+        """One event of ``(type, version)`` becomes several, of the declared ``into`` schemas, in that order.
+
+        Each target is emitted exactly once unless declared ``optional=[...]`` or
+        ``repeated=[...]``; ``declarations`` are those of :meth:`declare`.
+        """
         takes_context = len(inspect.signature(fn).parameters) == 2
         return self.add_step(
-            (type, version), into, fn, name=name or f"split {type} v{version}", takes_context=takes_context
+            (type, version), into, fn, name=name or f"split {type} v{version}", takes_context=takes_context,
+            declared=_declared(declarations),
         )
 
     def drop(self, type: str, version: int) -> Step:
         """Events of ``(type, version)`` are not carried into the new epoch."""
-        return self.add_step((type, version), [], _drop, name=f"drop {type} v{version}")
+        return self.add_step((type, version), [], _drop, name=f"drop {type} v{version}", declared=Declared())
+
+    # ------------------------------------------------ what the output should be
+    def declare(self, type: str, version: int, **declarations: Any) -> Step:
+        """Say what the step from ``(type, version)`` does, for ``eventmig check``'s laws.
+
+        ``rename={"old": "new"}``, ``convert={"field": rule}`` (a callable of the
+        value it comes from, or words), ``defaults={"field": value}`` (filled when
+        absent), ``remove=["field"]``, and for splits ``optional=[(T, v)]`` and
+        ``repeated=[(T, v)]``. Added to what the step declared already.
+        """
+        node = (type, version)
+        step = self._steps.get(node)
+        if step is None:
+            raise RegistryError(f"declare: there is no upcaster from {_format_node(node)} (register it first)")
+        self._steps[node] = dataclasses.replace(step, declared=step.declared.merged(_declared(declarations)))
+        return self._steps[node]
+
+    def example(self, given: Any, becomes: Any, *, name: str | None = None,
+                metadata: Mapping[str, Any] | None = None) -> Example:
+        """An event at an old version and the head events it must become; ``eventmig check`` runs it.
+
+        ``given`` is a schema Struct instance or ``(type, version, data)``;
+        ``becomes`` is one such output, a list of them in order, or ``[]``
+        for an event that is dropped.
+        """
+        t, v, data = as_event(given, self._nodes_of_struct, "given")
+        outputs = becomes if isinstance(becomes, list) else [becomes]
+        expected = tuple(as_event(out, self._nodes_of_struct, "becomes") for out in outputs)
+        frame = sys._getframe(1)
+        origin = f"{source_path(frame.f_code.co_filename)}:{frame.f_lineno}"
+        count = sum(1 for e in self._examples if e.node == (t, v))
+        label = name or f"{t} v{v} #{count + 1}"
+        example = Example(t, v, data, expected, label, origin, dict(metadata or {}))
+        self._examples.append(example)
+        return example
 
     # ---------------------------------------------------------------- queries
     @property
@@ -311,6 +371,11 @@ class Registry:
     @property
     def schemas(self) -> Mapping[Node, type]:
         return self._schemas
+
+    @property
+    def examples(self) -> Sequence[Example]:
+        """The examples registered with :meth:`example`, in order."""
+        return self._examples
 
     def schema_of(self, node: Node) -> type | None:
         return self._schemas.get(node)
@@ -629,6 +694,30 @@ def _has_contents(cell: Any) -> bool:
 
 def _identity(data: Any) -> Any:
     return data
+
+
+def is_rename(step: Step) -> bool:
+    """Whether ``step`` is a :meth:`Registry.rename_type`: its payload passes unchanged."""
+    return step.fn is _identity
+
+
+_NoneType = type(None)
+
+
+def _top_level(annotation: Any) -> list[Any]:
+    """The members of a top-level union (``A | None``), or the annotation itself."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return list(typing.get_args(annotation))
+    return [annotation]
+
+
+def _declared(declarations: Mapping[str, Any]) -> Declared:
+    try:
+        return declared(**declarations)
+    except TypeError as exc:
+        raise RegistryError(
+            f"unknown declaration: {exc}; a step declares rename, convert, defaults, remove, optional, repeated"
+        ) from None
 
 
 def _drop(data: Any) -> None:

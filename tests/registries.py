@@ -19,7 +19,7 @@ def raw_hooks() -> Registry:
         target: str
         body: msgspec.Raw
 
-    @r.upcaster
+    @r.upcaster(rename={"url": "target"})
     def hook_target(e: HookV1) -> Hook:
         return Hook(e.url, e.body)
 
@@ -39,7 +39,7 @@ def tagged_sets(frozen: bool = False) -> Registry:
     class Tagged(msgspec.Struct):
         tags: frozenset[str] if frozen else set[str]  # type: ignore[valid-type]  (evaluated now: no __future__ import)
 
-    @r.upcaster
+    @r.upcaster(convert={"tags": kind})  # a list becomes a set: duplicates go, which the rule says
     def as_set(e: TaggedV1) -> Tagged:
         return Tagged(kind(e.tags))
 

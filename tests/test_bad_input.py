@@ -26,6 +26,7 @@ from eventmig.errors import ConfigError
 #: the ranges the README documents (test_the_documented_ranges_are_the_code_s holds them to the code)
 MAX_BATCH_SIZE = 1_000_000
 MAX_WORKERS = 64
+MAX_CHECK_EXAMPLES = 1_000_000
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,8 +73,8 @@ toml_values = st.recursive(
                                                                  max_size=3),
     max_leaves=6,
 )
-TEXT_SETTINGS = ["store", "read_models", "upcasters", "projections", "events_table", "version_key"]
-COUNT_SETTINGS = {"batch_size": MAX_BATCH_SIZE, "workers": MAX_WORKERS}
+TEXT_SETTINGS = ["store", "read_models", "upcasters", "projections", "events_table", "version_key", "cases"]
+COUNT_SETTINGS = {"batch_size": MAX_BATCH_SIZE, "workers": MAX_WORKERS, "check_examples": MAX_CHECK_EXAMPLES}
 
 
 def wrong_for(key: str) -> st.SearchStrategy[Any]:

@@ -77,7 +77,7 @@ def test_a_missing_sqlite_store_is_not_checked_and_not_created(tmp_path: Path) -
 
 
 def test_a_broken_upcaster_fails_the_check_and_is_named_with_its_minimal_example(tmp_path: Path) -> None:
-    pyproject = service_copy(tmp_path, ("round(e.total * 100)", "round(100 / e.total)"))
+    pyproject = service_copy(tmp_path, ("euros_to_cents(e.total), e.placed_at", "round(100 / e.total), e.placed_at"))
 
     result = eventmig("check", "--config", str(pyproject), "--examples", "30")
     assert result.returncode == 1, result.stdout + result.stderr
@@ -92,7 +92,11 @@ def test_a_broken_upcaster_fails_the_check_and_is_named_with_its_minimal_example
     assert not report["ok"]
     failed = [n for n in report["properties"]["nodes"] if n["failures"]]
     assert [(n["type"], n["version"]) for n in failed] == [("OrderPlaced", 1)]
-    assert failed[0]["failures"][0]["example"]["data"]["total"] == 0.0
+    by_property = {f["property"]: f for f in failed[0]["failures"]}
+    assert by_property["upcasts"]["example"]["data"]["total"] == 0.0
+    # where it does not crash, the step breaks its declared rule, and the registered example
+    assert "its declared rule euros_to_cents(total=" in by_property["rule"]["message"]
+    assert "OrderPlaced v3.total_cents: expected 1229, got 8" in "".join(by_property["example"]["details"])
 
 
 def test_a_step_that_loses_a_required_field_fails_the_check(tmp_path: Path) -> None:
@@ -101,8 +105,9 @@ def test_a_step_that_loses_a_required_field_fails_the_check(tmp_path: Path) -> N
     assert result.returncode == 1, result.stdout + result.stderr
     failures = {(n["type"], n["version"]): n["failures"] for n in as_json(result)["properties"]["nodes"] if n["failures"]}
     assert set(failures) == {("OrderPlaced", 1), ("OrderPlaced", 2)}
-    assert failures[("OrderPlaced", 2)][0]["property"] == "reaches heads"
-    assert "missing required field `channel`" in failures[("OrderPlaced", 2)][0]["message"]
+    at_v2 = {f["property"]: f["message"] for f in failures[("OrderPlaced", 2)]}
+    assert "missing required field `channel`" in at_v2["reaches heads"]
+    assert "OrderPlaced v3.channel is new and required" in at_v2["declarations"]
 
 
 def test_a_schema_with_no_strategy_fails_the_check_rather_than_crashing(tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ from registries import raw_hooks, tagged_sets
 EXAMPLES = 60
 
 
-def failure_of(report: RegistryReport, name: str):
-    failures = [f for n, f in report.failures if n.name == name]
+def failure_of(report: RegistryReport, name: str, prop: str | None = None):
+    failures = [f for n, f in report.failures if n.name == name and prop in (None, f.property)]
     assert failures, report.format()
     return failures[0]
 
@@ -47,7 +47,8 @@ def products(body) -> Registry:
         initial: str
         cents_per_item: int
 
-    @r.upcaster(name="products.v2")
+    @r.upcaster(name="products.v2", remove=["qty"],
+                convert={"initial": "the name's first letter", "cents_per_item": "a price list's, by qty"})
     def v2(e: ProductV1) -> Product:
         return body(e, Product)
 
@@ -102,8 +103,7 @@ def test_a_step_that_drops_a_required_field_is_caught() -> None:
         quantity: int
 
     r.fields("Line", 1, rename={"qty": "quantity"}, remove=["sku"])  # oops: sku is required in v2
-    failure = failure_of(check_upcasters(r, examples=EXAMPLES), "Line v1")
-    assert failure.property == "reaches heads"
+    failure = failure_of(check_upcasters(r, examples=EXAMPLES), "Line v1", "reaches heads")
     assert "missing required field `sku`" in failure.message
     assert failure.example["data"] == {"sku": "", "qty": 0}
 
@@ -165,7 +165,7 @@ def test_a_chain_that_differs_from_its_steps_applied_one_by_one_is_caught() -> N
     def as_float(e: ReadingV1) -> ReadingV2:
         return ReadingV2(e.celsius)  # still an int at run time
 
-    @r.upcaster
+    @r.upcaster(remove=["celsius"], convert={"label": "the reading, as text"})
     def labelled(e: ReadingV2) -> Reading:
         return Reading(f"{e.celsius} C")
 
@@ -236,22 +236,30 @@ def test_outputs_migrate_would_write_differently_from_what_verify_expects_are_ca
     assert 2 <= len(members) <= 3, tags
 
 
-def test_nodes_without_a_schema_are_reported_as_not_generated() -> None:
+def test_nodes_without_a_schema_fail_strict_checks_with_what_to_add_and_are_notes_otherwise() -> None:
     r = Registry()
 
     @r.schema("Member", 1)
     class Member(msgspec.Struct):
         name: str
 
-    r.rename_type("User", 1, "Member")  # a dict step: User v1 has no schema
-    r.drop("Ping", 1)
-    report = check_upcasters(r, examples=10)
-    assert report.ok
-    assert [n.split(":")[0] for n in report.not_generated] == ["Ping v1", "User v1"]
-    user = next(n for n in report.nodes if n.name == "User v1")
-    assert not user.generated and user.examples == 0
-    assert "cannot generate without a schema" in user.note
-    assert "not generated: User v1" in report.format()
+    r.rename_type("User", 1, "Member")  # User v1 has no schema: its events cannot be generated
+    r.drop("Ping", 1)  # no schema either, but nothing reaches the new epoch: a note, not a gap
+    strict = check_upcasters(r, examples=10)
+    assert not strict.ok
+    user = failure_of(strict, "User v1", "schemas")
+    assert "User v1 has no schema, so its events are never generated" in user.message
+    assert user.details == ['@registry.schema("User", 1)', "class User(msgspec.Struct):",
+                            "    ...  # the fields of its payload"]
+    assert [n.split(":")[0] for n in strict.not_generated] == ["Ping v1"]
+
+    lenient = check_upcasters(r, examples=10, strict=False)
+    assert lenient.ok
+    assert [n.split(":")[0] for n in lenient.not_generated] == ["Ping v1", "User v1"]
+    user_node = next(n for n in lenient.nodes if n.name == "User v1")
+    assert not user_node.generated and user_node.examples == 0
+    assert "User v1 has no schema" in user_node.note and '@registry.schema("User", 1)' in user_node.note
+    assert "not generated: User v1" in lenient.format()
 
 
 def test_schemas_with_unparsed_raw_fields_are_generated_and_hold() -> None:
@@ -326,12 +334,12 @@ def test_a_failure_that_does_not_reproduce_is_reported_as_flaky() -> None:
 
     @r.upcaster
     def once(e: NoteV1) -> Note:
-        if next(calls) == 7:
-            raise RuntimeError("only the eighth call fails")
+        if next(calls) == 150:  # past the boundary values: a generated event
+            raise RuntimeError("only the 151st call fails")
         return Note(e.text)
 
     report = check_upcasters(r, examples=EXAMPLES)
     failure = failure_of(report, "Note v1")
     assert failure.flaky
-    assert "only the eighth call fails" in failure.message
+    assert "only the 151st call fails" in failure.message
     assert "(flaky)" in report.format()

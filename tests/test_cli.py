@@ -300,6 +300,17 @@ def test_init_scaffolds_a_service(tmp_path: Path):
     assert as_json(plan)["chains"] == {}
 
 
+def test_the_scaffolds_commented_upcaster_passes_a_strict_check_once_uncommented(tmp_path: Path):
+    assert eventmig("init", str(tmp_path)).returncode == 0
+    module = tmp_path / "upcasters" / "__init__.py"
+    lines = module.read_text().splitlines()
+    module.write_text("\n".join(line[2:] if line.startswith("# ") else ("" if line == "#" else line) for line in lines))
+    result = eventmig("check", "--no-store", "--examples", "20", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    nodes = {(n["type"], n["version"]): n for n in as_json(result)["properties"]["nodes"]}
+    assert nodes[("OrderPlaced", 1)]["generated"] and nodes[("OrderPlaced", 1)]["cases"] == 1
+
+
 def test_plan_works_right_after_init_in_an_empty_directory(tmp_path: Path):
     assert eventmig("init", cwd=tmp_path).returncode == 0
     plan = eventmig("plan", cwd=tmp_path)

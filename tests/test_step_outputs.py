@@ -87,7 +87,7 @@ def test_only_the_schema_s_fields_as_encoded(store: EventStore, extra: dict, hea
 
 def test_the_property_checks_and_a_rebuild_say_the_same(store: EventStore, store_url: str):
     registry = _registry({"stream": "shipments-1"})
-    report = check_upcasters(registry, examples=5)
+    report = check_upcasters(registry, examples=5, strict=False)  # the runtime rule alone, no laws
     (failure,) = [f for n in report.nodes for f in n.failures]
     assert failure.property == "reaches heads" and "'stream' that its schema does not declare" in failure.message
 

@@ -23,3 +23,7 @@ class CustomerRegistered(msgspec.Struct):
 
 
 registry.fields("CustomerRegistered", 1, rename={"name": "full_name"}, defaults={"marketing_opt_in": False})
+registry.example(
+    CustomerRegisteredV1("c-1", "Ada Lovelace", "ada@example.com"),
+    becomes=CustomerRegistered("c-1", "Ada Lovelace", "ada@example.com", marketing_opt_in=False),
+)

@@ -16,6 +16,17 @@ Euros = Annotated[float, msgspec.Meta(ge=0, le=1_000_000_000)]
 PackedAddress = Annotated[str, msgspec.Meta(pattern=r"^[^|]*\|[^|]*\|[^|]*$")]
 
 
+def euros_to_cents(euros: float) -> int:
+    """Money in integer cents, rounded to the nearest: floats of euros do not add up exactly."""
+    return round(euros * 100)
+
+
+def unpack_address(address: str) -> tuple[str, str, str]:
+    """``street|city|postcode``, as the old shop packed an address into one string."""
+    street, city, postcode = address.split("|")
+    return street, city, postcode
+
+
 # ------------------------------------------------------------------ OrderPlaced
 @registry.schema("OrderPlaced", 1)
 class OrderPlacedV1(msgspec.Struct):
@@ -45,14 +56,20 @@ class OrderPlaced(msgspec.Struct):
     currency: str = "EUR"
 
 
-@registry.upcaster
+# declared: `eventmig check` holds the step to the rule, and every other field to arriving unchanged
+@registry.upcaster(rename={"total": "total_cents"}, convert={"total_cents": euros_to_cents})
 def order_total_in_cents(e: OrderPlacedV1) -> OrderPlacedV2:
     """Money in integer cents: floats of euros do not add up exactly."""
-    return OrderPlacedV2(e.order_id, e.customer_id, round(e.total * 100), e.placed_at, e.channel)
+    return OrderPlacedV2(e.order_id, e.customer_id, euros_to_cents(e.total), e.placed_at, e.channel)
 
 
 # every order before multi-currency support was in euros
 registry.fields("OrderPlaced", 2, defaults={"currency": "EUR"})
+
+registry.example(
+    OrderPlacedV1("o-1", "c-1", 12.29, "2019-03-01T10:00:00Z", "web"),
+    becomes=OrderPlaced("o-1", "c-1", 1229, "2019-03-01T10:00:00Z", "web", currency="EUR"),
+)
 
 
 # ------------------------------------------------------- ItemAdded -> LineItemAdded
@@ -74,9 +91,15 @@ class LineItemAdded(msgspec.Struct):
     unit_price_cents: int
 
 
-@registry.upcaster
+@registry.upcaster(rename={"qty": "quantity", "price": "unit_price_cents"}, convert={"unit_price_cents": euros_to_cents})
 def item_added_is_a_line_item(e: ItemAddedV1) -> LineItemAdded:
-    return LineItemAdded(e.order_id, e.sku, e.name, e.qty, round(e.price * 100))
+    return LineItemAdded(e.order_id, e.sku, e.name, e.qty, euros_to_cents(e.price))
+
+
+registry.example(
+    ItemAddedV1("o-1", "sku-42", "Teapot", 2, 0.29),
+    becomes=LineItemAdded("o-1", "sku-42", "Teapot", quantity=2, unit_price_cents=29),
+)
 
 
 # ------------------------------------------------------------------ OrderShipped
@@ -103,14 +126,30 @@ class ShippingAddressRecorded(msgspec.Struct):
     postcode: str
 
 
-@registry.upcaster
+@registry.upcaster(
+    remove=["address"],
+    convert={
+        "street": lambda e: unpack_address(e.address)[0],
+        "city": lambda e: unpack_address(e.address)[1],
+        "postcode": lambda e: unpack_address(e.address)[2],
+    },
+)
 def address_out_of_shipment(e: OrderShippedV1) -> list[ShippingAddressRecorded | OrderShipped]:
     """The address becomes a fact of its own, recorded before the shipment."""
-    street, city, postcode = e.address.split("|")
+    street, city, postcode = unpack_address(e.address)
     return [
         ShippingAddressRecorded(e.order_id, street, city, postcode),
         OrderShipped(e.order_id, e.carrier, e.shipped_at),
     ]
+
+
+registry.example(
+    OrderShippedV1("o-1", "DHL", "1 Main St|Springfield|12345", "2019-03-02T08:00:00Z"),
+    becomes=[
+        ShippingAddressRecorded("o-1", "1 Main St", "Springfield", "12345"),
+        OrderShipped("o-1", "DHL", "2019-03-02T08:00:00Z"),
+    ],
+)
 
 
 # ------------------------------------------------------------- unchanged events

@@ -22,9 +22,27 @@ each one must satisfy:
     output ``verify`` compares it with: otherwise every migration of such
     events fails its verification.
 
+Those say that the steps run; what their outputs should *be* comes from
+three more sources (see :mod:`~eventmig.testing.laws`,
+:mod:`~eventmig.testing.coverage` and :mod:`~eventmig.testing.cases`):
+
+``example``
+    every example (``registry.example(...)``, a file of cases) becomes
+    exactly the head events it names;
+``declarations``, ``targets``, ``unknown keys``, ``unchanged``, ``rule``, ``default``
+    the laws each step's schemas and declarations imply;
+``schemas``
+    every step's output lands on a schema, every head schema is produced by
+    something, and every upcast node can be generated.
+
+The laws and ``schemas`` are the ``strict`` part, on by default.
+
+Each node runs first on the boundary values of its schema (explicit
+examples, the same on every run), then on ``examples`` generated events.
 Hypothesis drives the generation and shrinks each failure to a minimal
-example, which the report shows together with the chain that failed. It is
-run programmatically, so the check works in any test runner, from
+example, which the report shows together with the chain that failed. All
+entry points share one settings profile (:mod:`~eventmig.testing.profile`).
+It is run programmatically, so the check works in any test runner, from
 ``eventmig check`` and from a plain script::
 
     from eventmig.testing.checks import assert_upcasters, check_upcasters
@@ -37,22 +55,32 @@ run programmatically, so the check works in any test runner, from
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
-from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import example as explicit_example
+from hypothesis import given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import FailedHealthCheck, Flaky, Unsatisfiable
 
+from ..declared import Example
 from ..errors import UpcastError
 from ..events import RecordedEvent, canonical_json
-from ..upcasting import CompiledRegistry, EventContext, Node, Registry
-from .events import schema_for, stored_events
+from ..upcasting import CompiledRegistry, EventContext, Node, Outcome, Registry
+from . import laws
+from .cases import load_cases, run_example
+from .coverage import Gap, schema_gaps
+from .events import boundary_events, schema_for, stored_events
+from .profile import DEFAULT_EXAMPLES, check_settings
 
 __all__ = ["CheckFailed", "Failure", "NodeReport", "RegistryReport", "assert_upcasters", "check_upcasters"]
 
-PROPERTIES = ("upcasts", "reaches heads", "deterministic", "stepwise", "head unchanged", "verifies")
+PROPERTIES = (
+    "upcasts", "reaches heads", "deterministic", "stepwise", "head unchanged", "verifies",
+    "example", "schemas", "declarations", "targets", "unknown keys", "unchanged", "rule", "default",
+)
 
 _decode = msgspec.json.Decoder().decode
 #: how the registry's chains word an output its schema refuses
@@ -68,6 +96,8 @@ class Failure(msgspec.Struct):
     example: dict[str, Any] | None = None
     #: the failure did not reproduce when hypothesis replayed the example
     flaky: bool = False
+    #: more lines: an example's differences, the code that closes a schema gap
+    details: list[str] = []
 
 
 class NodeReport(msgspec.Struct):
@@ -79,7 +109,9 @@ class NodeReport(msgspec.Struct):
     #: each route to a head, e.g. "OrderPlaced v1 -> OrderPlaced v2 via upcasters.orders.order_total_in_cents"
     chain: list[str]
     generated: bool
-    examples: int = 0  # test cases run, shrinking included
+    examples: int = 0  # test cases run, boundary values and shrinking included
+    #: examples (registered, or from a file of cases) run from this node
+    cases: int = 0
     note: str = ""
     failures: list[Failure] = []
 
@@ -96,6 +128,8 @@ class RegistryReport(msgspec.Struct):
     nodes: list[NodeReport]
     #: nodes whose events could not be generated (no schema), named with the reason
     not_generated: list[str] = []
+    #: whether the laws and schema gaps were checked (the default)
+    strict: bool = True
 
     @property
     def failures(self) -> list[tuple[NodeReport, Failure]]:
@@ -107,6 +141,7 @@ class RegistryReport(msgspec.Struct):
         for node, failure in self.failures:
             lines.append(f"{node.name}: property {failure.property!r} failed{' (flaky)' if failure.flaky else ''}")
             lines.append(f"  {failure.message}")
+            lines.extend(f"    {line}" for line in failure.details)
             for route in node.chain:
                 lines.append(f"  chain: {route}")
             if failure.example is not None:
@@ -114,7 +149,9 @@ class RegistryReport(msgspec.Struct):
                 lines.extend(f"    {k}: {_short(v)}" for k, v in failure.example.items())
         checked = sum(n.generated for n in self.nodes)
         failed = len({id(n) for n, _ in self.failures})
-        summary = f"{checked} schema(s) checked with up to {self.examples} examples each"
+        cases = sum(n.cases for n in self.nodes)
+        summary = f"{checked} schema(s) checked with boundary values and {self.examples} generated examples each"
+        summary += f", {cases} example(s) of outputs" + ("" if self.strict else ", not strict")
         lines.append(f"{summary}: {'all properties hold' if self.ok else f'{failed} failed'}")
         for item in self.not_generated:
             lines.append(f"not generated: {item}")
@@ -140,18 +177,26 @@ def assert_upcasters(registry: Registry | CompiledRegistry, **options: Any) -> R
 def check_upcasters(
     registry: Registry | CompiledRegistry,
     *,
-    examples: int = 100,
+    examples: int = DEFAULT_EXAMPLES,
     derandomize: bool = True,
     seed: int | None = None,
     nodes: Iterable[Node] | None = None,
     on_node: Callable[[NodeReport], None] | None = None,
+    strict: bool = True,
+    cases: str | Path | Sequence[Example] | None = None,
+    include_examples: bool = True,
+    include_properties: bool = True,
 ) -> RegistryReport:
-    """Run the property checks on every ``(type, version)`` of ``registry`` (or only ``nodes``).
+    """Run the checks on every ``(type, version)`` of ``registry`` (or only ``nodes``).
 
-    ``examples`` is hypothesis's ``max_examples`` per node. By default the
-    generation is derandomized, so a CI gate gives the same verdict on every
-    run of the same code; pass ``derandomize=False`` to explore anew each
-    time, or a ``seed`` to reproduce a particular run. ``on_node`` is called
+    ``examples`` is hypothesis's ``max_examples`` per node, generated after
+    the boundary values. By default the generation is derandomized, so a CI
+    gate gives the same verdict on every run of the same code; pass
+    ``derandomize=False`` to explore anew each time, or a ``seed`` to
+    reproduce a particular run. ``strict`` (the default) adds the laws and
+    the schema gaps. The registry's examples run with those of ``cases`` (a
+    file of cases, or examples); ``include_examples=False`` leaves all out,
+    ``include_properties=False`` runs nothing else. ``on_node`` is called
     with each node's report as soon as it is checked (progress). Raises
     :class:`~eventmig.errors.RegistryError` if the registry does not compile.
     """
@@ -160,28 +205,38 @@ def check_upcasters(
     if examples < 1:
         raise ValueError("examples must be at least 1")
     every = set(reg.schemas) | set(reg.steps) | {t for s in reg.steps.values() for t in s.targets}
-    wanted = sorted(every if nodes is None else set(nodes) & every)
-    config = settings(
-        max_examples=examples,
-        database=None,
-        derandomize=derandomize and seed is None,
-        deadline=None,
-        verbosity=Verbosity.quiet,
-        phases=(Phase.explicit, Phase.generate, Phase.shrink),
-        suppress_health_check=[HealthCheck.too_slow],
-        print_blob=False,
-    )
+    given_examples = all_examples(compiled, cases) if include_examples else []
+    by_node: dict[Node, list[Example]] = {}
+    for e in given_examples:
+        by_node.setdefault(e.node, []).append(e)
+    chosen = (every | set(by_node)) if nodes is None else set(nodes)
+    wanted = sorted(n for n in chosen if n in every or n in by_node)
+    config = check_settings(examples, derandomize=derandomize and seed is None)
+    gaps: dict[Node, list[Gap]] = {}
+    for gap in schema_gaps(compiled):
+        gaps.setdefault(gap.node, []).append(gap)
     reports: list[NodeReport] = []
     not_generated: list[str] = []
     for node in wanted:
-        report = _check_node(compiled, node, config, seed)
-        if not report.generated and not report.failures:
+        report = _check_node(
+            compiled, node, config, seed, strict=strict, gaps=gaps.get(node, []),
+            examples=by_node.get(node, []), properties=include_properties and node in every,
+        )
+        if not report.generated and not report.failures and report.note:
             not_generated.append(f"{report.name}: {report.note}")
         reports.append(report)
         if on_node is not None:
             on_node(report)
     ok = not any(r.failures for r in reports)
-    return RegistryReport(ok, examples, reports, not_generated)
+    return RegistryReport(ok, examples, reports, not_generated, strict)
+
+
+def all_examples(compiled: CompiledRegistry, cases: str | Path | Sequence[Example] | None) -> list[Example]:
+    """The registry's examples, then those of ``cases`` (a cases file's path, or examples)."""
+    extra: Sequence[Example] = () if cases is None else (
+        load_cases(cases) if isinstance(cases, (str, Path)) else cases
+    )
+    return [*compiled.registry.examples, *extra]
 
 
 # --------------------------------------------------------------------- one node
@@ -193,31 +248,68 @@ class _PropertyFailed(Exception):
         self.prop, self.message, self.event = prop, message, event
 
 
-def _check_node(compiled: CompiledRegistry, node: Node, config: settings, seed: int | None) -> NodeReport:
+def _check_node(
+    compiled: CompiledRegistry, node: Node, config: settings, seed: int | None, *,
+    strict: bool, gaps: list[Gap], examples: list[Example], properties: bool,
+) -> NodeReport:
     reg = compiled.registry
     step = reg.steps.get(node)
     role = "head" if compiled.is_head(node) else ("dropped" if step is not None and not step.targets else "upcast")
+    if not compiled.knows(node[0]):
+        role = "unknown"
     report = NodeReport(node[0], node[1], role, _routes(compiled, node), generated=False)
-    if schema_for(compiled, *node) is None:
-        if role == "head":
-            report.note = "no schema to generate from; outputs reaching this head are not validated"
-        else:
-            report.note = f"cannot generate without a schema: {step.name if step else 'its step'} takes plain dicts"
+    for e in examples:
+        report.cases += 1
+        found = run_example(compiled, e)
+        if found is not None:
+            given = {"name": e.name, "type": e.type, "version": e.version, "data": e.data}
+            report.failures.append(Failure("example", found[0], given, details=found[1]))
+    if not properties:
         return report
+    for gap in gaps:
+        if strict:
+            report.failures.append(Failure("schemas", gap.message, details=list(gap.details)))
+        else:
+            report.note = "; ".join([*filter(None, [report.note]), gap.message, *gap.details])
+    plan = laws.plan_step(reg, step) if strict and step is not None else None
+    if plan is not None:
+        report.failures.extend(Failure("declarations", problem) for problem in plan.problems)
+    if schema_for(compiled, *node) is None:
+        if gaps and strict:
+            return report
+        if role == "head":
+            report.note = report.note or "no schema to generate from; outputs reaching this head are not validated"
+        elif role == "dropped":
+            report.note = f"cannot generate without a schema; {step.name} drops it, so nothing reaches the new epoch"
+        else:
+            report.note = report.note or f"cannot generate without a schema: {step.name if step else 'its step'} takes plain dicts"
+        return report
+    _run_properties(compiled, node, config, seed, plan, report)
+    return report
+
+
+def _run_properties(
+    compiled: CompiledRegistry, node: Node, config: settings, seed: int | None,
+    plan: laws.StepPlan | None, report: NodeReport,
+) -> None:
+    """The hypothesis run of one node: its boundary events first, then generated ones."""
     calls = 0
 
     def property_holds(event: RecordedEvent) -> None:
         nonlocal calls
         calls += 1
-        _check_event(compiled, node, event)
+        _check_event(compiled, node, event, plan)
 
     try:
         events = stored_events(compiled, *node)
     except TypeError as exc:  # a field type with no strategy, e.g. a custom type msgspec handles through hooks
         report.failures.append(Failure("generation", f"could not generate events: {exc}"))
-        return report
+        return
     report.generated = True
-    test: Callable[[], None] = config(given(events)(property_holds))
+    run: Callable[..., None] = property_holds
+    for event in reversed(boundary_events(compiled, *node)):  # hypothesis runs the last one added first
+        run = explicit_example(event)(run)
+    test: Callable[[], None] = config(given(events)(run))
     if seed is not None:
         test = hypothesis_seed(seed)(test)
     try:
@@ -231,11 +323,11 @@ def _check_node(compiled: CompiledRegistry, node: Node, config: settings, seed: 
         if not found or any(not isinstance(e, _PropertyFailed) for e in found):
             raise
         flaky = _is_flaky(group)
-        seen: set[tuple[str, str]] = set()
-        for exc in found:
+        seen: set[str] = set()
+        for exc in found:  # one per property: boundary values fail in order, the simplest first
             assert isinstance(exc, _PropertyFailed)
-            if (exc.prop, exc.message) not in seen:
-                seen.add((exc.prop, exc.message))
+            if exc.prop not in seen:
+                seen.add(exc.prop)
                 report.failures.append(_failure(exc, flaky=flaky))
     except Exception as exc:  # noqa: BLE001 (the properties wrap all they run: this came from generation)
         # e.g. constraints no value meets (min_length above max_length), or a
@@ -244,10 +336,9 @@ def _check_node(compiled: CompiledRegistry, node: Node, config: settings, seed: 
             Failure("generation", f"could not generate events: {type(exc).__name__}: {_first_line(exc)}")
         )
     report.examples = calls
-    return report
 
 
-def _check_event(compiled: CompiledRegistry, node: Node, event: RecordedEvent) -> None:
+def _check_event(compiled: CompiledRegistry, node: Node, event: RecordedEvent, plan: laws.StepPlan | None) -> None:
     """Every property for one generated event; raises _PropertyFailed on the first that fails."""
     metadata = _decode(event.metadata)
     context = EventContext(event.stream, node[0], node[1], metadata, event.event_id, event.recorded_at)
@@ -261,20 +352,7 @@ def _check_event(compiled: CompiledRegistry, node: Node, event: RecordedEvent) -
     except Exception as exc:  # noqa: BLE001 (not wrapped by the chain: the engine itself or an encoder failed)
         raise _PropertyFailed("upcasts", f"{type(exc).__name__}: {exc}", event) from None
 
-    for t, v, data, path in first.events:
-        via = f" (after {' -> '.join(path)})" if path else ""
-        if compiled.knows(t) and not compiled.is_head((t, v)):
-            head = compiled.heads.get(t)
-            raise _PropertyFailed("reaches heads", f"produced {t} v{v}, which is not the head (v{head}){via}", event)
-        schema = compiled.registry.schemas.get((t, v))
-        if schema is not None:
-            try:
-                msgspec.json.decode(data, type=schema)
-            except msgspec.ValidationError as exc:
-                raise _PropertyFailed(
-                    "reaches heads", f"{t} v{v} does not match its head schema {schema.__qualname__}{via}: {exc}", event
-                ) from None
-
+    _check_heads(compiled, first, event)
     try:
         second = compiled.upcast(node[0], node[1], event.data, context)
     except Exception as exc:  # noqa: BLE001 (whatever the service code raises is the finding)
@@ -311,6 +389,28 @@ def _check_event(compiled: CompiledRegistry, node: Node, event: RecordedEvent) -
             f"from their own versions gave {_show(stepwise)}",
             event,
         )
+    if plan is not None:
+        try:
+            laws.check_outputs(plan, compiled, event.data, compiled.apply_step(node, event.data, context))
+        except laws.Broken as broken:
+            raise _PropertyFailed(broken.prop, broken.message, event) from None
+
+
+def _check_heads(compiled: CompiledRegistry, outcome: Outcome, event: RecordedEvent) -> None:
+    """Every output is at its type's head and decodes as its schema."""
+    for t, v, data, path in outcome.events:
+        via = f" (after {' -> '.join(path)})" if path else ""
+        if compiled.knows(t) and not compiled.is_head((t, v)):
+            head = compiled.heads.get(t)
+            raise _PropertyFailed("reaches heads", f"produced {t} v{v}, which is not the head (v{head}){via}", event)
+        schema = compiled.registry.schemas.get((t, v))
+        if schema is not None:
+            try:
+                msgspec.json.decode(data, type=schema)
+            except msgspec.ValidationError as exc:
+                raise _PropertyFailed(
+                    "reaches heads", f"{t} v{v} does not match its head schema {schema.__qualname__}{via}: {exc}", event
+                ) from None
 
 
 def _written(

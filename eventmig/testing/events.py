@@ -34,9 +34,11 @@ from hypothesis.strategies import SearchStrategy
 
 from ..events import NewEvent, RecordedEvent, VersionLocation
 from ..upcasting import CompiledRegistry, Node, Registry
+from .boundaries import boundary_payloads
 from .strategies import builtins_from_type
 
 __all__ = [
+    "boundary_events",
     "generatable_nodes",
     "payloads",
     "schema_for",
@@ -248,6 +250,35 @@ def stream_histories(
         return history
 
     return build()
+
+
+def boundary_events(registry: RegistryLike, type: str, version: int) -> list[RecordedEvent]:
+    """Stored events of ``(type, version)`` holding the schema's boundary payloads, in a fixed order.
+
+    The checks run them as explicit examples before generating any (see
+    :mod:`~eventmig.testing.boundaries`): the simplest payload first, then
+    one field at a time at each of its boundary values. Each sits in a
+    stream of its own, with the version where the registry's location puts it.
+    """
+    _, location = _parts(registry)
+    schema = schema_for(registry, type, version)
+    if schema is None:
+        return []
+    events = []
+    for i, payload in enumerate(boundary_payloads(schema)):
+        metadata: dict[str, Any] = {}
+        stored_type = location.write(type, version, metadata)
+        events.append(RecordedEvent(
+            stream=f"{type.lower()}-boundary-{i}",
+            version=1,
+            position=i + 1,
+            event_id=f"00000000-0000-4000-8000-{i:012d}",
+            type=stored_type,
+            data=_encode(payload),
+            metadata=_encode(metadata),
+            recorded_at=_RECORDED_MIN,
+        ))
+    return events
 
 
 def to_new_events(events: Iterable[RecordedEvent]) -> list[NewEvent]:

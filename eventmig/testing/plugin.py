@@ -26,6 +26,11 @@ Fixtures:
     ``eventmig_postgres`` (first found), dropped after the test. Without a
     URL the test is skipped; with one that cannot be reached it is skipped,
     or fails when ``CI=true``, so a green CI run means PostgreSQL was tested.
+
+Items: a name in a test module bound to
+:func:`~eventmig.testing.suite.upcaster_tests()` is collected as one item per
+example and one per ``(type, version)`` of the registry, each running what
+``eventmig check`` runs for it.
 """
 
 from __future__ import annotations
@@ -60,6 +65,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"PostgreSQL server for the eventmig_postgres_* fixtures (env {POSTGRES_ENV}).",
     )
     parser.addini("eventmig_postgres", "PostgreSQL server URL for the eventmig_postgres_* fixtures.", default="")
+
+
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> pytest.Collector | None:
+    """Collect ``test_upcasters = upcaster_tests()`` into its items (see eventmig.testing.suite)."""
+    from .suite import UpcasterTests
+
+    if not isinstance(obj, UpcasterTests):
+        return None
+    from .collect import UpcasterSuite
+
+    return UpcasterSuite.from_parent(collector, name=name, spec=obj)
 
 
 # ----------------------------------------------------------------- the service
