@@ -33,7 +33,7 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
-from . import command
+from . import about, command
 from .config import Settings, load_settings
 from .errors import EventmigError, ExitCode
 from .progress import SILENT, Progress
@@ -43,7 +43,9 @@ app = typer.Typer(
     name="eventmig",
     help="Evolve event schemas without losing history: upcast, migrate, verify, switch, rebuild.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion for bash, zsh, fish and PowerShell
+    add_completion=True,
+    epilog=about.epilog(about.APP_EXAMPLE),
     pretty_exceptions_enable=False,
     # help texts name [tool.eventmig]: plain text, not rich markup that would swallow it
     rich_markup_mode=None,
@@ -148,6 +150,20 @@ def _progress(as_json: bool) -> Iterator[Progress]:
 
 
 # ------------------------------------------------------------------- commands
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"eventmig {about.version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print eventmig's version and exit.")] = False,
+) -> None:
+    """Evolve event schemas without losing history: upcast, migrate, verify, switch, rebuild."""
+
+
 @app.command()
 @reports_errors
 def init(
@@ -539,6 +555,13 @@ def demo(
         out.print(table)
     if not report.ok:
         raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+# every command's --help ends with an example (eventmig/about.py holds them)
+for _info in app.registered_commands:
+    _name = _info.name or (_info.callback.__name__ if _info.callback else "")
+    if _name in about.EXAMPLES and _info.epilog is None:
+        _info.epilog = about.epilog(about.EXAMPLES[_name])
 
 
 def _when(ts: float) -> str:
