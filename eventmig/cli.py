@@ -168,16 +168,19 @@ def _root(
 @reports_errors
 def init(
     directory: Annotated[Path, typer.Argument(help="The service's root directory.")] = Path("."),
+    example: Annotated[str | None, typer.Option("--example", help="Write an example service instead of empty packages: shop (the reference service `eventmig demo` runs).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Scaffold [tool.eventmig], upcasters/ and projections/ in a service repository."""
-    report = command.init(directory)
+    report = command.init(directory, example=example)
     if as_json:
         return _emit_json(report)
     for item in report.created:
         out.print(f"created {item}")
     for item in report.skipped:
         out.print(f"kept    {item}")
+    if report.example == "shop" and report.created:
+        out.print("next: eventmig demo")
 
 
 @app.command()

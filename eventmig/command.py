@@ -539,13 +539,24 @@ projections: list = []
 class InitReport(msgspec.Struct):
     created: list[str]
     skipped: list[str]
+    #: the example written (``init --example NAME``), None for the empty scaffold
+    example: str | None = None
 
 
-def init(directory: str | Path = ".") -> InitReport:
-    """Scaffold ``[tool.eventmig]``, ``upcasters/`` and ``projections/`` in a service; never overwrite."""
+def init(directory: str | Path = ".", *, example: str | None = None) -> InitReport:
+    """Scaffold ``[tool.eventmig]``, ``upcasters/`` and ``projections/`` in a service; never overwrite.
+
+    ``example`` writes one of the example services eventmig carries
+    (``shop``, the reference service ``eventmig demo`` runs) instead of the
+    empty packages.
+    """
+    from . import scaffold
+
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory")
+    if example is not None:
+        scaffold.files(example)  # an unknown name fails before anything is written
     created: list[str] = []
     skipped: list[str] = []
     pyproject = root / "pyproject.toml"
@@ -555,6 +566,9 @@ def init(directory: str | Path = ".") -> InitReport:
     else:
         pyproject.write_text(text + ("\n" if text and not text.endswith("\n") else "") + PYPROJECT_TABLE.lstrip("\n" if not text else ""))
         created.append(f"{pyproject} [tool.eventmig]")
+    if example is not None:
+        written, kept = scaffold.write(root, example)
+        return InitReport(created + written, skipped + kept, example)
     for package, template in (("upcasters", UPCASTERS_TEMPLATE), ("projections", PROJECTIONS_TEMPLATE)):
         target = root / package / "__init__.py"
         if target.exists():
@@ -599,8 +613,8 @@ def demo(
     """
     if not seed_only and not settings.upcasters:
         raise ConfigError(
-            "the demo runs the reference shop service (upcasters/ and projections/ of the eventmig "
-            "repository): run it from a clone of the repository, e.g. `make demo`"
+            "the demo runs the reference shop service: write it here with `eventmig init --example shop` "
+            "(or run the demo from a clone of the eventmig repository, `make demo`)"
         )
     url = store_url or DEFAULT_DEMO_STORE
     shown = mask_url(url)  # the report is printed: never the password
