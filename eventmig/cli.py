@@ -33,10 +33,10 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
-from . import about, command
+from . import about, command, observe
 from .config import Settings, load_settings
 from .errors import EventmigError, ExitCode
-from .progress import SILENT, Progress
+from .progress import SILENT, FanOut, Progress
 from .stores import mask_url
 
 app = typer.Typer(
@@ -61,6 +61,8 @@ StoreOpt = Annotated[str | None, typer.Option("--store", help="Event store URL (
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Events per batch.", show_default=False)]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, help="Worker processes (default: the number of cores).", show_default=False)]
+MetricsPortOpt = Annotated[int | None, typer.Option("--metrics-port", min=1, max=65535, envvar="EVENTMIG_METRICS_PORT", help="Serve Prometheus metrics on this port while the job runs (needs eventmig[metrics]).", show_default=False)]
+LogFormatOpt = Annotated[observe.LogFormat, typer.Option("--log-format", envvar="EVENTMIG_LOG_FORMAT", help="json: stderr carries one JSON object per line (run id, phase, counts, errors).")]
 ReadModelsOpt = Annotated[str | None, typer.Option("--read-models", "--read-models-url", help="Read-model database URL (env EVENTMIG_READ_MODELS; default: the store's).", show_default=False)]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -141,12 +143,17 @@ class _RichProgress:
 
 @contextmanager
 def _progress(as_json: bool) -> Iterator[Progress]:
-    if as_json or not err.is_terminal:
-        yield SILENT
+    watchers = observe.progresses()  # metrics and JSON logs, when the command was asked for them
+    if as_json or not err.is_terminal or not observe.bars_allowed():
+        yield FanOut(*watchers) if watchers else SILENT
         return
     bars = _RichProgress()
     with bars.bars:
-        yield bars
+        yield FanOut(bars, *watchers) if watchers else bars
+
+
+#: metrics (--metrics-port) and JSON logs (--log-format json) around a long command
+_observed = observe.observed(err)
 
 
 # ------------------------------------------------------------------- commands
@@ -286,6 +293,7 @@ def _print_check(report: command.CheckReport) -> None:
 
 
 @app.command()
+@_observed
 @reports_errors
 def migrate(
     config: ConfigOpt = None,
@@ -295,12 +303,15 @@ def migrate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Discard the unfinished new epoch and start over.")] = False,
     stream_map: Annotated[Path | None, typer.Option("--stream-map", help="JSON file {old stream: new stream}.", show_default=False)] = None,
+    metrics_port: MetricsPortOpt = None,
+    log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Copy the active epoch through the upcasters into a new epoch (resumes if interrupted)."""
     with _progress(as_json) as progress:
         report = command.migrate(_settings(config, store, batch_size, workers), dry_run=dry_run, restart=restart,
                                  stream_map=stream_map, progress=progress)
+    observe.report(report)
     if as_json:
         return _emit_json(report)
     title = "Dry run" if report.dry_run else f"Migrated epoch {report.source_epoch} -> {report.target_epoch} (run {report.run_id})"
@@ -344,20 +355,24 @@ def _print_verify(report: Any) -> None:
 
 
 @app.command()
+@_observed
 @reports_errors
 def verify(
     config: ConfigOpt = None, store: StoreOpt = None, batch_size: BatchOpt = None, workers: WorkersOpt = None,
+    metrics_port: MetricsPortOpt = None, log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare digests of the upcast source with the migrated epoch, stream by stream."""
     with _progress(as_json) as progress:
         report = command.verify(_settings(config, store, batch_size, workers), progress=progress)
+    observe.report(report)
     _emit_json(report) if as_json else _print_verify(report)
     if not report.ok:
         raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
 @app.command()
+@_observed
 @reports_errors
 def switch(
     config: ConfigOpt = None,
@@ -366,11 +381,14 @@ def switch(
     workers: WorkersOpt = None,
     catch_up: Annotated[bool, typer.Option("--catch-up/--no-catch-up", help="Migrate and verify events appended meanwhile, then switch.")] = True,
     attempts: Annotated[int, typer.Option("--attempts", min=1, help="Catch-ups to try while writers keep appending.")] = 5,
+    metrics_port: MetricsPortOpt = None,
+    log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify, then make the migrated epoch active atomically."""
     with _progress(as_json) as progress:
         report = command.switch(_settings(config, store, batch_size, workers), catch_up=catch_up, attempts=attempts, progress=progress)
+    observe.report(report)
     if as_json:
         return _emit_json(report)
     if report.verification:
@@ -411,6 +429,7 @@ def rollback(
 
 
 @app.command()
+@_observed
 @reports_errors
 def rebuild(
     names: Annotated[list[str] | None, typer.Argument(help="Projections to rebuild (default: all).", show_default=False)] = None,
@@ -422,6 +441,8 @@ def rebuild(
     accept_changes: Annotated[bool, typer.Option("--accept-changes", help="Swap in a new projection version even though rows differ.")] = False,
     no_swap: Annotated[bool, typer.Option("--no-swap", help="Stop after verification; a later rebuild swaps the verified tables in.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Abandon unfinished rebuilds instead of resuming them.")] = False,
+    metrics_port: MetricsPortOpt = None,
+    log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay the active epoch into shadow read-model tables in parallel, verify them, swap them in."""
@@ -430,6 +451,7 @@ def rebuild(
             _settings(config, store, read_models=read_models), names=names, workers=workers, batch_size=batch_size,
             accept_changes=accept_changes, swap=not no_swap, restart=restart, progress=progress,
         )
+    observe.report(report)
     if as_json:
         _emit_json(report)
     else:
@@ -535,17 +557,21 @@ def quarantine(
 
 
 @app.command()
+@_observed
 @reports_errors
 def demo(
     events: Annotated[int, typer.Option("--events", min=0, help="How many legacy shop events to seed.")] = 100_000,
     seed_only: Annotated[bool, typer.Option("--seed-only", help="Only seed the store.")] = False,
     store: Annotated[str | None, typer.Option("--store", help=f"Store URL (default {command.DEFAULT_DEMO_STORE}, recreated each run; another store must be empty).", show_default=False)] = None,
     config: ConfigOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Seed a store with the reference shop's legacy events and run the whole pipeline on it."""
     with _progress(as_json) as progress:
         report = command.demo(_settings(config, None), events=events, seed_only=seed_only, store_url=store, progress=progress)
+    observe.report(report)
     if as_json:
         _emit_json(report)
     else:

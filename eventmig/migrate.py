@@ -18,7 +18,7 @@ import msgspec
 
 from .errors import ConfigError
 from .parallel import Workers, default_workers, slices
-from .progress import SILENT, Progress
+from .progress import SILENT, Progress, announce_run, count_written
 from .stores.base import EventStore, QuarantinedEvent, Run, TargetEvent
 from .transform import BatchCounts, Prepared, Transformer
 from .upcasting import CompiledRegistry
@@ -136,7 +136,9 @@ def _migrate(
 
     this_run = BatchCounts()
     started = time.perf_counter()
-    with progress.task(f"migrate epoch {run.source_epoch} -> {run.target_epoch}", todo) as task:
+    label = f"migrate epoch {run.source_epoch} -> {run.target_epoch}"
+    announce_run(progress, run.id, label)
+    with progress.task(label, todo) as task:
         if head is not None:
             with Workers(workers, {"source": source.reopen}, {"prepare": transformer.prepare}) as pool:
                 tasks = (("source", "prepare", r) for r in slices(source, run.checkpoint, head, batch_size))
@@ -149,6 +151,7 @@ def _migrate(
                     run.updated_at = time.time()
                     run.stats = totals.as_json()
                     target.write_batch(events, run=run, quarantined=quarantined)
+                    count_written(progress, batch.counts.written, batch.counts.quarantined)
                     task.advance(read)
     target.finish_epoch(run.target_epoch)
     run.status = "completed"
