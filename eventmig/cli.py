@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -35,7 +36,8 @@ from rich.text import Text
 
 from . import about, command, observe
 from .config import Settings, load_settings
-from .errors import EventmigError, ExitCode
+from .errors import ConfigError, EventmigError, ExitCode
+from .graph import RENDERERS
 from .progress import SILENT, FanOut, Progress
 from .stores import mask_url
 
@@ -190,15 +192,24 @@ def init(
         out.print("next: eventmig demo")
 
 
+class PlanFormat(str, Enum):
+    text = "text"
+    mermaid = "mermaid"
+    dot = "dot"
+
+
 @app.command()
 @reports_errors
 def plan(
     config: ConfigOpt = None,
     store: StoreOpt = None,
     no_store: Annotated[bool, typer.Option("--no-store", help="Only show the registered chains.")] = False,
+    fmt: Annotated[PlanFormat, typer.Option("--format", help="mermaid (a ```mermaid block for a pull request) or dot (Graphviz): the upcaster graph, with stored counts.")] = PlanFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the registered chains and which stored (type, version) pairs can reach a head."""
+    if fmt is not PlanFormat.text:
+        return _plan_graph(_settings(config, store), not no_store, fmt.value, as_json)
     with _progress(as_json) as progress:
         report = command.plan(_settings(config, store), scan_store=not no_store, progress=progress)
     if as_json:
@@ -247,6 +258,17 @@ def check(
     else:
         _print_check(report)
     if not report.ok:
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _plan_graph(settings: Settings, scan_store: bool, fmt: str, as_json: bool) -> None:
+    if as_json:
+        raise ConfigError(f"--format {fmt} draws the graph and --json prints the plan's report: choose one")
+    with _progress(as_json) as progress:
+        report, graph = command.plan_graph(settings, scan_store=scan_store, progress=progress)
+    sys.stdout.write(RENDERERS[fmt](graph))
+    if report.uncovered:
+        err.print(Text("no path to a head: " + ", ".join(report.uncovered), style="red"))
         raise typer.Exit(ExitCode.CHECK_FAILED)
 
 

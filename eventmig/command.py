@@ -23,6 +23,8 @@ from . import verify as _verify
 from .config import Settings, load_projections, load_registry
 from .demo import seed
 from .errors import ConfigError, UpcastError
+from .graph import Graph
+from .graph import build as build_graph
 from .progress import SILENT, Progress
 from .readmodels import ReadModelDB
 from .stores import EventStore, mask_url, open_store
@@ -85,6 +87,13 @@ def plan(settings: Settings, *, scan_store: bool = True, progress: Progress = SI
     uncovered = [f"{p.type} v{p.version}" for p in stored if p.treatment == "no path"]
     return PlanReport(not uncovered, dict(sorted(compiled.heads.items())), chains, store_url, epoch, stored, uncovered,
                       skipped)
+
+
+def plan_graph(settings: Settings, *, scan_store: bool = True, progress: Progress = SILENT) -> tuple[PlanReport, Graph]:
+    """The plan, and the upcaster graph it describes (with the stored counts when a store was scanned)."""
+    report = plan(settings, scan_store=scan_store, progress=progress)
+    stored = {(p.type, p.version): p.events for p in report.stored} if report.store is not None else None
+    return report, build_graph(load_registry(settings), stored)
 
 
 def stored_versions(store: EventStore, compiled: CompiledRegistry, *, progress: Progress = SILENT) -> Counter[tuple[str, int]]:

@@ -69,6 +69,7 @@ def test_completion_completes_commands_and_flags():
     assert complete("eventmig mig") == ["migrate"]
     assert complete("eventmig re") == ["rebuild"]
     assert "--workers" in complete("eventmig migrate --wor")
+    assert complete("eventmig plan --form") == ["--format"]
 
 
 def test_install_completion_writes_the_script_for_the_shell(tmp_path: Path):
