@@ -537,8 +537,7 @@ def status(config: ConfigOpt = None, store: StoreOpt = None, as_json: JsonOpt = 
             runs.add_row(r.id, r.kind, f"{r.source_epoch} -> {r.target_epoch}", r.status, str(r.checkpoint),
                          f"{r.read:,}", f"{r.written:,}", q, _when(r.updated_at))
         out.print(runs)
-    for s in report.switches:
-        out.print(f"{_when(s.at)} {s.kind}: epoch {s.from_epoch} -> {s.to_epoch}")
+    _print_timeline(report.timeline)
     if report.pending_events:
         out.print(Text(f"{report.pending_events:,} source event(s) not migrated yet", style="yellow"))
     if report.read_models:
@@ -613,6 +612,20 @@ for _info in app.registered_commands:
     _name = _info.name or (_info.callback.__name__ if _info.callback else "")
     if _name in about.EXAMPLES and _info.epilog is None:
         _info.epilog = about.epilog(about.EXAMPLES[_name])
+
+
+def _print_timeline(entries: list[Any]) -> None:
+    """The store's history, oldest first: what happened, to which run, how it ended, how long it took."""
+    if not entries:
+        return
+    table = Table(title="Timeline")
+    for col in ("when", "event", "what", "run", "status", "took", "detail"):
+        table.add_column(col, justify="right" if col == "took" else "left", no_wrap=col != "detail")
+    for e in entries:
+        took = f"{e.until - e.at:,.1f} s" if e.until is not None else ""
+        style = "red" if e.status in ("failed", "abandoned") else ("yellow" if "rollback" in e.kind else None)
+        table.add_row(_when(e.at), e.kind, e.what, e.run_id or "", e.status or "", took, e.detail, style=style)
+    out.print(table)
 
 
 def _when(ts: float) -> str:

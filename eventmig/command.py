@@ -25,6 +25,8 @@ from .demo import seed
 from .errors import ConfigError, UpcastError
 from .graph import Graph
 from .graph import build as build_graph
+from .timeline import TimelineEntry, read_model_history
+from .timeline import build as build_timeline
 from .progress import SILENT, Progress
 from .readmodels import ReadModelDB
 from .stores import EventStore, mask_url, open_store
@@ -412,6 +414,8 @@ class StatusReport(msgspec.Struct):
     switches: list[Switch]
     pending_events: int | None  # source events after the current run's checkpoint
     read_models: list[ReadModelStatus] = []
+    #: epochs, runs, switches, rollbacks, rebuilds and swaps, oldest first
+    timeline: list[TimelineEntry] = []
 
 
 def status(settings: Settings) -> StatusReport:
@@ -428,7 +432,9 @@ def status(settings: Settings) -> StatusReport:
         pending = None
         if current is not None:
             pending = store.at_epoch(current.source_epoch).count_events(after=current.checkpoint)
-        return StatusReport(store.url, active, epochs, runs, store.switches(), pending, _read_model_status(settings))
+        switches = store.switches()
+        history = build_timeline(store.epochs(), store.runs(), switches, *read_model_history(settings.read_models_url))
+        return StatusReport(store.url, active, epochs, runs, switches, pending, _read_model_status(settings), history)
 
 
 def _read_model_status(settings: Settings) -> list[ReadModelStatus]:
