@@ -224,3 +224,36 @@ def test_progress_lines_come_at_the_interval_with_rate_and_counts():
     # a run announced after a phase is a new job's: it replaces the runs of the one before
     log.run_started("r3", "migrate epoch 2 -> 3")
     assert log.run_id == "r3" and log.counts == {"read": 30, "written": 25, "quarantined": 2}
+
+
+def test_a_fan_out_advances_every_display_and_tells_the_runs_to_those_that_listen():
+    from contextlib import contextmanager
+
+    from eventmig.progress import SILENT, FanOut, announce_run, count_written
+
+    class Bars:  # a display without the run hooks, as progress bars are
+        def __init__(self) -> None:
+            self.done: dict[str, int] = {}
+
+        @contextmanager
+        def task(self, label: str, total: int | None):
+            self.done[label] = 0
+            bars = self
+
+            class Task:
+                def advance(self, n: int) -> None:
+                    bars.done[label] += n
+
+            yield Task()
+
+    bars, stream = Bars(), io.StringIO()
+    log = JsonLog("migrate", stream)
+    fan = FanOut(bars, SILENT, log)
+    assert fan.members == [bars, log]
+    announce_run(fan, "r9", "migrate epoch 1 -> 2")
+    with fan.task("migrate epoch 1 -> 2", 10) as task:
+        task.advance(4)
+        count_written(fan, 3, 1)
+        task.advance(6)
+    assert bars.done == {"migrate epoch 1 -> 2": 10}
+    assert log.run_id == "r9" and log.counts == {"read": 10, "written": 3, "quarantined": 1}
