@@ -9,6 +9,7 @@ the server is unreachable they are skipped on a developer's machine and
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,3 +81,59 @@ def shop_registry():
     import upcasters
 
     return upcasters.registry.compile()
+
+
+# ------------------------------------------------------------- EventStoreDB
+# No EventStoreDB/KurrentDB server can be installed where the suite runs, so
+# the ESDB tests talk to a protocol-level stand-in (tests/esdb_standin/), and
+# the contract tests (test_esdb_contract.py) also to a real server when
+# EVENTMIG_ESDB_URI names one. Without it those runs are skipped, under CI
+# too: a green run says which ran (see pytest_terminal_summary below).
+ESDB_URI = os.environ.get("EVENTMIG_ESDB_URI", "")
+
+
+@pytest.fixture(scope="session")
+def esdb_standin():
+    """One stand-in node per test process (each xdist worker has its own, on its own port).
+
+    It lives in this process, so a client process a test kills with SIGKILL
+    leaves it serving; tests share it, so each uses streams of its own.
+    """
+    from esdb_standin import StandIn
+
+    with StandIn() as node:
+        yield node
+
+
+@pytest.fixture(params=["stand-in", "server"])
+def esdb_uri(request: pytest.FixtureRequest) -> str:
+    """The stand-in's URL, then a real server's (EVENTMIG_ESDB_URI), skipped when none is given."""
+    if request.param == "stand-in":
+        return request.getfixturevalue("esdb_standin").url
+    if not ESDB_URI:
+        pytest.skip("no EventStoreDB/KurrentDB server: set EVENTMIG_ESDB_URI to run the contract against one")
+    return ESDB_URI
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    """Say plainly which EventStoreDB the contract tests ran against."""
+    reports = [r for key in ("passed", "failed") for r in terminalreporter.stats.get(key, [])
+               if "test_esdb_contract" in getattr(r, "nodeid", "") and getattr(r, "when", "call") == "call"]
+    if not reports:
+        return
+    server = sum(re.search(r"[\[-]server[\]-]", r.nodeid) is not None for r in reports)
+    standin = len(reports) - server
+    target = f"and {server} against the server at {_masked(ESDB_URI)}" if server else \
+        "and none against a real server (EVENTMIG_ESDB_URI not set)"
+    terminalreporter.write_line(f"EventStoreDB contract: {standin} tests ran against the stand-in {target}")
+
+
+def _masked(url: str) -> str:
+    """A connection URL without its password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
