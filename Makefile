@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-.PHONY: install demo test bench
+.PHONY: install demo test bench example-copy
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -23,3 +23,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# the wheel's copy of the reference service, for `eventmig init --example shop`;
+# tests/test_scaffold.py fails when it differs from upcasters/ and projections/
+example-copy:
+	rm -rf eventmig/scaffold/shop
+	mkdir -p eventmig/scaffold/shop
+	cp -r upcasters projections eventmig/scaffold/shop/
+	find eventmig/scaffold/shop -name __pycache__ -prune -exec rm -rf {} +

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -34,13 +35,14 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
-from . import command
+from . import about, command, observe
 from .config import Settings, load_settings
 from .errors import ConfigError, EventmigError, ExitCode
+from .graph import RENDERERS
 from .interrupts import Interrupts, exit_with, quiet_library_logs
 from .migrate import MAX_BATCH_SIZE
 from .parallel import MAX_WORKERS
-from .progress import SILENT, Progress
+from .progress import SILENT, FanOut, Progress
 from .rebuild import MAX_BATCH_SIZE as MAX_REBUILD_BATCH_SIZE
 from .stores import mask_url
 
@@ -48,7 +50,9 @@ app = typer.Typer(
     name="eventmig",
     help="Evolve event schemas without losing history: upcast, migrate, verify, switch, rebuild.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion for bash, zsh, fish and PowerShell
+    add_completion=True,
+    epilog=about.epilog(about.APP_EXAMPLE),
     pretty_exceptions_enable=False,
     # help texts name [tool.eventmig]: plain text, not rich markup that would swallow it
     rich_markup_mode=None,
@@ -64,6 +68,8 @@ StoreOpt = Annotated[str | None, typer.Option("--store", help="Event store URL (
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help=f"Events per batch (1 to {MAX_BATCH_SIZE:,}; default 10,000).", show_default=False)]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, max=MAX_WORKERS, help=f"Worker processes, at most one per batch and {MAX_WORKERS} in all (default: the number of cores).", show_default=False)]
+MetricsPortOpt = Annotated[int | None, typer.Option("--metrics-port", min=1, max=65535, envvar="EVENTMIG_METRICS_PORT", help="Serve Prometheus metrics on this port while the job runs (needs eventmig[metrics]).", show_default=False)]
+LogFormatOpt = Annotated[observe.LogFormat, typer.Option("--log-format", envvar="EVENTMIG_LOG_FORMAT", help="json: stderr carries one JSON object per line (run id, phase, counts, errors).")]
 ReadModelsOpt = Annotated[str | None, typer.Option("--read-models", "--read-models-url", help="Read-model database URL (env EVENTMIG_READ_MODELS; default: the store's).", show_default=False)]
 
 #: bounds of the other numeric options: past them a value is a typo, not a wish
@@ -154,29 +160,57 @@ class _RichProgress:
 
 @contextmanager
 def _progress(as_json: bool) -> Iterator[Progress]:
-    if as_json or not err.is_terminal:
-        yield SILENT
+    watchers = observe.progresses()  # metrics and JSON logs, when the command was asked for them
+    if as_json or not err.is_terminal or not observe.bars_allowed():
+        yield FanOut(*watchers) if watchers else SILENT
         return
     bars = _RichProgress()
     with bars.bars:
-        yield bars
+        yield FanOut(bars, *watchers) if watchers else bars
+
+
+#: metrics (--metrics-port) and JSON logs (--log-format json) around a long command
+_observed = observe.observed(err)
 
 
 # ------------------------------------------------------------------- commands
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"eventmig {about.version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print eventmig's version and exit.")] = False,
+) -> None:
+    """Evolve event schemas without losing history: upcast, migrate, verify, switch, rebuild."""
+
+
 @app.command()
 @reports_errors
 def init(
     directory: Annotated[Path, typer.Argument(help="The service's root directory.")] = Path("."),
+    example: Annotated[str | None, typer.Option("--example", help="Write an example service instead of empty packages: shop (the reference service `eventmig demo` runs).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Scaffold [tool.eventmig], upcasters/ and projections/ in a service repository."""
-    report = command.init(directory)
+    report = command.init(directory, example=example)
     if as_json:
         return _emit_json(report)
     for item in report.created:
         out.print(f"created {item}")
     for item in report.skipped:
         out.print(f"kept    {item}")
+    if report.example == "shop" and report.created:
+        out.print("next: eventmig demo")
+
+
+class PlanFormat(str, Enum):
+    text = "text"
+    mermaid = "mermaid"
+    dot = "dot"
 
 
 @app.command()
@@ -185,9 +219,12 @@ def plan(
     config: ConfigOpt = None,
     store: StoreOpt = None,
     no_store: Annotated[bool, typer.Option("--no-store", help="Only show the registered chains.")] = False,
+    fmt: Annotated[PlanFormat, typer.Option("--format", help="mermaid (a ```mermaid block for a pull request) or dot (Graphviz): the upcaster graph, with stored counts.")] = PlanFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the registered chains and which stored (type, version) pairs can reach a head."""
+    if fmt is not PlanFormat.text:
+        return _plan_graph(_settings(config, store), not no_store, fmt.value, as_json)
     with _progress(as_json) as progress:
         report = command.plan(_settings(config, store), scan_store=not no_store, progress=progress)
     if as_json:
@@ -291,6 +328,19 @@ def _json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
+def _plan_graph(settings: Settings, scan_store: bool, fmt: str, as_json: bool) -> None:
+    if as_json:
+        raise ConfigError(f"--format {fmt} draws the graph and --json prints the plan's report: choose one")
+    with _progress(as_json) as progress:
+        report, graph = command.plan_graph(settings, scan_store=scan_store, progress=progress)
+    sys.stdout.write(RENDERERS[fmt](graph))
+    if report.uncovered:
+        err.print(Text("no path to a head: " + ", ".join(report.uncovered), style="red"))
+    _print_unreadable(report.stored, err)
+    if not report.ok:
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
 def _print_check(report: command.CheckReport) -> None:
     props = report.properties
     strictness = "" if props.strict else ", not strict"
@@ -337,6 +387,7 @@ def _print_check(report: command.CheckReport) -> None:
 
 
 @app.command()
+@_observed
 @reports_errors
 def migrate(
     config: ConfigOpt = None,
@@ -346,12 +397,15 @@ def migrate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Discard the unfinished new epoch and start over.")] = False,
     stream_map: Annotated[Path | None, typer.Option("--stream-map", help="JSON file {old stream: new stream}.", show_default=False)] = None,
+    metrics_port: MetricsPortOpt = None,
+    log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Copy the active epoch through the upcasters into a new epoch (resumes if interrupted)."""
     with _progress(as_json) as progress:
         report = command.migrate(_settings(config, store, batch_size, workers), dry_run=dry_run, restart=restart,
                                  stream_map=stream_map, progress=progress)
+    observe.report(report)
     if as_json:
         _emit_json(report)
         if report.problems:  # what would make the real run refuse: the same exit code as its refusal
@@ -404,20 +458,24 @@ def _print_verify(report: Any) -> None:
 
 
 @app.command()
+@_observed
 @reports_errors
 def verify(
     config: ConfigOpt = None, store: StoreOpt = None, batch_size: BatchOpt = None, workers: WorkersOpt = None,
+    metrics_port: MetricsPortOpt = None, log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare digests of the upcast source with the migrated epoch, stream by stream."""
     with _progress(as_json) as progress:
         report = command.verify(_settings(config, store, batch_size, workers), progress=progress)
+    observe.report(report)
     _emit_json(report) if as_json else _print_verify(report)
     if not report.ok:
         raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
 @app.command()
+@_observed
 @reports_errors
 def switch(
     config: ConfigOpt = None,
@@ -426,11 +484,14 @@ def switch(
     workers: WorkersOpt = None,
     catch_up: Annotated[bool, typer.Option("--catch-up/--no-catch-up", help="Migrate and verify events appended meanwhile, then switch.")] = True,
     attempts: Annotated[int, typer.Option("--attempts", min=1, max=MAX_ATTEMPTS, help=f"Catch-ups to try while writers keep appending (1 to {MAX_ATTEMPTS}).")] = 5,
+    metrics_port: MetricsPortOpt = None,
+    log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify, then make the migrated epoch active atomically."""
     with _progress(as_json) as progress:
         report = command.switch(_settings(config, store, batch_size, workers), catch_up=catch_up, attempts=attempts, progress=progress)
+    observe.report(report)
     if as_json:
         return _emit_json(report)
     if report.verification:
@@ -479,6 +540,7 @@ def rollback(
 
 
 @app.command()
+@_observed
 @reports_errors
 def rebuild(
     names: Annotated[list[str] | None, typer.Argument(help="Projections to rebuild (default: all).", show_default=False)] = None,
@@ -490,6 +552,8 @@ def rebuild(
     accept_changes: Annotated[bool, typer.Option("--accept-changes", help="Swap in a new projection version even though rows differ.")] = False,
     no_swap: Annotated[bool, typer.Option("--no-swap", help="Stop after verification; a later rebuild swaps the verified tables in.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Abandon unfinished rebuilds instead of resuming them.")] = False,
+    metrics_port: MetricsPortOpt = None,
+    log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay the active epoch into shadow read-model tables in parallel, verify them, swap them in."""
@@ -498,6 +562,7 @@ def rebuild(
             _settings(config, store, read_models=read_models), names=names, workers=workers, batch_size=batch_size,
             accept_changes=accept_changes, swap=not no_swap, restart=restart, progress=progress,
         )
+    observe.report(report)
     if as_json:
         _emit_json(report)
     else:
@@ -563,8 +628,7 @@ def status(config: ConfigOpt = None, store: StoreOpt = None, as_json: JsonOpt = 
             runs.add_row(r.id, r.kind, f"{r.source_epoch} -> {r.target_epoch}", r.status, str(r.checkpoint),
                          f"{r.read:,}", f"{r.written:,}", q, _when(r.updated_at))
         out.print(runs)
-    for s in report.switches:
-        out.print(f"{_when(s.at)} {s.kind}: epoch {s.from_epoch} -> {s.to_epoch}")
+    _print_timeline(report.timeline)
     if report.pending_events:
         out.print(Text(f"{report.pending_events:,} source event(s) not migrated yet", style="yellow"))
     if report.read_models:
@@ -609,17 +673,21 @@ def quarantine(
 
 
 @app.command()
+@_observed
 @reports_errors
 def demo(
     events: Annotated[int, typer.Option("--events", min=0, max=MAX_DEMO_EVENTS, help=f"How many legacy shop events to seed (at most {MAX_DEMO_EVENTS:,}).")] = 100_000,
     seed_only: Annotated[bool, typer.Option("--seed-only", help="Only seed the store.")] = False,
     store: Annotated[str | None, typer.Option("--store", help=f"Store URL (default {command.DEFAULT_DEMO_STORE}, recreated each run; another store must be empty).", show_default=False)] = None,
     config: ConfigOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Seed a store with the reference shop's legacy events and run the whole pipeline on it."""
     with _progress(as_json) as progress:
         report = command.demo(_settings(config, None), events=events, seed_only=seed_only, store_url=store, progress=progress)
+    observe.report(report)
     if as_json:
         _emit_json(report)
     else:
@@ -632,6 +700,27 @@ def demo(
         out.print(table)
     if not report.ok:
         raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+# every command's --help ends with an example (eventmig/about.py holds them)
+for _info in app.registered_commands:
+    _name = _info.name or (_info.callback.__name__ if _info.callback else "")
+    if _name in about.EXAMPLES and _info.epilog is None:
+        _info.epilog = about.epilog(about.EXAMPLES[_name])
+
+
+def _print_timeline(entries: list[Any]) -> None:
+    """The store's history, oldest first: what happened, to which run, how it ended, how long it took."""
+    if not entries:
+        return
+    table = Table(title="Timeline")
+    for col in ("when", "event", "what", "run", "status", "took", "detail"):
+        table.add_column(col, justify="right" if col == "took" else "left", no_wrap=col != "detail")
+    for e in entries:
+        took = f"{e.until - e.at:,.1f} s" if e.until is not None else ""
+        style = "red" if e.status in ("failed", "abandoned") else ("yellow" if "rollback" in e.kind else None)
+        table.add_row(_when(e.at), e.kind, e.what, e.run_id or "", e.status or "", took, e.detail, style=style)
+    out.print(table)
 
 
 def _when(ts: float) -> str:

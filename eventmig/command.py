@@ -24,6 +24,10 @@ from .config import Settings, load_projections, load_registry
 from .demo import seed
 from .errors import ConfigError, UpcastError
 from .nesting import too_deep
+from .graph import Graph
+from .graph import build as build_graph
+from .timeline import TimelineEntry
+from .timeline import build as build_timeline
 from .progress import SILENT, Progress
 from .readmodels import ReadModelDB
 from .stores import EventStore, mask_url, open_store
@@ -143,6 +147,13 @@ class StoredCounts:
         pairs += [StoredPair(t, None, n, "unreadable", f"schema version unreadable: {detail}")
                   for (t, _reason), (n, detail) in sorted(self.unreadable.items())]
         return pairs
+
+
+def plan_graph(settings: Settings, *, scan_store: bool = True, progress: Progress = SILENT) -> tuple[PlanReport, Graph]:
+    """The plan, and the upcaster graph it describes (with the stored counts when a store was scanned)."""
+    report = plan(settings, scan_store=scan_store, progress=progress)
+    stored = {(p.type, p.version): p.events for p in report.stored if p.version is not None} if report.store is not None else None
+    return report, build_graph(load_registry(settings), stored)
 
 
 def stored_versions(store: EventStore, compiled: CompiledRegistry, *, progress: Progress = SILENT) -> StoredCounts:
@@ -538,6 +549,8 @@ class StatusReport(msgspec.Struct):
     switches: list[Switch]
     pending_events: int | None  # source events after the current run's checkpoint
     read_models: list[ReadModelStatus] = []
+    #: epochs, runs, switches, rollbacks, rebuilds and swaps, oldest first
+    timeline: list[TimelineEntry] = []
 
 
 def status(settings: Settings) -> StatusReport:
@@ -555,39 +568,45 @@ def status(settings: Settings) -> StatusReport:
         if current is not None:
             pending = store.at_epoch(current.source_epoch).count_events(after=current.checkpoint)
         switches = store.switches()
+        live, rebuilds, swaps = _read_model_bookkeeping(settings)
+        history = build_timeline(store.epochs(), store.runs(), switches, rebuilds, swaps)
         return StatusReport(store.url, active, epochs, runs, switches, pending,
-                            _read_model_status(settings, active, switches))
+                            _read_model_status(live, rebuilds, active, switches), history)
 
 
-def _read_model_status(settings: Settings, active: int, switches: list[Switch]) -> list[ReadModelStatus]:
-    """Live read models and their latest rebuilds, if the read-model database has any, and which are stale."""
+def _read_model_bookkeeping(settings: Settings) -> tuple[dict[str, Any], list[Any], list[Any]]:
+    """Live read models, rebuild runs and swaps of the read-model database, read once through a read-only
+    handle; all empty when it does not exist yet or eventmig never rebuilt into it."""
     try:
         db = ReadModelDB(settings.read_models_url, create=False, read_only=True)
     except ConfigError:  # no read-model database yet
-        return []
+        return {}, [], []
     with db:
         if not db.table_exists("eventmig_read_models"):  # one eventmig never rebuilt into
-            return []
-        live = db.live_models()
-        latest: dict[str, Any] = {}
-        runs = db.runs()
-        for run in runs:
-            latest[run.projection] = run
-        built = {r.id: r.epoch for r in runs}
-        out = []
-        for name in sorted(live.keys() | latest.keys()):
-            epoch = built.get(live[name].run_id) if name in live else None
-            out.append(ReadModelStatus(
-                name,
-                live[name].version if name in live else None,
-                live[name].run_id if name in live else None,
-                latest[name].id if name in latest else None,
-                latest[name].status if name in latest else None,
-                bool(name in live and live[name].previous_run_id),
-                epoch,
-                _staleness(epoch, active, switches),
-            ))
-        return out
+            return {}, [], []
+        return db.live_models(), db.runs(), db.swaps()
+
+
+def _read_model_status(
+    live: dict[str, Any], runs: list[Any], active: int, switches: list[Switch]
+) -> list[ReadModelStatus]:
+    """Live read models and their latest rebuilds, and which are stale."""
+    latest = {run.projection: run for run in runs}
+    built = {r.id: r.epoch for r in runs}
+    out = []
+    for name in sorted(live.keys() | latest.keys()):
+        epoch = built.get(live[name].run_id) if name in live else None
+        out.append(ReadModelStatus(
+            name,
+            live[name].version if name in live else None,
+            live[name].run_id if name in live else None,
+            latest[name].id if name in latest else None,
+            latest[name].status if name in latest else None,
+            bool(name in live and live[name].previous_run_id),
+            epoch,
+            _staleness(epoch, active, switches),
+        ))
+    return out
 
 
 def _staleness(epoch: int | None, active: int, switches: list[Switch]) -> str | None:
@@ -701,13 +720,24 @@ projections: list = []
 class InitReport(msgspec.Struct):
     created: list[str]
     skipped: list[str]
+    #: the example written (``init --example NAME``), None for the empty scaffold
+    example: str | None = None
 
 
-def init(directory: str | Path = ".") -> InitReport:
-    """Scaffold ``[tool.eventmig]``, ``upcasters/`` and ``projections/`` in a service; never overwrite."""
+def init(directory: str | Path = ".", *, example: str | None = None) -> InitReport:
+    """Scaffold ``[tool.eventmig]``, ``upcasters/`` and ``projections/`` in a service; never overwrite.
+
+    ``example`` writes one of the example services eventmig carries
+    (``shop``, the reference service ``eventmig demo`` runs) instead of the
+    empty packages.
+    """
+    from . import scaffold
+
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory")
+    if example is not None:
+        scaffold.files(example)  # an unknown name fails before anything is written
     created: list[str] = []
     skipped: list[str] = []
     pyproject = root / "pyproject.toml"
@@ -717,6 +747,9 @@ def init(directory: str | Path = ".") -> InitReport:
     else:
         pyproject.write_text(text + ("\n" if text and not text.endswith("\n") else "") + PYPROJECT_TABLE.lstrip("\n" if not text else ""))
         created.append(f"{pyproject} [tool.eventmig]")
+    if example is not None:
+        written, kept = scaffold.write(root, example)
+        return InitReport(created + written, skipped + kept, example)
     for package, template in (("upcasters", UPCASTERS_TEMPLATE), ("projections", PROJECTIONS_TEMPLATE)):
         target = root / package / "__init__.py"
         if target.exists():
@@ -761,8 +794,8 @@ def demo(
     """
     if not seed_only and not settings.upcasters:
         raise ConfigError(
-            "the demo runs the reference shop service (upcasters/ and projections/ of the eventmig "
-            "repository): run it from a clone of the repository, e.g. `make demo`"
+            "the demo runs the reference shop service: write it here with `eventmig init --example shop` "
+            "(or run the demo from a clone of the eventmig repository, `make demo`)"
         )
     url = store_url or DEFAULT_DEMO_STORE
     shown = mask_url(url)  # the report is printed: never the password (the store's own form, once it is open)

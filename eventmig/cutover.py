@@ -26,7 +26,7 @@ import msgspec
 from .checksums import compare
 from .errors import ConfigError, EventmigError, StoreError, VerificationFailed
 from .migrate import DEFAULT_BATCH_SIZE, LOCK, _migrate, _number, current_run
-from .progress import SILENT, Progress
+from .progress import SILENT, Progress, announce_run
 from .stores.base import EventStore, Run, Switch
 from .transform import BatchCounts
 from .upcasting import CompiledRegistry
@@ -91,6 +91,7 @@ def switch(
         if run is None:
             raise ConfigError("nothing to switch to: the active epoch has no migration; run `eventmig migrate` first")
         source, target = store.at_epoch(run.source_epoch), store.at_epoch(run.target_epoch)
+        announce_run(progress, run.id, f"switch to epoch {run.target_epoch}")
         verification = Verification(store, compiled, run, batch_size=batch_size, workers=workers)
         verification.extend(run.checkpoint, target.head_position(), progress=progress)
         report = verification.report()

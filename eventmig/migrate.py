@@ -18,7 +18,7 @@ import msgspec
 
 from .errors import ConfigError
 from .parallel import Workers, check_workers, slice_count, slices
-from .progress import SILENT, Progress
+from .progress import SILENT, Progress, announce_run, count_written
 from .stores.base import EventStore, QuarantinedEvent, Run, TargetEvent
 from .transform import BatchCounts, Prepared, Transformer
 from .upcasting import CompiledRegistry
@@ -152,7 +152,9 @@ def _migrate(
     this_run = BatchCounts()
     started = time.perf_counter()
     processes = 0
-    with progress.task(f"migrate epoch {run.source_epoch} -> {run.target_epoch}", todo) as task:
+    label = f"migrate epoch {run.source_epoch} -> {run.target_epoch}"
+    announce_run(progress, run.id, label)
+    with progress.task(label, todo) as task:
         if head is not None:
             with Workers(workers, {"source": source.reopen}, {"prepare": transformer.prepare},
                          tasks=slice_count(todo, batch_size)) as pool:
@@ -173,6 +175,7 @@ def _migrate(
                     run.updated_at = time.time()
                     run.stats = totals.as_json()
                     target.write_batch(events, run=run, quarantined=quarantined)
+                    count_written(progress, batch.counts.written, batch.counts.quarantined)
                     task.advance(read)
     target.finish_epoch(run.target_epoch)
     run.status = "completed"

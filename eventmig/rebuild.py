@@ -67,7 +67,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .cutover import swap_read_models
 from .errors import ConfigError, EventmigError, ExitCode, UpcastError
-from .progress import SILENT, Progress
+from .progress import SILENT, Progress, announce_run
 from .events import MetadataKey
 from .parallel import check_workers, ignore_interrupts, interrupts_held
 from .projections import (
@@ -261,6 +261,8 @@ def _rebuild(
     source.refresh_statistics()
     head = source.head_position()
     job = _plan(db, selected, epoch, head, workers, restart, source)
+    for run in job.runs:
+        announce_run(progress, run.id, f"rebuild {run.projection}")
     units = [
         _Unit(run, p, job.projections[run.projection]) for run in job.runs for p in db.partitions(run.id)
         if p.status != "done"

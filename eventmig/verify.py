@@ -24,7 +24,7 @@ from .differences import StreamDifference, explain_streams
 from .errors import ConfigError
 from .migrate import DEFAULT_BATCH_SIZE, check_batch_size, current_run
 from .parallel import Workers, check_workers, slices
-from .progress import SILENT, Progress
+from .progress import SILENT, Progress, announce_run
 from .stores.base import EventStore, Run
 from .transform import DigestedBatch, Transformer
 from .upcasting import CompiledRegistry
@@ -74,6 +74,7 @@ def verify(
     run = run or current_run(store)
     if run is None:
         raise ConfigError("nothing to verify: the active epoch has no migration; run `eventmig migrate` first")
+    announce_run(progress, run.id, f"verify epochs {run.source_epoch} and {run.target_epoch}")
     verification = Verification(store, compiled, run, batch_size=batch_size, workers=workers)
     verification.source.refresh_statistics()
     verification.target.refresh_statistics()

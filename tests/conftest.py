@@ -30,6 +30,11 @@ if str(REPO) not in sys.path:  # the reference service (upcasters/, projections/
 # (eventmig/testing/plugin.py), which service teams use too; here it gets the
 # suite's server, which has a default, and the plugin's own fixtures
 # (eventmig_postgres_store...) get the same one.
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first: under pytest-xdist they then run alongside the rest, not after it."""
+    items.sort(key=lambda item: item.get_closest_marker("wheel") is None)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
     """The PostgreSQL server URL, once checked reachable."""
