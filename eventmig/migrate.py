@@ -72,7 +72,7 @@ def migrate(
     ``dry_run`` reads and upcasts everything and reports counts per (type,
     version) before and after, writing nothing, and in ``problems`` what
     would make the real run refuse. ``restart`` discards an
-    unfinished target epoch and starts over. ``workers`` processes read and
+    unfinished target epoch (never one that was ever active) and starts over. ``workers`` processes read and
     upcast slices of the source while this one writes (default: the cores).
     """
     check_batch_size(batch_size)
@@ -115,7 +115,10 @@ def _migrate(
     if run is None or restart:
         store.check_new_epoch()  # names too long for the new epoch: refused before anything is dropped or created
     if run is not None and restart:
-        store.drop_epoch(run.target_epoch)
+        if run.target_epoch not in {s.to_epoch for s in store.switches()}:
+            store.drop_epoch(run.target_epoch)
+        # else it was active once and may hold events appended then, which exist nowhere else (a forced
+        # rollback hid them): it stays, retired, and the copy starts over in a new epoch
         run = None
     if run is not None:
         if run.fingerprint != fingerprint:

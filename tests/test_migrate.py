@@ -231,6 +231,20 @@ def test_rollback_refuses_to_hide_new_events(store: EventStore, shop_registry):
     assert store.at_epoch(2).read_stream("order-new")  # hidden, not lost
 
 
+def test_a_restart_after_a_rollback_keeps_the_epoch_that_was_active(store: EventStore, shop_registry):
+    """Events appended while epoch 2 was active live only there: migrate --restart must not drop it."""
+    seed(store, 200)
+    migrate(store, shop_registry)
+    switch(store, shop_registry)
+    store.append("order-new", [new_event("OrderCancelled", {"order_id": "n", "reason": "r", "cancelled_at": "t"})])
+    rollback(store, force=True)
+    again = migrate(store, shop_registry, restart=True)
+    assert (again.source_epoch, again.target_epoch) == (1, 3)
+    assert store.at_epoch(2).read_stream("order-new")  # still hidden, still not lost
+    assert {e.epoch: e.status for e in store.epochs()}[2] == "retired"
+    assert verify(store, shop_registry).ok
+
+
 def test_next_migration_starts_from_the_new_active_epoch(store: EventStore, shop_registry):
     seed(store, 300)
     migrate(store, shop_registry)
