@@ -43,6 +43,7 @@ from .interrupts import Interrupts, exit_with, quiet_library_logs
 from .migrate import MAX_BATCH_SIZE
 from .parallel import MAX_WORKERS
 from .progress import SILENT, FanOut, Progress
+from .retry import DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_MAX_WAIT_S, MAX_RETRY_ATTEMPTS, MAX_RETRY_MAX_WAIT_S
 from .rebuild import MAX_BATCH_SIZE as MAX_REBUILD_BATCH_SIZE
 from .stores import mask_url
 
@@ -70,6 +71,8 @@ BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, max=MAX_BAT
 WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, max=MAX_WORKERS, help=f"Worker processes, at most one per batch and {MAX_WORKERS} in all (default: the number of cores).", show_default=False)]
 MetricsPortOpt = Annotated[int | None, typer.Option("--metrics-port", min=1, max=65535, envvar="EVENTMIG_METRICS_PORT", help="Serve Prometheus metrics on this port while the job runs (needs eventmig[metrics]).", show_default=False)]
 LogFormatOpt = Annotated[observe.LogFormat, typer.Option("--log-format", envvar="EVENTMIG_LOG_FORMAT", help="json: stderr carries one JSON object per line (run id, phase, counts, errors).")]
+RetryAttemptsOpt = Annotated[int | None, typer.Option("--retry-attempts", min=0, max=MAX_RETRY_ATTEMPTS, help=f"Tries again after a lost connection, resuming from the last checkpoint (0 to {MAX_RETRY_ATTEMPTS:,}; default {DEFAULT_RETRY_ATTEMPTS}).", show_default=False)]
+RetryWaitOpt = Annotated[float | None, typer.Option("--retry-max-wait", min=0, max=MAX_RETRY_MAX_WAIT_S, help=f"Longest wait between two tries, in seconds (default {DEFAULT_RETRY_MAX_WAIT_S:g}).", show_default=False)]
 ReadModelsOpt = Annotated[str | None, typer.Option("--read-models", "--read-models-url", help="Read-model database URL (env EVENTMIG_READ_MODELS; default: the store's).", show_default=False)]
 
 #: bounds of the other numeric options: past them a value is a typo, not a wish
@@ -118,9 +121,11 @@ def _fail(message: str, code: ExitCode, as_json: bool) -> None:
 
 
 def _settings(
-    config: Path | None, store: str | None, batch_size: int | None = None, workers: int | None = None, **extra: Any
+    config: Path | None, store: str | None, batch_size: int | None = None, workers: int | None = None,
+    retry_attempts: int | None = None, retry_max_wait: float | None = None, **extra: Any
 ) -> Settings:
-    return load_settings(config, store=store, batch_size=batch_size, workers=workers, **extra)
+    return load_settings(config, store=store, batch_size=batch_size, workers=workers, retry_attempts=retry_attempts,
+                         retry_max_wait_s=retry_max_wait, **extra)
 
 
 def _emit_json(report: Any) -> None:
@@ -158,15 +163,25 @@ class _RichProgress:
         bars.update(task_id, completed=bars.tasks[task_id].completed, total=bars.tasks[task_id].completed)
 
 
+class _Notices:
+    """A job's one-line notices (a lost connection being retried) on stderr, with or without bars."""
+
+    def task(self, label: str, total: int | None) -> Any:
+        return SILENT.task(label, total)
+
+    def notice(self, message: str) -> None:
+        err.print(Text(message, style="yellow"), soft_wrap=True)
+
+
 @contextmanager
 def _progress(as_json: bool) -> Iterator[Progress]:
     watchers = observe.progresses()  # metrics and JSON logs, when the command was asked for them
     if as_json or not err.is_terminal or not observe.bars_allowed():
-        yield FanOut(*watchers) if watchers else SILENT
+        yield FanOut(_Notices(), *watchers)
         return
     bars = _RichProgress()
     with bars.bars:
-        yield FanOut(bars, *watchers) if watchers else bars
+        yield FanOut(bars, _Notices(), *watchers)
 
 
 #: metrics (--metrics-port) and JSON logs (--log-format json) around a long command
@@ -394,6 +409,8 @@ def migrate(
     store: StoreOpt = None,
     batch_size: BatchOpt = None,
     workers: WorkersOpt = None,
+    retry_attempts: RetryAttemptsOpt = None,
+    retry_max_wait: RetryWaitOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Discard the unfinished new epoch and start over.")] = False,
     stream_map: Annotated[Path | None, typer.Option("--stream-map", help="JSON file {old stream: new stream}.", show_default=False)] = None,
@@ -403,7 +420,8 @@ def migrate(
 ) -> None:
     """Copy the active epoch through the upcasters into a new epoch (resumes if interrupted)."""
     with _progress(as_json) as progress:
-        report = command.migrate(_settings(config, store, batch_size, workers), dry_run=dry_run, restart=restart,
+        report = command.migrate(_settings(config, store, batch_size, workers, retry_attempts, retry_max_wait),
+                                 dry_run=dry_run, restart=restart,
                                  stream_map=stream_map, progress=progress)
     observe.report(report)
     if as_json:
@@ -482,6 +500,8 @@ def switch(
     store: StoreOpt = None,
     batch_size: BatchOpt = None,
     workers: WorkersOpt = None,
+    retry_attempts: RetryAttemptsOpt = None,
+    retry_max_wait: RetryWaitOpt = None,
     catch_up: Annotated[bool, typer.Option("--catch-up/--no-catch-up", help="Migrate and verify events appended meanwhile, then switch.")] = True,
     attempts: Annotated[int, typer.Option("--attempts", min=1, max=MAX_ATTEMPTS, help=f"Catch-ups to try while writers keep appending (1 to {MAX_ATTEMPTS}).")] = 5,
     metrics_port: MetricsPortOpt = None,
@@ -490,7 +510,8 @@ def switch(
 ) -> None:
     """Verify, then make the migrated epoch active atomically."""
     with _progress(as_json) as progress:
-        report = command.switch(_settings(config, store, batch_size, workers), catch_up=catch_up, attempts=attempts, progress=progress)
+        report = command.switch(_settings(config, store, batch_size, workers, retry_attempts, retry_max_wait),
+                                catch_up=catch_up, attempts=attempts, progress=progress)
     observe.report(report)
     if as_json:
         return _emit_json(report)
@@ -508,13 +529,17 @@ def rollback(
     config: ConfigOpt = None,
     store: StoreOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Roll back even if events were appended since the switch.")] = False,
+    retry_attempts: RetryAttemptsOpt = None,
+    retry_max_wait: RetryWaitOpt = None,
     read_models: Annotated[bool, typer.Option("--read-models", help="Put back the read-model tables the last rebuild swap replaced, instead.")] = False,
     read_models_url: Annotated[str | None, typer.Option("--read-models-url", help="Read-model database URL (env EVENTMIG_READ_MODELS; default: the store's).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Make the epoch that was active before the last switch active again (or, with --read-models, the read-model tables the last swap replaced)."""
-    report = command.rollback(_settings(config, store, read_models=read_models_url), force=force, read_models=read_models,
-                              names=names)
+    with _progress(True) as progress:  # notices only: a rollback is one transaction, no bars
+        report = command.rollback(_settings(config, store, retry_attempts=retry_attempts, retry_max_wait=retry_max_wait,
+                                            read_models=read_models_url),
+                                  force=force, read_models=read_models, names=names, progress=progress)
     if as_json:
         return _emit_json(report)
     if isinstance(report, command.cutover.ReadModelRollbackReport):
@@ -549,6 +574,8 @@ def rebuild(
     read_models: ReadModelsOpt = None,
     workers: WorkersOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=MAX_REBUILD_BATCH_SIZE, help=f"Events folded between two checkpoints (1 to {MAX_REBUILD_BATCH_SIZE:,}; default 1,000,000).", show_default=False)] = None,
+    retry_attempts: RetryAttemptsOpt = None,
+    retry_max_wait: RetryWaitOpt = None,
     accept_changes: Annotated[bool, typer.Option("--accept-changes", help="Swap in a new projection version even though rows differ.")] = False,
     no_swap: Annotated[bool, typer.Option("--no-swap", help="Stop after verification; a later rebuild swaps the verified tables in.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Abandon unfinished rebuilds instead of resuming them.")] = False,
@@ -559,7 +586,9 @@ def rebuild(
     """Replay the active epoch into shadow read-model tables in parallel, verify them, swap them in."""
     with _progress(as_json) as progress:
         report = command.rebuild(
-            _settings(config, store, read_models=read_models), names=names, workers=workers, batch_size=batch_size,
+            _settings(config, store, retry_attempts=retry_attempts, retry_max_wait=retry_max_wait,
+                      read_models=read_models),
+            names=names, workers=workers, batch_size=batch_size,
             accept_changes=accept_changes, swap=not no_swap, restart=restart, progress=progress,
         )
     observe.report(report)

@@ -429,7 +429,7 @@ def migrate(
     with open_configured_store(settings) as store:
         return _migrate.migrate(
             store, compiled, batch_size=settings.batch_size, stream_map=mapping, dry_run=dry_run,
-            restart=restart, workers=settings.workers, progress=progress,
+            restart=restart, workers=settings.workers, retry=settings.retry, progress=progress,
         )
 
 
@@ -458,11 +458,12 @@ def switch(
     compiled = load_registry(settings)
     with open_configured_store(settings) as store:
         return cutover.switch(store, compiled, batch_size=settings.batch_size, workers=settings.workers,
-                              catch_up=catch_up, attempts=attempts, progress=progress)
+                              catch_up=catch_up, attempts=attempts, retry=settings.retry, progress=progress)
 
 
 def rollback(
-    settings: Settings, *, force: bool = False, read_models: bool = False, names: list[str] | None = None
+    settings: Settings, *, force: bool = False, read_models: bool = False, names: list[str] | None = None,
+    progress: Progress = SILENT,
 ) -> cutover.SwitchReport | cutover.ReadModelRollbackReport:
     """Undo the last switch of epochs or, with ``read_models``, the last swap of read-model tables.
 
@@ -478,7 +479,8 @@ def rollback(
     if names:
         raise ConfigError("projection names are for `eventmig rollback --read-models`; an epoch rollback takes none")
     with open_configured_store(settings) as store:
-        return cutover.rollback(store, force=force, read_models=settings.read_models_url)
+        return cutover.rollback(store, force=force, read_models=settings.read_models_url, retry=settings.retry,
+                                progress=progress)
 
 
 # --------------------------------------------------------------------- rebuild
@@ -500,7 +502,7 @@ def rebuild(
         return _rebuild.rebuild(
             store, projections, registry=compiled, read_models=settings.read_models_url, names=names,
             workers=workers or settings.workers, batch_size=batch_size or _rebuild.DEFAULT_BATCH_SIZE,
-            accept_changes=accept_changes, swap=swap, restart=restart, progress=progress,
+            accept_changes=accept_changes, swap=swap, restart=restart, retry=settings.retry, progress=progress,
         )
 
 

@@ -24,6 +24,9 @@ from typing import Any
 from .errors import ConfigError, EventmigError
 from .migrate import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
 from .parallel import MAX_WORKERS, default_workers
+from .retry import (
+    DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_MAX_WAIT_S, MAX_RETRY_ATTEMPTS, MAX_RETRY_MAX_WAIT_S, RetryPolicy,
+)
 from .upcasting import CompiledRegistry, Registry
 
 DEFAULT_STORE = "sqlite:///eventmig.db"
@@ -67,6 +70,10 @@ class Settings:
     cases: str = DEFAULT_CASES
     #: generated events per (type, version) in ``eventmig check`` and the pytest plugin's items
     check_examples: int = DEFAULT_CHECK_EXAMPLES
+    #: how many times migrate, switch, rollback and rebuild try again after a lost connection (0: never)
+    retry_attempts: int = DEFAULT_RETRY_ATTEMPTS
+    #: the longest wait between two of those tries, in seconds (the waits grow exponentially, jittered)
+    retry_max_wait_s: float = DEFAULT_RETRY_MAX_WAIT_S
     #: directory of the pyproject.toml the settings came from (or the cwd)
     root: Path = field(default_factory=Path.cwd)
     config_file: Path | None = None
@@ -74,6 +81,11 @@ class Settings:
     @property
     def read_models_url(self) -> str:
         return self.read_models or self.store
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """How the jobs retry a lost connection."""
+        return RetryPolicy(self.retry_attempts, float(self.retry_max_wait_s))
 
     @property
     def cases_file(self) -> Path:
@@ -154,6 +166,14 @@ def _check_types(settings: Settings) -> None:
         value = getattr(settings, key)
         if type(value) is not int or not 1 <= value <= largest:
             raise ConfigError(f"setting {key} must be an integer from 1 to {largest:,}, got {_shown(value)}")
+    attempts = settings.retry_attempts
+    if type(attempts) is not int or not 0 <= attempts <= MAX_RETRY_ATTEMPTS:
+        raise ConfigError(f"setting retry_attempts must be an integer from 0 to {MAX_RETRY_ATTEMPTS:,}, "
+                          f"got {_shown(attempts)}")
+    wait = settings.retry_max_wait_s
+    if type(wait) not in (int, float) or not 0 <= wait <= MAX_RETRY_MAX_WAIT_S:
+        raise ConfigError(f"setting retry_max_wait_s must be a number of seconds from 0 to {MAX_RETRY_MAX_WAIT_S:,.0f}, "
+                          f"got {_shown(wait)}")
 
 
 def _shown(value: Any, limit: int = 60) -> str:

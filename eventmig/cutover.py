@@ -27,6 +27,7 @@ from .checksums import compare
 from .errors import ConfigError, EventmigError, StoreError, VerificationFailed
 from .migrate import DEFAULT_BATCH_SIZE, LOCK, _migrate, _number, current_run
 from .progress import SILENT, Progress, announce_run
+from .retry import RetryPolicy, with_retries
 from .stores.base import EventStore, Run, Switch
 from .transform import BatchCounts
 from .upcasting import CompiledRegistry
@@ -73,6 +74,7 @@ def switch(
     workers: int | None = None,
     catch_up: bool = True,
     attempts: int = 5,
+    retry: RetryPolicy = RetryPolicy(),
     progress: Progress = SILENT,
 ) -> SwitchReport:
     """Verify the current migration and, only if it passes, make its epoch active.
@@ -85,46 +87,93 @@ def switch(
     and flips. Nothing appended before the flip is left behind, and what is
     appended after it lands in the new epoch. Without ``catch_up`` any event
     appended since the migration makes the switch refuse.
+
+    A lost connection is retried as ``retry`` says: the verification and the
+    catch-ups start again from the last committed checkpoint, and a flip that
+    committed although its connection broke is recognised, not made twice.
     """
     with store.lock(LOCK):  # catch-ups run under this lock, hence _migrate and not migrate()
-        run = current_run(store)
-        if run is None:
-            raise ConfigError("nothing to switch to: the active epoch has no migration; run `eventmig migrate` first")
-        source, target = store.at_epoch(run.source_epoch), store.at_epoch(run.target_epoch)
-        announce_run(progress, run.id, f"switch to epoch {run.target_epoch}")
-        verification = Verification(store, compiled, run, batch_size=batch_size, workers=workers)
-        verification.extend(run.checkpoint, target.head_position(), progress=progress)
+        seen = _History(store)
+
+        def attempt(n: int) -> SwitchReport:
+            done = seen.flipped("switch") if n > 1 else None
+            if done is not None:
+                return SwitchReport("switch", done.from_epoch, done.to_epoch, done.at)
+            return _switch(store, compiled, seen, batch_size, workers, catch_up, attempts, progress)
+
+        return with_retries(attempt, job="switch", store_url=store.url, resume="eventmig switch", policy=retry,
+                            progress=progress)
+
+
+class _History:
+    """The switches a retried switch or rollback knew of before it tried: a flip that committed although its
+    connection broke shows as a new one, and must not be made twice."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.known: int | None = None
+        self.to_epoch: int | None = None
+
+    def note(self, to_epoch: int) -> None:
+        """Before the flip: remember the history so far and where the flip goes."""
+        if self.known is None:
+            self.known = len(self.store.switches())
+        self.to_epoch = to_epoch
+
+    def flipped(self, kind: str) -> Switch | None:
+        """The flip of ``kind`` to the noted epoch that committed since :meth:`note`, if any."""
+        if self.known is None or self.to_epoch is None:
+            return None
+        for flip in self.store.switches()[self.known:]:
+            if flip.kind == kind and flip.to_epoch == self.to_epoch:
+                return flip
+        return None
+
+
+def _switch(
+    store: EventStore, compiled: CompiledRegistry, seen: _History, batch_size: int, workers: int | None,
+    catch_up: bool, attempts: int, progress: Progress,
+) -> SwitchReport:
+    """One try of :func:`switch`, under its lock."""
+    run = current_run(store)
+    if run is None:
+        raise ConfigError("nothing to switch to: the active epoch has no migration; run `eventmig migrate` first")
+    seen.note(run.target_epoch)
+    source, target = store.at_epoch(run.source_epoch), store.at_epoch(run.target_epoch)
+    announce_run(progress, run.id, f"switch to epoch {run.target_epoch}")
+    verification = Verification(store, compiled, run, batch_size=batch_size, workers=workers)
+    verification.extend(run.checkpoint, target.head_position(), progress=progress)
+    report = verification.report()
+    if not report.ok:
+        raise VerificationFailed("switch refused, verification failed: " + "; ".join(report.problems))
+    if report.source_advanced_by and not catch_up:
+        raise VerificationFailed(
+            f"switch refused: {report.source_advanced_by} event(s) were appended to epoch {run.source_epoch} "
+            "after the migration; run `eventmig migrate` to catch up, then switch"
+        )
+    caught_up = 0
+    stream_map = dict(run.options.get("stream_map") or {})
+    for _ in range(max(attempts, 1)):
+        # shrink what the locked part has to do, so writers wait for as short a time as possible
+        if source.count_events(after=run.checkpoint) <= LOCKED_CATCH_UP:
+            break
+        caught_up += _migrate(store, compiled, batch_size, stream_map, False, workers or 1, progress).events_read
+        run = verification.run = current_run(store)  # type: ignore[assignment]
+        verification.extend(run.checkpoint, target.head_position())
         report = verification.report()
         if not report.ok:
             raise VerificationFailed("switch refused, verification failed: " + "; ".join(report.problems))
-        if report.source_advanced_by and not catch_up:
-            raise VerificationFailed(
-                f"switch refused: {report.source_advanced_by} event(s) were appended to epoch {run.source_epoch} "
-                "after the migration; run `eventmig migrate` to catch up, then switch"
-            )
-        caught_up = 0
-        stream_map = dict(run.options.get("stream_map") or {})
-        for _ in range(max(attempts, 1)):
-            # shrink what the locked part has to do, so writers wait for as short a time as possible
-            if source.count_events(after=run.checkpoint) <= LOCKED_CATCH_UP:
-                break
-            caught_up += _migrate(store, compiled, batch_size, stream_map, False, workers or 1, progress).events_read
-            run = verification.run = current_run(store)  # type: ignore[assignment]
-            verification.extend(run.checkpoint, target.head_position())
-            report = verification.report()
-            if not report.ok:
-                raise VerificationFailed("switch refused, verification failed: " + "; ".join(report.problems))
-        locked = _LockedCatchUp(verification, target.stream_versions(), target.capabilities.first_stream_version) if catch_up else None
-        flip = store.switch_epoch(
-            run.target_epoch,
-            kind="switch",
-            expect_heads={run.source_epoch: run.checkpoint, run.target_epoch: verification.target_until},
-            catch_up=locked,
-        )
-        if locked is not None:
-            caught_up += locked.caught_up
-        return SwitchReport("switch", flip.from_epoch, flip.to_epoch, flip.at, verification=verification.report(),
-                            caught_up=caught_up)
+    locked = _LockedCatchUp(verification, target.stream_versions(), target.capabilities.first_stream_version) if catch_up else None
+    flip = store.switch_epoch(
+        run.target_epoch,
+        kind="switch",
+        expect_heads={run.source_epoch: run.checkpoint, run.target_epoch: verification.target_until},
+        catch_up=locked,
+    )
+    if locked is not None:
+        caught_up += locked.caught_up
+    return SwitchReport("switch", flip.from_epoch, flip.to_epoch, flip.at, verification=verification.report(),
+                        caught_up=caught_up)
 
 
 class _LockedCatchUp:
@@ -171,7 +220,10 @@ class _LockedCatchUp:
             )
 
 
-def rollback(store: EventStore, *, force: bool = False, read_models: str | ReadModelDB | None = None) -> SwitchReport:
+def rollback(
+    store: EventStore, *, force: bool = False, read_models: str | ReadModelDB | None = None,
+    retry: RetryPolicy = RetryPolicy(), progress: Progress = SILENT,
+) -> SwitchReport:
     """Make the epoch that was active before the last switch active again.
 
     Rollbacks undo switches, latest first, and never a rollback: run twice,
@@ -183,26 +235,44 @@ def rollback(store: EventStore, *, force: bool = False, read_models: str | ReadM
     tables their last swap replaced, where those were built from the epoch
     restored (see :func:`restore_read_models`); the others are named stale.
     A SQLite read-model database that does not exist has none.
+
+    A lost connection is retried as ``retry`` says; a rollback that committed
+    although its connection broke is recognised, never made twice.
     """
     with store.lock(LOCK):
-        active = store.active_epoch()
-        history = store.switches()
-        last = switch_to_undo(history, active)
-        if last is None:
-            raise ConfigError(f"nothing to roll back: {_why_nothing_to_undo(history, active)}")
-        current = store.at_epoch(active)
-        head = current.head_position()
-        appended = current.count_events(after=last.to_head) if last.to_head is not None else current.count_events()
-        if appended and not force:
-            raise StoreError(
-                f"rollback refused: {appended} event(s) were appended to epoch {active} since the switch and "
-                f"exist only there; pass --force to roll back anyway (they stay in epoch {active}, retired)"
-            )
-        flip = store.switch_epoch(last.from_epoch, kind="rollback", expect_heads={active: head})
-    report = SwitchReport("rollback", flip.from_epoch, flip.to_epoch, flip.at, hidden_events=appended)
+        seen = _History(store)
+
+        def attempt(n: int) -> SwitchReport:
+            done = seen.flipped("rollback") if n > 1 else None
+            if done is not None:
+                return SwitchReport("rollback", done.from_epoch, done.to_epoch, done.at)
+            return _rollback(store, seen, force)
+
+        report = with_retries(attempt, job="rollback", store_url=store.url, resume="eventmig rollback",
+                              policy=retry, progress=progress)
     if read_models is not None:
         _read_models_after_rollback(report, read_models)
     return report
+
+
+def _rollback(store: EventStore, seen: _History, force: bool) -> SwitchReport:
+    """One try of :func:`rollback`, under its lock."""
+    active = store.active_epoch()
+    history = store.switches()
+    last = switch_to_undo(history, active)
+    if last is None:
+        raise ConfigError(f"nothing to roll back: {_why_nothing_to_undo(history, active)}")
+    current = store.at_epoch(active)
+    head = current.head_position()
+    appended = current.count_events(after=last.to_head) if last.to_head is not None else current.count_events()
+    if appended and not force:
+        raise StoreError(
+            f"rollback refused: {appended} event(s) were appended to epoch {active} since the switch and "
+            f"exist only there; pass --force to roll back anyway (they stay in epoch {active}, retired)"
+        )
+    seen.note(last.from_epoch)
+    flip = store.switch_epoch(last.from_epoch, kind="rollback", expect_heads={active: head})
+    return SwitchReport("rollback", flip.from_epoch, flip.to_epoch, flip.at, hidden_events=appended)
 
 
 def _read_models_after_rollback(report: SwitchReport, read_models: str | ReadModelDB) -> None:

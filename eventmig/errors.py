@@ -2,8 +2,10 @@
 
 Operators script around eventmig, so a failure's *kind* must survive to the
 exit status: a verification failure (1) is not a typo in the config (2), and
-neither is a database that went away mid-run (3), a job that is already
-running elsewhere (4) or an operator's Ctrl-C (130, as shells report SIGINT).
+neither is a failure mid-run (3), a job that is already running elsewhere
+(4), a store that stayed unreachable through every retry (5: run the same
+command again once it is back, nothing is lost) or an operator's Ctrl-C
+(130, as shells report SIGINT).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class ExitCode(IntEnum):
     RUNTIME = 3
     #: another job holds the lock on the same target; try again when it is done
     BUSY = 4
+    #: the store stayed unreachable through every retry; what was committed is kept, the same command resumes
+    UNAVAILABLE = 5
     #: interrupted (SIGINT, Ctrl-C): what was committed is kept, running the command again resumes it
     INTERRUPTED = 130
 
@@ -45,6 +49,17 @@ class RegistryError(ConfigError):
 
 class StoreError(EventmigError):
     """The event store failed or refused an operation."""
+
+
+class TransientStoreError(StoreError):
+    """The store failed in a way that trying again may fix: a lost connection, a server shutting down or
+    restarting, a serialization failure or a deadlock. Jobs retry these (:mod:`eventmig.retry`)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store stayed unreachable through every retry of a job; the message says how to resume."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class WrongExpectedVersion(StoreError):
@@ -73,6 +88,10 @@ class Busy(EventmigError):
     """Another job already holds the lock this job needs."""
 
     exit_code = ExitCode.BUSY
+
+
+class LeaseLost(Busy):
+    """The job's lease was taken over (it expired while this job could not renew it): the job stops writing."""
 
 
 class VerificationFailed(EventmigError):

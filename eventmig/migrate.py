@@ -19,6 +19,7 @@ import msgspec
 from .errors import ConfigError
 from .parallel import Workers, check_workers, slice_count, slices
 from .progress import SILENT, Progress, announce_run, count_written
+from .retry import RetryPolicy, with_retries
 from .stores.base import EventStore, QuarantinedEvent, Run, TargetEvent
 from .transform import BatchCounts, Prepared, Transformer
 from .upcasting import CompiledRegistry
@@ -64,6 +65,7 @@ def migrate(
     dry_run: bool = False,
     restart: bool = False,
     workers: int | None = None,
+    retry: RetryPolicy = RetryPolicy(),
     progress: Progress = SILENT,
 ) -> MigrateReport:
     """Copy the active epoch into a new one (or resume the unfinished copy of it).
@@ -74,6 +76,8 @@ def migrate(
     would make the real run refuse. ``restart`` discards an
     unfinished target epoch (never one that was ever active) and starts over. ``workers`` processes read and
     upcast slices of the source while this one writes (default: the cores).
+    A lost connection is retried as ``retry`` says, from the last committed
+    batch; every batch commits only while this job holds the migrate lease.
     """
     check_batch_size(batch_size)
     _check_stream_map(stream_map)
@@ -82,7 +86,11 @@ def migrate(
         store.check_new_epoch()
         return _dry_run(store, Transformer(compiled, stream_map), batch_size, workers, progress)
     with store.lock(LOCK):
-        return _migrate(store, compiled, batch_size, dict(stream_map or {}), restart, workers, progress)
+        return with_retries(
+            lambda attempt: _migrate(store, compiled, batch_size, dict(stream_map or {}), restart and attempt == 1,
+                                     workers, progress),
+            job="migrate", store_url=store.url, resume="eventmig migrate", policy=retry, progress=progress,
+        )
 
 
 def check_batch_size(batch_size: int) -> None:

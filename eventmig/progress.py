@@ -50,6 +50,9 @@ class RunObserver(Protocol):
     def events_written(self, written: int, quarantined: int) -> None:
         """A batch was committed: ``written`` events written, ``quarantined`` set aside."""
 
+    def notice(self, message: str) -> None:
+        """A one-line notice for the operator (a lost connection being retried); the job carries on."""
+
 
 # getattr rather than isinstance of a runtime-checkable protocol, which costs some 20 µs a call here
 
@@ -64,6 +67,12 @@ def count_written(progress: Progress, written: int, quarantined: int) -> None:
     hook = getattr(progress, "events_written", None)
     if hook is not None:
         hook(written, quarantined)
+
+
+def notify(progress: Progress, message: str) -> None:
+    hook = getattr(progress, "notice", None)
+    if hook is not None:
+        hook(message)
 
 
 class _FanOutTask:
@@ -93,3 +102,7 @@ class FanOut:
     def events_written(self, written: int, quarantined: int) -> None:
         for member in self.members:
             count_written(member, written, quarantined)
+
+    def notice(self, message: str) -> None:
+        for member in self.members:
+            notify(member, message)

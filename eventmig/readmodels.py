@@ -137,7 +137,9 @@ class ReadModelDB(SQLDatabase):
 
     def reopen(self) -> ReadModelDB:
         """A handle of its own, for a worker process (connections never cross a fork)."""
-        return ReadModelDB(self.raw_url)
+        handle = ReadModelDB(self.raw_url)
+        handle.fences = list(self.fences)  # a worker's commits are fenced by the parent's lease
+        return handle
 
     # --------------------------------------------------------------- names
     def shadow_name(self, name: str, run_id: str) -> str:
@@ -211,19 +213,17 @@ class ReadModelDB(SQLDatabase):
 
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        """An exclusive lock across processes that dies with its holder."""
+        """An exclusive lock across processes that dies with its holder.
+
+        PostgreSQL: a lease (:mod:`eventmig.stores.sql_lease`) that fences
+        every write of this handle and of its reopened copies; SQLite: an
+        flock beside the file, which a live process cannot lose.
+        """
         if self.dialect == "postgresql":
-            with self.engine.connect() as c:
-                key = f"eventmig:{name}:"
-                got = c.exec_driver_sql("SELECT pg_try_advisory_lock(hashtext(%s || current_schema()))", (key,)).scalar()
-                c.commit()
-                if not got:
-                    raise Busy(f"another eventmig job holds the {name!r} lock on {self.url}")
-                try:
-                    yield
-                finally:
-                    c.exec_driver_sql("SELECT pg_advisory_unlock(hashtext(%s || current_schema()))", (key,))
-                    c.commit()
+            from .stores.sql_lease import SQLLease
+
+            with SQLLease(self, name).held():
+                yield
         else:
             from .stores.sql import _file_lock
 

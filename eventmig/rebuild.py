@@ -68,6 +68,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from .cutover import swap_read_models
 from .errors import ConfigError, EventmigError, ExitCode, UpcastError
 from .progress import SILENT, Progress, announce_run
+from .retry import RetryPolicy, is_transient, with_retries
 from .events import MetadataKey
 from .parallel import check_workers, ignore_interrupts, interrupts_held
 from .projections import (
@@ -118,9 +119,11 @@ _ROWS_PER_WRITE = 10_000
 class RebuildFailed(EventmigError):
     """A worker failed; the message says why, the exit code is the original error's."""
 
-    def __init__(self, message: str, exit_code: ExitCode = ExitCode.RUNTIME) -> None:
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.RUNTIME, transient: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        #: the worker lost its connection (or the like): the rebuild retries from its checkpoints
+        self.transient = transient
 
 
 # ====================================================================== reports
@@ -184,6 +187,7 @@ def rebuild(
     accept_changes: bool = False,
     swap: bool = True,
     restart: bool = False,
+    retry: RetryPolicy = RetryPolicy(),
     progress: Progress = SILENT,
 ) -> RebuildReport:
     """Rebuild projections from the store's active epoch into their read-model tables.
@@ -193,7 +197,8 @@ def rebuild(
     Shadow tables are verified against the live ones and swapped in unless
     ``swap`` is false; a projection whose version changed may only replace
     rows that differ with ``accept_changes``. ``restart`` abandons unfinished
-    runs instead of resuming them.
+    runs instead of resuming them. A lost connection (of the workers too) is
+    retried as ``retry`` says, resuming from the committed checkpoints.
     """
     if type(batch_size) is not int or not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ConfigError(f"batch size must be between 1 and {MAX_BATCH_SIZE:,}, got {batch_size!r}")
@@ -206,7 +211,12 @@ def rebuild(
         for projection in selected:  # names a rebuild would derive and the database would cut: before anything is written
             db.check_names(projection.name, projection.tables)
         with db.lock(LOCK):
-            return _rebuild(store, selected, compiled, db, workers, batch_size, accept_changes, swap, restart, progress)
+            return with_retries(
+                lambda attempt: _rebuild(store, selected, compiled, db, workers, batch_size, accept_changes, swap,
+                                         restart and attempt == 1, progress),
+                job="rebuild", store_url=store.url if db.url == store.url else f"{store.url} or {db.url}",
+                resume="eventmig rebuild", policy=retry, progress=progress,
+            )
     finally:
         if owns_db:
             db.close()
@@ -674,7 +684,7 @@ def _execute(
                 except queue_module.Empty:
                     for i, proc in enumerate(procs):
                         if i not in done and not proc.is_alive() and proc.exitcode != 0:
-                            failure = (f"rebuild worker {i} died (exit code {proc.exitcode})", int(ExitCode.RUNTIME))
+                            failure = (f"rebuild worker {i} died (exit code {proc.exitcode})", int(ExitCode.RUNTIME), False)
                     continue
                 kind, i, payload = message
                 if kind == "progress":
@@ -696,7 +706,7 @@ def _execute(
             for proc in procs:
                 proc.join()
         if failure is not None:
-            raise RebuildFailed(failure[0], ExitCode(failure[1]))
+            raise RebuildFailed(failure[0], ExitCode(failure[1]), transient=failure[2])
     return events, len(procs), written
 
 
@@ -777,9 +787,10 @@ def _worker_main(
         _events, written = _fold_units(store, own_db, binding, job, slot, batch_size, advance)
         messages.put(("done", i, written))
     except EventmigError as exc:
-        messages.put(("error", i, (str(exc), int(exc.exit_code))))
+        messages.put(("error", i, (str(exc), int(exc.exit_code), is_transient(exc))))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent in one line
-        messages.put(("error", i, (f"rebuild worker {i}: {type(exc).__name__}: {exc}", int(ExitCode.RUNTIME))))
+        messages.put(("error", i, (f"rebuild worker {i}: {type(exc).__name__}: {first_line(exc)}",
+                                   int(ExitCode.RUNTIME), is_transient(exc))))
     finally:
         messages.close()
         messages.join_thread()

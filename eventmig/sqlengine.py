@@ -46,8 +46,9 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, StoreError, TransientStoreError
 from .identifiers import Identifiers
+from .retry import register_transient
 from .stores import mask_url, url_shown_unparsed
 
 
@@ -82,6 +83,49 @@ def parse_sql_url(url: str, what: str) -> sa.URL:
         if "@" in after_password:
             raise ConfigError(f"invalid {what} URL {url_shown_unparsed(url)}: {_ENCODE_HINT}")
     return parsed
+
+
+#: SQLSTATEs worth another try: connection exceptions (class 08), the server shutting down, crashed or
+#: starting up (57P01-57P03), too many connections, a serialization failure, a deadlock
+_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300", "40001", "40P01")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a driver error is one that trying again may cure (see :mod:`eventmig.retry`).
+
+    PostgreSQL says so with a SQLSTATE; a connection that broke under psycopg
+    (the server closed it, the network went away) carries none, but is an
+    ``OperationalError`` and SQLAlchemy marks it invalidated. SQLite's errors
+    are never transient here: its file does not go away, and a busy file has
+    already been waited for.
+    """
+    if isinstance(exc, TransientStoreError):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig  # type: ignore[assignment]
+    if isinstance(exc, sqlite3.Error) or exc is None:
+        return False
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        return sqlstate.startswith(_TRANSIENT_SQLSTATES)
+    module = type(exc).__module__ or ""
+    return module.startswith("psycopg") and type(exc).__name__ in ("OperationalError", "InterfaceError")
+
+
+def is_driver_error(exc: BaseException) -> bool:
+    """An error of SQLAlchemy or of a driver itself (raw cursors: COPY, streamed reads), not eventmig's."""
+    return isinstance(exc, sa.exc.DBAPIError) or type(exc).__module__.split(".")[0] in ("sqlite3", "psycopg")
+
+
+def store_error(exc: BaseException, url: str) -> StoreError:
+    """A driver error as a one-line StoreError naming the (masked) URL; transient ones as TransientStoreError."""
+    kind = TransientStoreError if is_transient(exc) else StoreError
+    return kind(f"{url}: {first_line(exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc)}")
+
+
+register_transient(is_transient)
 
 
 def first_line(exc: BaseException | None) -> str:
@@ -140,6 +184,8 @@ class SQLDatabase:
                 raise StoreError(f"cannot open {self.url} read-only: {first_line(again.orig)}") from None
         #: how names are quoted and how long they may be here (PostgreSQL's limit is known once connected)
         self.names = Identifiers(self.engine.dialect)
+        #: the leases (:class:`~eventmig.stores.sql_lease.LeaseFence`) every write transaction checks first
+        self.fences: list[Any] = []
 
     def _probe(self) -> None:
         """Connect once, and (SQLite) read the schema: a file that opens may still not be readable."""
@@ -151,7 +197,7 @@ class SQLDatabase:
         return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
 
     @contextmanager
-    def write(self, *, durable: bool = True) -> Iterator[Connection]:
+    def write(self, *, durable: bool = True, fenced: bool = True) -> Iterator[Connection]:
         """A write transaction (SQLite: ``BEGIN IMMEDIATE``), committed on success.
 
         ``durable=False`` is for transactions that redo themselves when lost:
@@ -160,6 +206,11 @@ class SQLDatabase:
         wait for the WAL to reach the disk; a server crash may lose it, and
         its checkpoint with it, never one without the other. (SQLite in WAL
         mode with ``synchronous=NORMAL`` never waits at a commit anyway.)
+
+        While a job holds a lease on this database (:attr:`fences`), every
+        write transaction first checks that the lease is still the job's, and
+        rolls back with LeaseLost if not; ``fenced=False`` is for the lease's
+        own bookkeeping.
         """
         try:
             with self._writers.turn() if self._writers else _no_queue(), self.engine.connect() as conn:
@@ -167,9 +218,14 @@ class SQLDatabase:
                 with conn.begin():
                     if not durable:
                         self.commit_without_flush(conn)
+                    if fenced:
+                        for fence in self.fences:
+                            fence.check(conn, self.dialect)
                     yield conn
-        except sa.exc.DBAPIError as exc:
-            raise StoreError(f"{self.url}: {first_line(exc.orig)}") from None
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
+            raise store_error(exc, self.url) from None
 
     def commit_without_flush(self, conn: Connection) -> None:
         """Within a write transaction: make it a ``durable=False`` one (see :meth:`write`)."""
@@ -183,8 +239,10 @@ class SQLDatabase:
             with self.engine.connect() as conn:
                 with conn.begin():
                     yield conn
-        except sa.exc.DBAPIError as exc:
-            raise StoreError(f"{self.url}: {first_line(exc.orig)}") from None
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
+            raise store_error(exc, self.url) from None
 
 
 @contextmanager

@@ -382,11 +382,17 @@ class EventStore(ABC):
 
     # ------------------------------------------------ migration bookkeeping
     @abstractmethod
-    def lock(self, name: str) -> AbstractContextManager[None]:
-        """Hold an exclusive lock across processes; raise :class:`~eventmig.errors.Busy` if taken.
+    def lock(self, name: str, *, ttl_s: float | None = None) -> AbstractContextManager[None]:
+        """Hold an exclusive lease across processes; raise :class:`~eventmig.errors.Busy` if taken.
 
-        The lock must die with its holder: a job killed with SIGKILL must not
-        leave it behind.
+        The lease must die with its holder: a job killed with SIGKILL must not
+        keep it longer than ``ttl_s`` seconds (the backend's default when None),
+        and a job that merely lost its connections must not lose it unnoticed.
+        So it *fences*: while it is held, every write of this handle (and of
+        the handles :meth:`at_epoch` and :meth:`reopen` give) happens only if
+        the lease is still this job's, checked in the write's own transaction,
+        and otherwise raises :class:`~eventmig.errors.LeaseLost` with nothing
+        written. Releasing never raises: a lease not released expires.
         """
 
     @abstractmethod

@@ -37,7 +37,8 @@ from sqlalchemy.engine import Connection
 
 from ..errors import Busy, ConfigError, HeadMoved, StoreError, WrongExpectedVersion
 from ..events import NewEvent, RecordedEvent
-from ..sqlengine import SQLDatabase, first_line
+from ..sqlengine import SQLDatabase, first_line, is_driver_error, store_error
+from .sql_lease import DEFAULT_LEASE_TTL_S, SQLLease
 from .base import (
     CatchUp,
     Capabilities,
@@ -364,11 +365,9 @@ class SQLEventStore(EventStore):
                     cursor.close()
                     if self.dialect == "postgresql":
                         c.connection.driver_connection.rollback()
-            except sa.exc.DBAPIError as exc:
-                raise StoreError(f"{self.url}: {first_line(exc.orig)}") from None
-            except Exception as exc:  # raw driver errors outside SQLAlchemy's wrapping
-                if type(exc).__module__.split(".")[0] in ("sqlite3", "psycopg"):
-                    raise StoreError(f"{self.url}: {first_line(exc)}") from None
+            except Exception as exc:  # SQLAlchemy's errors, and raw driver errors outside its wrapping
+                if is_driver_error(exc):
+                    raise store_error(exc, self.url) from None
                 raise
             if not rows:
                 return
@@ -439,10 +438,12 @@ class SQLEventStore(EventStore):
         return position
 
     def reopen(self, *, for_scans: bool = False) -> SQLEventStore:
-        return SQLEventStore(
+        handle = SQLEventStore(
             self._raw_url, table=self.table_base, epoch=self.epoch, read_only=self._db.read_only, _create_schema=False,
             _for_scans=for_scans,
         )
+        handle._db.fences = list(self._db.fences)  # a worker's writes are fenced by the job's lease
+        return handle
 
     def list_streams(self) -> Iterator[str]:
         with self._read() as c:
@@ -650,34 +651,17 @@ class SQLEventStore(EventStore):
 
     # ------------------------------------------------ migration bookkeeping
     @contextmanager
-    def lock(self, name: str) -> Iterator[None]:
+    def lock(self, name: str, *, ttl_s: float | None = None) -> Iterator[None]:
+        """PostgreSQL: a lease (:mod:`~eventmig.stores.sql_lease`) scoped to this schema and events table, so
+        stores side by side in one database are independent; every write of this store's handles (those
+        :meth:`at_epoch` gives, and :meth:`reopen` copies) checks it in its own transaction. SQLite: an
+        flock beside the file, which the kernel releases when its holder dies and a live process cannot lose."""
         if self.dialect == "postgresql":
-            with self._pg_advisory_lock(name):
+            with SQLLease(self._db, f"{name}:{self.table_base}", ttl_s=ttl_s or DEFAULT_LEASE_TTL_S, label=name).held():
                 yield
         else:
             with _file_lock(self._sqlite_path, name, self.url):
                 yield
-
-    @contextmanager
-    def _pg_advisory_lock(self, name: str) -> Iterator[None]:
-        # a session-level advisory lock dies with its connection, so a killed job frees it
-        with self.engine.connect() as c:
-            # scoped to this schema and events table: stores side by side in one database are independent
-            key = c.exec_driver_sql(
-                "SELECT hashtext(%s || current_schema() || ':' || %s)", (f"eventmig:{name}:", self.table_base)
-            ).scalar()
-            got = c.exec_driver_sql("SELECT pg_try_advisory_lock(%s)", (key,)).scalar()
-            c.commit()
-            if not got:
-                raise Busy(f"another eventmig job holds the {name!r} lock on {self.url}")
-            fd = c.connection.driver_connection.fileno()
-            _lock_fds.add(fd)
-            try:
-                yield
-            finally:
-                _lock_fds.discard(fd)
-                c.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (key,))
-                c.commit()
 
     def save_run(self, run: Run) -> None:
         with self._write() as c:
