@@ -27,7 +27,7 @@ from .checksums import compare
 from .errors import ConfigError, EventmigError, StoreError, VerificationFailed
 from .migrate import DEFAULT_BATCH_SIZE, LOCK, _migrate, _number, current_run
 from .progress import SILENT, Progress, announce_run
-from .retry import RetryPolicy, with_retries
+from .retry import RetryPolicy, held, with_retries
 from .stores.base import EventStore, Run, Switch
 from .transform import BatchCounts
 from .upcasting import CompiledRegistry
@@ -92,7 +92,8 @@ def switch(
     catch-ups start again from the last committed checkpoint, and a flip that
     committed although its connection broke is recognised, not made twice.
     """
-    with store.lock(LOCK):  # catch-ups run under this lock, hence _migrate and not migrate()
+    retried = {"job": "switch", "store_url": store.url, "resume": "eventmig switch", "policy": retry, "progress": progress}
+    with held(lambda: store.lock(LOCK), **retried):  # catch-ups run under this lock, hence _migrate, not migrate()
         seen = _History(store)
 
         def attempt(n: int) -> SwitchReport:
@@ -101,8 +102,7 @@ def switch(
                 return SwitchReport("switch", done.from_epoch, done.to_epoch, done.at)
             return _switch(store, compiled, seen, batch_size, workers, catch_up, attempts, progress)
 
-        return with_retries(attempt, job="switch", store_url=store.url, resume="eventmig switch", policy=retry,
-                            progress=progress)
+        return with_retries(attempt, **retried)
 
 
 class _History:
@@ -239,7 +239,9 @@ def rollback(
     A lost connection is retried as ``retry`` says; a rollback that committed
     although its connection broke is recognised, never made twice.
     """
-    with store.lock(LOCK):
+    retried = {"job": "rollback", "store_url": store.url, "resume": "eventmig rollback", "policy": retry,
+               "progress": progress}
+    with held(lambda: store.lock(LOCK), **retried):
         seen = _History(store)
 
         def attempt(n: int) -> SwitchReport:
@@ -248,8 +250,7 @@ def rollback(
                 return SwitchReport("rollback", done.from_epoch, done.to_epoch, done.at)
             return _rollback(store, seen, force)
 
-        report = with_retries(attempt, job="rollback", store_url=store.url, resume="eventmig rollback",
-                              policy=retry, progress=progress)
+        report = with_retries(attempt, **retried)
     if read_models is not None:
         _read_models_after_rollback(report, read_models)
     return report

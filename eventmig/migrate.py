@@ -19,7 +19,7 @@ import msgspec
 from .errors import ConfigError
 from .parallel import Workers, check_workers, slice_count, slices
 from .progress import SILENT, Progress, announce_run, count_written
-from .retry import RetryPolicy, with_retries
+from .retry import RetryPolicy, held, with_retries
 from .stores.base import EventStore, QuarantinedEvent, Run, TargetEvent
 from .transform import BatchCounts, Prepared, Transformer
 from .upcasting import CompiledRegistry
@@ -85,11 +85,13 @@ def migrate(
     if dry_run:
         store.check_new_epoch()
         return _dry_run(store, Transformer(compiled, stream_map), batch_size, workers, progress)
-    with store.lock(LOCK):
+    retried = {"job": "migrate", "store_url": store.url, "resume": "eventmig migrate", "policy": retry,
+               "progress": progress}
+    with held(lambda: store.lock(LOCK), **retried):
         return with_retries(
             lambda attempt: _migrate(store, compiled, batch_size, dict(stream_map or {}), restart and attempt == 1,
                                      workers, progress),
-            job="migrate", store_url=store.url, resume="eventmig migrate", policy=retry, progress=progress,
+            **retried,
         )
 
 

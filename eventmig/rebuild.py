@@ -68,7 +68,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from .cutover import swap_read_models
 from .errors import ConfigError, EventmigError, ExitCode, UpcastError
 from .progress import SILENT, Progress, announce_run
-from .retry import RetryPolicy, is_transient, with_retries
+from .retry import RetryPolicy, held, is_transient, with_retries
 from .events import MetadataKey
 from .parallel import check_workers, ignore_interrupts, interrupts_held
 from .projections import (
@@ -210,12 +210,13 @@ def rebuild(
     try:
         for projection in selected:  # names a rebuild would derive and the database would cut: before anything is written
             db.check_names(projection.name, projection.tables)
-        with db.lock(LOCK):
+        urls = store.url if db.url == store.url else f"{store.url} or {db.url}"
+        retried = {"job": "rebuild", "store_url": urls, "resume": "eventmig rebuild", "policy": retry, "progress": progress}
+        with held(lambda: db.lock(LOCK), **retried):
             return with_retries(
                 lambda attempt: _rebuild(store, selected, compiled, db, workers, batch_size, accept_changes, swap,
                                          restart and attempt == 1, progress),
-                job="rebuild", store_url=store.url if db.url == store.url else f"{store.url} or {db.url}",
-                resume="eventmig rebuild", policy=retry, progress=progress,
+                **retried,
             )
     finally:
         if owns_db:

@@ -17,13 +17,15 @@ another job now holds, write beside that job.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple, TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from typing import Any, NamedTuple, TypeVar
 
 import tenacity
 
 from .errors import LeaseLost, StoreUnavailable, TransientStoreError
 from .progress import SILENT, Progress, notify
+from .stores import mask_url
 
 T = TypeVar("T")
 
@@ -94,7 +96,7 @@ def with_retries(
     def announce(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         wait = state.next_action.sleep if state.next_action is not None else 0.0
-        notify(progress, f"{job}: lost {store_url} ({_one_line(error)}); retry {state.attempt_number} of "
+        notify(progress, f"{job}: lost {store_url} ({mask_url(_one_line(error))}); retry {state.attempt_number} of "
                          f"{policy.attempts} in {wait:.1f}s, resuming from the last committed checkpoint")
 
     retrying = tenacity.Retrying(
@@ -111,9 +113,30 @@ def with_retries(
             raise
         tries = f"{attempt} tries" if attempt > 1 else "1 try"
         raise StoreUnavailable(
-            f"{job} stopped: {store_url} is unavailable ({_one_line(exc)}) after {tries}; what was committed "
+            f"{job} stopped: {store_url} is unavailable ({mask_url(_one_line(exc))}) after {tries}; what was committed "
             f"is kept: run `{resume}` to resume once the store is back"
         ) from exc
+
+
+@contextmanager
+def held(
+    lock: Callable[[], AbstractContextManager[Any]],
+    *,
+    job: str,
+    store_url: str,
+    resume: str,
+    policy: RetryPolicy = RetryPolicy(),
+    progress: Progress = SILENT,
+) -> Iterator[None]:
+    """Hold ``lock()`` (a job's lock or lease) for the block, its taking retried like the work itself.
+
+    A lock that is busy is not retried: :class:`~eventmig.errors.Busy` means
+    another job is at work, and a second one must be refused at once.
+    """
+    with ExitStack() as stack:
+        with_retries(lambda _attempt: stack.enter_context(lock()), job=job, store_url=store_url, resume=resume,
+                     policy=policy, progress=progress)
+        yield
 
 
 def _one_line(exc: BaseException | None) -> str:

@@ -173,7 +173,8 @@ class SQLDatabase:
         except sa.exc.DBAPIError as exc:
             self.engine.dispose()
             if not (read_only and self.sqlite_path):
-                raise StoreError(f"cannot connect to {self.url}: {first_line(exc.orig)}") from None
+                kind = TransientStoreError if is_transient(exc) else StoreError
+                raise kind(f"cannot connect to {self.url}: {first_line(exc.orig)}") from None
             # a WAL file whose shared-memory index cannot be made (a directory this process may not write
             # to, and no other connection open, or the index would exist): read it as it is on disk
             self.engine = _engine(parsed, busy_timeout_s, pragmas, what, read_only=True, immutable=True)

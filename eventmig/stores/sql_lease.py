@@ -114,6 +114,15 @@ class SQLLease:
     # ----------------------------------------------------------- acquire
     def acquire(self) -> None:
         """Take the lease, or raise Busy naming who holds it and for how long yet."""
+        try:
+            self._take()
+        except Exception:
+            # a commit whose answer was lost may have made the lease this one's: a retry in this process must
+            # not find itself in its own way
+            _released.add(self.owner)
+            raise
+
+    def _take(self) -> None:
         q, now = self.db.q, _now_sql(self.db.dialect)
         with self.db.write(fenced=False) as c:
             self._ensure_table(c)
