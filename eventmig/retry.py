@@ -96,8 +96,8 @@ def with_retries(
     def announce(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         wait = state.next_action.sleep if state.next_action is not None else 0.0
-        notify(progress, f"{job}: lost {store_url} ({mask_url(_one_line(error))}); retry {state.attempt_number} of "
-                         f"{policy.attempts} in {wait:.1f}s, resuming from the last committed checkpoint")
+        notify(progress, f"{job}: lost {store_url} ({_cause(error, store_url)}); retry {state.attempt_number} of "
+                         f"{policy.attempts} in {_seconds(wait)}, resuming from the last committed checkpoint")
 
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(policy.attempts + 1),
@@ -113,7 +113,7 @@ def with_retries(
             raise
         tries = f"{attempt} tries" if attempt > 1 else "1 try"
         raise StoreUnavailable(
-            f"{job} stopped: {store_url} is unavailable ({mask_url(_one_line(exc))}) after {tries}; what was committed "
+            f"{job} stopped: {store_url} is unavailable ({_cause(exc, store_url)}) after {tries}; what was committed "
             f"is kept: run `{resume}` to resume once the store is back"
         ) from exc
 
@@ -137,6 +137,18 @@ def held(
         with_retries(lambda _attempt: stack.enter_context(lock()), job=job, store_url=store_url, resume=resume,
                      policy=policy, progress=progress)
         yield
+
+
+def _seconds(wait: float) -> str:
+    return f"{wait:.1f}s" if wait >= 1 else f"{wait * 1000:.0f} ms"
+
+
+def _cause(exc: BaseException | None, store_url: str) -> str:
+    """What went wrong, in one line, without the URL the message around it names already."""
+    text = mask_url(_one_line(exc))
+    for url in store_url.split(" or "):
+        text = text.replace(f"cannot connect to {url}: ", "cannot connect: ").replace(f"{url}: ", "")
+    return text
 
 
 def _one_line(exc: BaseException | None) -> str:

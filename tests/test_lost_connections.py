@@ -9,7 +9,11 @@ is never restarted: other suites share it.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -288,3 +292,52 @@ def test_store_unavailable_after_the_budget(postgres_server: str, postgres_url: 
     with open_store(postgres_url) as store:  # and it does resume
         assert migrate(store, shop_registry, retry=FAST).status == "completed"
         assert verify(store, shop_registry).ok
+
+
+# ---------------------------------------------------------------------- CLI
+def _cli_migrate(url: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "eventmig", "migrate", "--batch-size", "100", "--workers", "2", *args],
+        env={**os.environ, "EVENTMIG_STORE": url}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _arm_at_first_checkpoint(url: str, proc: subprocess.Popen, killer: _Terminator) -> None:
+    """Terminations start once the job is under way (a store it cannot open at all is another matter)."""
+    deadline = time.monotonic() + 60
+    with open_store(url) as store:
+        while time.monotonic() < deadline and proc.poll() is None:
+            runs = store.runs("migrate")
+            if runs and runs[-1].checkpoint is not None:
+                killer.armed.set()
+                return
+            time.sleep(0.005)
+
+
+def test_cli_migrate_retries_with_one_line_notices(postgres_server: str, postgres_url: str):
+    url, app = _named(postgres_url)
+    with open_store(url) as store:
+        seed(store, 20_000)
+    with terminating(postgres_server, app, times=3, gap_s=0.1, armed=False) as killer:
+        proc = _cli_migrate(url, "--retry-max-wait", "0.05")
+        _arm_at_first_checkpoint(postgres_url, proc, killer)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert killer.kills >= 1
+    notices = [line for line in err.splitlines() if line.startswith("migrate: lost ")]
+    assert notices and all("retry " in line and "resuming from the last committed checkpoint" in line for line in notices)
+    assert "Traceback" not in err and "error" not in err
+
+
+def test_cli_exit_code_5_once_the_retries_are_spent(postgres_server: str, postgres_url: str):
+    url, app = _named(postgres_url)
+    with open_store(url) as store:
+        seed(store, 20_000)
+    with terminating(postgres_server, app, times=100_000, gap_s=0.0, armed=False) as killer:
+        proc = _cli_migrate(url, "--retry-attempts", "2", "--retry-max-wait", "0.01", "--json")
+        _arm_at_first_checkpoint(postgres_url, proc, killer)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == ExitCode.UNAVAILABLE == 5, err
+    error = json.loads(out.splitlines()[-1])
+    assert error["exit_code"] == 5 and "run `eventmig migrate` to resume" in error["error"]
+    assert "Traceback" not in err
