@@ -30,7 +30,6 @@ from .timeline import TimelineEntry
 from .timeline import build as build_timeline
 from .progress import SILENT, Progress
 from .readmodels import ReadModelDB
-from .retry import with_retries
 from .stores import EventStore, mask_url, open_store
 from .stores.base import EpochInfo, Run, Switch
 from .upcasting import CompiledRegistry, EventContext
@@ -47,13 +46,6 @@ def open_configured_store(settings: Settings, *, create: bool = False, read_only
     nothing themselves.
     """
     return open_store(settings.store, table=settings.events_table, create=create, read_only=read_only)
-
-
-def open_job_store(settings: Settings, job: str, progress: Progress = SILENT) -> EventStore:
-    """The configured event store for a job that writes: a server restarting as the job starts is retried
-    like a connection lost during the job (see :mod:`eventmig.retry`)."""
-    return with_retries(lambda _attempt: open_configured_store(settings), job=job, store_url=mask_url(settings.store),
-                        resume=f"eventmig {job}", policy=settings.retry, progress=progress)
 
 
 # ------------------------------------------------------------------------ plan
@@ -434,7 +426,7 @@ def migrate(
 ) -> _migrate.MigrateReport:
     compiled = load_registry(settings)
     mapping = load_stream_map(stream_map) if stream_map else None
-    with open_job_store(settings, "migrate", progress) as store:
+    with open_configured_store(settings) as store:
         return _migrate.migrate(
             store, compiled, batch_size=settings.batch_size, stream_map=mapping, dry_run=dry_run,
             restart=restart, workers=settings.workers, retry=settings.retry, progress=progress,
@@ -464,7 +456,7 @@ def switch(
     settings: Settings, *, catch_up: bool = True, attempts: int = 5, progress: Progress = SILENT
 ) -> cutover.SwitchReport:
     compiled = load_registry(settings)
-    with open_job_store(settings, "switch", progress) as store:
+    with open_configured_store(settings) as store:
         return cutover.switch(store, compiled, batch_size=settings.batch_size, workers=settings.workers,
                               catch_up=catch_up, attempts=attempts, retry=settings.retry, progress=progress)
 
@@ -486,7 +478,7 @@ def rollback(
             return cutover.rollback_read_models(db, names)
     if names:
         raise ConfigError("projection names are for `eventmig rollback --read-models`; an epoch rollback takes none")
-    with open_job_store(settings, "rollback", progress) as store:
+    with open_configured_store(settings) as store:
         return cutover.rollback(store, force=force, read_models=settings.read_models_url, retry=settings.retry,
                                 progress=progress)
 
@@ -506,7 +498,7 @@ def rebuild(
     """Replay the active epoch into the projections' shadow tables, verify them, swap them in."""
     compiled = load_registry(settings)
     projections = load_projections(settings)
-    with open_job_store(settings, "rebuild", progress) as store:
+    with open_configured_store(settings) as store:
         return _rebuild.rebuild(
             store, projections, registry=compiled, read_models=settings.read_models_url, names=names,
             workers=workers or settings.workers, batch_size=batch_size or _rebuild.DEFAULT_BATCH_SIZE,

@@ -27,6 +27,8 @@ from eventmig.errors import ConfigError
 MAX_BATCH_SIZE = 1_000_000
 MAX_WORKERS = 64
 MAX_CHECK_EXAMPLES = 1_000_000
+MAX_RETRY_ATTEMPTS = 1_000
+MAX_RETRY_MAX_WAIT_S = 3_600
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,25 +77,32 @@ toml_values = st.recursive(
 )
 TEXT_SETTINGS = ["store", "read_models", "upcasters", "projections", "events_table", "version_key", "cases"]
 COUNT_SETTINGS = {"batch_size": MAX_BATCH_SIZE, "workers": MAX_WORKERS, "check_examples": MAX_CHECK_EXAMPLES}
+#: settings that may be 0: retries (an integer) and the longest wait between them (seconds, an integer or not)
+RETRY_SETTINGS = {"retry_attempts": MAX_RETRY_ATTEMPTS, "retry_max_wait_s": MAX_RETRY_MAX_WAIT_S}
 
 
 def wrong_for(key: str) -> st.SearchStrategy[Any]:
     if key in COUNT_SETTINGS:
         return toml_values.filter(lambda v: type(v) is not int or not 1 <= v <= COUNT_SETTINGS[key])
+    if key == "retry_attempts":
+        return toml_values.filter(lambda v: type(v) is not int or not 0 <= v <= MAX_RETRY_ATTEMPTS)
+    if key == "retry_max_wait_s":
+        return toml_values.filter(lambda v: type(v) not in (int, float) or not 0 <= v <= MAX_RETRY_MAX_WAIT_S)
     return toml_values.filter(lambda v: not isinstance(v, str))
 
 
 def test_the_documented_ranges_are_the_code_s():
-    from eventmig import migrate, parallel
+    from eventmig import migrate, parallel, retry
 
     assert (migrate.MAX_BATCH_SIZE, parallel.MAX_WORKERS) == (MAX_BATCH_SIZE, MAX_WORKERS)
+    assert (retry.MAX_RETRY_ATTEMPTS, retry.MAX_RETRY_MAX_WAIT_S) == (MAX_RETRY_ATTEMPTS, MAX_RETRY_MAX_WAIT_S)
 
 
 def test_the_settings_under_test_are_all_there_are():
-    assert set(TEXT_SETTINGS) | set(COUNT_SETTINGS) == {f.name for f in fields(Settings)} - {"root", "config_file"}
+    assert set(TEXT_SETTINGS) | set(COUNT_SETTINGS) | set(RETRY_SETTINGS) == {f.name for f in fields(Settings)} - {"root", "config_file"}
 
 
-@pytest.mark.parametrize("key", TEXT_SETTINGS + list(COUNT_SETTINGS))
+@pytest.mark.parametrize("key", TEXT_SETTINGS + list(COUNT_SETTINGS) + list(RETRY_SETTINGS))
 def test_a_wrong_typed_setting_is_a_configuration_error_naming_it(key: str, tmp_path_factory: pytest.TempPathFactory,
                                                                     monkeypatch: pytest.MonkeyPatch):
     for var in ("EVENTMIG_STORE", "EVENTMIG_CONFIG", "EVENTMIG_UPCASTERS", "EVENTMIG_READ_MODELS", "EVENTMIG_PROJECTIONS"):
