@@ -76,7 +76,9 @@ def test_a_migration_never_writes_into_a_live_table_whose_name_is_too_long(postg
                 migrate(store, shop_registry, dry_run=dry_run, workers=1)
         assert store.count_events() == before == 300
         assert [e.epoch for e in store.epochs()] == [1] and store.runs() == []
-    assert _tables(postgres_url) == {LONG, "eventmig_epochs", "eventmig_runs", "eventmig_quarantine", "eventmig_switches"}
+    # the bookkeeping, and the job lease the refused migration held: nothing of an epoch 2
+    assert _tables(postgres_url) == {LONG, "eventmig_epochs", "eventmig_runs", "eventmig_quarantine", "eventmig_switches",
+                                     "eventmig_leases"}
 
 
 def test_the_cli_refuses_a_long_events_table_in_one_line_with_exit_2(postgres_url: str, tmp_path: Path):
