@@ -16,23 +16,26 @@ from typing import Any
 
 import msgspec
 
-from . import cutover
-from . import migrate as _migrate
-from . import rebuild as _rebuild
-from . import verify as _verify
-from .config import Settings, load_projections, load_registry
-from .demo import seed
-from .errors import ConfigError, UpcastError
-from .nesting import too_deep
-from .graph import Graph
-from .graph import build as build_graph
-from .timeline import TimelineEntry
-from .timeline import build as build_timeline
-from .progress import SILENT, Progress
-from .readmodels import ReadModelDB
-from .stores import EventStore, mask_url, open_store
-from .stores.base import EpochInfo, Run, Switch
-from .upcasting import CompiledRegistry, EventContext
+from eventmig.jobs import cutover
+from eventmig.jobs import migrate as _migrate
+from eventmig.jobs import rebuild as _rebuild
+from eventmig.jobs import verify as _verify
+from eventmig.config import Settings, load_projections, load_registry
+from eventmig.jobs.seed import seed
+from eventmig.errors import ConfigError, UpcastError
+from eventmig.model.nesting import too_deep
+from eventmig.model.graph import Graph
+from eventmig.model.graph import build as build_graph
+from eventmig.jobs.timeline import TimelineEntry
+from eventmig.jobs.timeline import build as build_timeline
+from eventmig.progress import SILENT, Progress
+from eventmig.backends.sql.readmodels import ReadModelDB
+from eventmig.ports import EventStore
+from eventmig.urls import mask_url
+from eventmig.backends import open_store
+from eventmig.model.records import EpochInfo, Run, Switch
+from eventmig.model.upcasting import CompiledRegistry, EventContext
+from eventmig.retry import retry_policy
 
 _decode = msgspec.json.Decoder().decode
 
@@ -266,7 +269,7 @@ def check(
 def _testing() -> Any:
     """eventmig.testing.checks, or a configuration error saying how to install it."""
     try:
-        from .testing import checks
+        from eventmig.testing import checks
     except ModuleNotFoundError as exc:
         if exc.name != "hypothesis":
             raise
@@ -275,7 +278,7 @@ def _testing() -> Any:
 
 
 def _pending_note(settings: Settings) -> str | None:
-    from .testing.cases import pending_path
+    from eventmig.testing.cases import pending_path
 
     pending = pending_path(settings.cases_file)
     if not pending.exists():
@@ -289,7 +292,7 @@ class RecordReport(msgspec.Struct):
     pending: str
     #: where the inputs came from: "store" (sampled stored events) or "generated"
     source: str
-    recorded: list[Any]  # eventmig.declared.Example, one per recorded case
+    recorded: list[Any]  # eventmig.model.declared.Example, one per recorded case
     skipped: list[str]
 
 
@@ -302,7 +305,7 @@ def record_cases(
         raise ConfigError("--record needs at least 1 case per (type, version)")
     compiled = load_registry(settings)
     _testing()
-    from .testing import cases
+    from eventmig.testing import cases
 
     inputs: list[Any] = []
     source = "generated"
@@ -323,13 +326,13 @@ def record_cases(
 
 class AcceptReport(msgspec.Struct):
     cases_file: str
-    accepted: list[Any]  # eventmig.declared.Example
+    accepted: list[Any]  # eventmig.model.declared.Example
 
 
 def accept_cases(settings: Settings) -> AcceptReport:
     """Move the cases ``record_cases`` wrote into the cases file, after review."""
     _testing()
-    from .testing.cases import accept_pending
+    from eventmig.testing.cases import accept_pending
 
     return AcceptReport(str(settings.cases_file), accept_pending(settings.cases_file))
 
@@ -429,7 +432,7 @@ def migrate(
     with open_configured_store(settings) as store:
         return _migrate.migrate(
             store, compiled, batch_size=settings.batch_size, stream_map=mapping, dry_run=dry_run,
-            restart=restart, workers=settings.workers, retry=settings.retry, progress=progress,
+            restart=restart, workers=settings.workers, retry=retry_policy(settings), progress=progress,
         )
 
 
@@ -458,7 +461,7 @@ def switch(
     compiled = load_registry(settings)
     with open_configured_store(settings) as store:
         return cutover.switch(store, compiled, batch_size=settings.batch_size, workers=settings.workers,
-                              catch_up=catch_up, attempts=attempts, retry=settings.retry, progress=progress)
+                              catch_up=catch_up, attempts=attempts, retry=retry_policy(settings), progress=progress)
 
 
 def rollback(
@@ -479,7 +482,7 @@ def rollback(
     if names:
         raise ConfigError("projection names are for `eventmig rollback --read-models`; an epoch rollback takes none")
     with open_configured_store(settings) as store:
-        return cutover.rollback(store, force=force, read_models=settings.read_models_url, retry=settings.retry,
+        return cutover.rollback(store, force=force, read_models=settings.read_models_url, retry=retry_policy(settings),
                                 progress=progress)
 
 
@@ -501,8 +504,8 @@ def rebuild(
     with open_configured_store(settings) as store:
         return _rebuild.rebuild(
             store, projections, registry=compiled, read_models=settings.read_models_url, names=names,
-            workers=workers or settings.workers, batch_size=batch_size or _rebuild.DEFAULT_BATCH_SIZE,
-            accept_changes=accept_changes, swap=swap, restart=restart, retry=settings.retry, progress=progress,
+            workers=workers or settings.workers, batch_size=batch_size or settings.rebuild_batch_size,
+            accept_changes=accept_changes, swap=swap, restart=restart, retry=retry_policy(settings), progress=progress,
         )
 
 
@@ -733,7 +736,7 @@ def init(directory: str | Path = ".", *, example: str | None = None) -> InitRepo
     (``shop``, the reference service ``eventmig demo`` runs) instead of the
     empty packages.
     """
-    from . import scaffold
+    from eventmig import scaffold
 
     root = Path(directory)
     if not root.is_dir():

@@ -23,21 +23,15 @@ from typing import Any, NamedTuple, TypeVar
 
 import tenacity
 
-from .errors import LeaseLost, StoreUnavailable, TransientStoreError
-from .progress import SILENT, Progress, notify
-from .stores import mask_url
+from eventmig.config import DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_MAX_WAIT_S, Settings
+from eventmig.errors import LeaseLost, StoreUnavailable, TransientStoreError
+from eventmig.progress import SILENT, Progress, notify
+from eventmig.urls import mask_url
 
 T = TypeVar("T")
 
-#: tries after the first failure before a job gives up (0: never retry)
-DEFAULT_RETRY_ATTEMPTS = 10
-#: the longest wait between two tries, in seconds; the waits grow from FIRST_WAIT_S up to it, jittered
-DEFAULT_RETRY_MAX_WAIT_S = 30.0
 #: the wait before the first retry is at most this (then doubles, capped by the max wait)
 FIRST_WAIT_S = 0.5
-#: bounds of the settings: past them a value is a typo, not a wish
-MAX_RETRY_ATTEMPTS = 1000
-MAX_RETRY_MAX_WAIT_S = 3600.0
 
 
 class RetryPolicy(NamedTuple):
@@ -47,6 +41,11 @@ class RetryPolicy(NamedTuple):
     attempts: int = DEFAULT_RETRY_ATTEMPTS
     #: the longest wait between two tries, in seconds
     max_wait_s: float = DEFAULT_RETRY_MAX_WAIT_S
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The policy ``[tool.eventmig]`` and the flags ask for."""
+    return RetryPolicy(settings.retry_attempts, float(settings.retry_max_wait_s))
 
 
 #: functions that recognise a backend's transient errors among exceptions that escaped it unconverted

@@ -24,18 +24,18 @@ import pytest
 import sqlalchemy as sa
 
 import projections as shop
-from eventmig import rebuild as rebuild_module
-from eventmig.cutover import switch
-from eventmig.demo import seed
+from eventmig.jobs import rebuild as rebuild_module
+from eventmig.jobs.cutover import switch
+from eventmig.jobs.seed import seed
 from eventmig.errors import Busy, ExitCode, LeaseLost, StoreUnavailable
-from eventmig.migrate import migrate
-from eventmig.readmodels import ReadModelDB, digest_table_rows
-from eventmig.projections import replay
-from eventmig.rebuild import rebuild
+from eventmig.jobs.migrate import migrate
+from eventmig.backends.sql.readmodels import ReadModelDB, digest_table_rows
+from eventmig.projection.api import replay
+from eventmig.jobs.rebuild import rebuild
 from eventmig.retry import RetryPolicy
-from eventmig.stores import open_store
-from eventmig.stores.sql_lease import SQLLease
-from eventmig.verify import verify
+from eventmig.backends import open_store
+from eventmig.backends.sql.lease import SQLLease
+from eventmig.jobs.verify import verify
 
 #: retries enough for five terminations and then some, with waits short enough for a test
 FAST = RetryPolicy(attempts=30, max_wait_s=0.05)
@@ -244,7 +244,7 @@ def test_a_job_whose_lease_was_taken_over_stops_writing(postgres_url: str):
 
 
 def _run():
-    from eventmig.stores.base import Run
+    from eventmig.model.records import Run
 
     return Run(id="r2", kind="migrate", source_epoch=1, target_epoch=2, status="running", checkpoint=None,
                fingerprint="f", started_at=0.0, updated_at=0.0)

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from eventmig.config import load_settings
 from eventmig.errors import ConfigError, ExitCode, LeaseLost, StoreError, StoreUnavailable, TransientStoreError
-from eventmig.retry import RetryPolicy, is_transient, with_retries
-from eventmig.stores import open_store
+from eventmig.retry import RetryPolicy, is_transient, retry_policy, with_retries
+from eventmig.backends import open_store
 from eventmig.errors import Busy
 
 URL = "postgresql+psycopg://app:***@db.example/shop"
@@ -98,9 +98,9 @@ def _config(tmp_path: Path, body: str) -> Path:
 
 def test_retry_settings_from_the_file_and_flags(tmp_path: Path):
     settings = load_settings(_config(tmp_path, "retry_attempts = 3\nretry_max_wait_s = 0.5"))
-    assert settings.retry == RetryPolicy(3, 0.5)
-    assert load_settings(_config(tmp_path, "retry_attempts = 3"), retry_attempts=0).retry.attempts == 0
-    assert load_settings(_config(tmp_path, "")).retry == RetryPolicy()
+    assert retry_policy(settings) == RetryPolicy(3, 0.5)
+    assert retry_policy(load_settings(_config(tmp_path, "retry_attempts = 3"), retry_attempts=0)).attempts == 0
+    assert retry_policy(load_settings(_config(tmp_path, ""))) == RetryPolicy()
 
 
 @pytest.mark.parametrize("body, named", [
@@ -127,7 +127,7 @@ def test_a_lease_renewed_by_its_heartbeat_outlives_its_time(postgres_url: str):
 
 
 def _run():
-    from eventmig.stores.base import Run
+    from eventmig.model.records import Run
 
     return Run(id="r1", kind="migrate", source_epoch=1, target_epoch=2, status="running", checkpoint=None,
                fingerprint="f", started_at=0.0, updated_at=0.0)
