@@ -148,7 +148,7 @@ def _migrate(
     todo = source.count_events(after=run.checkpoint, until=head) if head is not None else 0
     # numbering continues from what the target holds: nothing when starting, the committed
     # batches when resuming (they are exactly what the checkpoint covers)
-    last_versions = target.stream_versions() if run.checkpoint is not None else {}
+    last_versions = target.stream_versions_as_of(run.checkpoint)
     first_version = target.capabilities.first_stream_version
     transformer = Transformer(compiled, stream_map or None, source_epoch=run.source_epoch)
 

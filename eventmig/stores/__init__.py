@@ -71,7 +71,8 @@ def open_store(url: str, *, table: str = "events", create: bool = True, read_onl
     """Open the event store at ``url``, creating eventmig's schema on first use.
 
     ``sqlite:///path.db`` and ``postgresql+psycopg://user@host/db`` are SQL
-    stores; anything else is refused with a message naming what is supported.
+    stores, ``esdb://host:2113`` (and ``esdb+discover://``, ``kurrentdb://``)
+    an EventStoreDB cluster; anything else is refused with a message naming what is supported.
     With ``create=False`` a SQLite file that does not exist is an error
     rather than a new, empty store. ``read_only`` opens it for reading only
     (a SQLite file read-only, PostgreSQL sessions read-only) and creates
@@ -82,6 +83,11 @@ def open_store(url: str, *, table: str = "events", create: bool = True, read_onl
         from .sql import SQLEventStore
 
         return SQLEventStore(url, table=table, create=create, read_only=read_only)
+    from ..backends.esdb import SCHEMES as _ESDB_SCHEMES, open_esdb
+
+    if url.partition(":")[0].lower() in _ESDB_SCHEMES:
+        return open_esdb(url, create=create, read_only=read_only)
     raise ConfigError(
-        f"unknown store URL {url_shown_unparsed(url)!r}: expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+        f"unknown store URL {url_shown_unparsed(url)!r}: expected sqlite:///PATH, postgresql+psycopg://USER@HOST/DB "
+        "or esdb://HOST:PORT"
     )
