@@ -8,10 +8,7 @@ start, whether commit positions have gaps.
 from __future__ import annotations
 
 import multiprocessing
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,16 +18,11 @@ from eventmig.stores.base import QuarantinedEvent, StreamPartitions
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "esdb"])
-def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
+def store_url(request: pytest.FixtureRequest) -> str:
     """Each test runs once per backend; EventStoreDB on a fresh stand-in node of its own (an empty store)."""
     if request.param == "esdb":
-        sys.path.insert(0, str(Path(__file__).parent))
-        from esdb_standin import StandIn
-
-        with StandIn() as node:
-            yield node.url
-        return
-    yield request.getfixturevalue({"sqlite": "sqlite_url", "postgresql": "postgres_url"}[request.param])
+        return request.getfixturevalue("esdb_node").url
+    return request.getfixturevalue({"sqlite": "sqlite_url", "postgresql": "postgres_url"}[request.param])
 
 
 def events(n: int, type_: str = "Happened", start: int = 0) -> list:

@@ -1,0 +1,209 @@
+"""The EventStoreDB backend against the stand-in: a migration on one cluster, and the server's hazards.
+
+Each test gets a fresh stand-in node (``esdb_node``): an empty cluster.
+The hazards are the server's, pinned in test_esdb_contract.py; here the
+backend is shown to handle each: a read resumed from a commit position
+includes it, ``$all`` still holds deleted and truncated streams' events,
+and the created time cannot be set.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import json
+import time
+
+import msgspec
+import pytest
+from kurrentdbclient import KurrentDBClient, NewEvent, StreamState as ClientState
+from kurrentdbclient.exceptions import DeadlineExceededError, ServiceUnavailableError, SSLError, WrongCurrentVersionError
+
+from eventmig import StreamState, new_event
+from eventmig.backends.esdb import is_transient
+from eventmig.backends.esdb.connection import ENV_PASSWORD, ENV_USERNAME, with_credentials
+from eventmig.backends.esdb.lineage import CHAIN, CREATED, NUMBER, POSITION, STREAM, iso_micros
+from eventmig.cutover import rollback, switch
+from eventmig.demo import seed
+from eventmig.migrate import migrate
+from eventmig.stores import TargetEvent, open_store
+from eventmig.verify import verify
+
+
+def raw(url: str) -> KurrentDBClient:
+    return KurrentDBClient(url)
+
+
+def test_migrate_verify_switch_rollback_on_one_cluster(esdb_node, shop_registry):
+    with open_store(esdb_node.url) as store:
+        seed(store, 1500)
+        report = migrate(store, shop_registry, batch_size=400, workers=1)
+        assert report.status == "completed" and report.events_read == 1500
+        v = verify(store, shop_registry, workers=1)
+        assert v.ok, v.problems
+        assert v.expected_events == report.events_written == store.at_epoch(2).count_events()
+        flip = switch(store, shop_registry, workers=1)
+        assert (flip.from_epoch, flip.to_epoch) == (1, 2)
+    client = raw(esdb_node.url)
+    names = {e.stream_name for e in client.read_all(filter_include=("e2.",), filter_by_prefix=True, filter_by_stream_name=True)}
+    assert names and all(n.startswith("e2.") for n in names)  # epoch 2 is a prefix: its own $ce- category
+    with open_store(esdb_node.url) as app:
+        assert app.active_epoch() == 2
+        stream = next(s for s in app.list_streams() if s.startswith("order-"))
+        events = app.read_stream(stream)
+        assert [e.version for e in events] == list(range(len(events)))  # revisions from 0
+        assert events[0].type == "OrderPlaced" and events[0].decoded_metadata()["eventmig"]["source"]["stream"] == stream
+        assert len(app.at_epoch(1).read_stream(stream)) > 0  # the old epoch is kept
+        back = rollback(app)
+        assert back.to_epoch == 1
+    with open_store(esdb_node.url) as app:
+        assert app.active_epoch() == 1
+
+
+def test_a_resumed_read_skips_the_event_at_its_checkpoint(esdb_node):
+    """read_all from commit position P includes P on the server; resuming after P must not return it again."""
+    with open_store(esdb_node.url) as store:
+        for i in range(5):
+            store.append(f"s-{i}", [new_event("E", {"i": i})])
+        rows = [r for b in store.read_all_rows() for r in b]
+        p = rows[2][2]
+        client = raw(esdb_node.url)
+        served = [e.commit_position for e in client.read_all(commit_position=p)]
+        assert served[0] == p  # the server's behaviour: the event at P comes back
+        assert [r[2] for b in store.read_all_rows(p) for r in b] == [r[2] for r in rows[3:]]
+        assert store.count_events(after=p) == 2 and store.position_after(p, 1) == rows[3][2]
+
+
+def test_deleted_and_truncated_streams_are_not_resurrected(esdb_node, shop_registry):
+    """$all keeps the events of soft-deleted, $tb-truncated and tombstoned streams until a scavenge: not copied."""
+    client = raw(esdb_node.url)
+    with open_store(esdb_node.url) as store:
+        for name in ("kept-1", "deleted-1", "truncated-1", "tombstoned-1", "recreated-1"):
+            store.append(name, [new_event("Noted", {"n": i}) for i in range(4)])
+        client.delete_stream("deleted-1", current_version=ClientState.ANY)
+        client.set_stream_metadata("truncated-1", metadata={"$tb": 2})
+        client.tombstone_stream("tombstoned-1", current_version=ClientState.ANY)
+        client.delete_stream("recreated-1", current_version=ClientState.ANY)
+        store.append("recreated-1", [new_event("Noted", {"n": 9})])  # recreated: only the new event is visible
+    in_all = {e.stream_name for e in client.read_all()}
+    assert {"deleted-1", "truncated-1", "tombstoned-1"} <= in_all  # the hazard: still in $all
+    with open_store(esdb_node.url) as store:
+        visible = [(r[0], r[1]) for b in store.read_all_rows() for r in b]
+        assert sorted(visible) == [*[("kept-1", i) for i in range(4)], ("recreated-1", 4),
+                                   ("truncated-1", 2), ("truncated-1", 3)]
+        report = migrate(store, shop_registry, workers=1)
+        assert report.events_read == 7
+        copied = {r[0] for b in store.at_epoch(report.target_epoch).read_all_rows() for r in b}
+        assert copied == {"kept-1", "recreated-1", "truncated-1"}
+        assert verify(store, shop_registry, workers=1).ok
+
+
+def test_lineage_is_flat_strings_with_the_original_time(esdb_node, shop_registry):
+    with open_store(esdb_node.url) as store:
+        seed(store, 50)
+        source = {(r[0], r[1]): r for b in store.read_all_rows() for r in b}
+        migrate(store, shop_registry, workers=1)
+    client = raw(esdb_node.url)
+    migrated = [e for e in client.read_all(filter_include=("e2.",), filter_by_prefix=True, filter_by_stream_name=True)]
+    assert migrated
+    for e in migrated:
+        meta = json.loads(e.metadata)
+        assert "eventmig" not in meta  # nothing nested
+        for key in (CREATED, STREAM, NUMBER, POSITION, CHAIN):
+            assert isinstance(meta[key], str), key
+        original = source[(meta[STREAM], int(meta[NUMBER]))]
+        assert meta[CREATED] == iso_micros(original[7]) and int(meta[POSITION]) == original[2]
+    with open_store(esdb_node.url) as store:  # read back: the original record time, not the server's
+        for row in (r for b in store.at_epoch(2).read_all_rows() for r in b):
+            came_from = msgspec.json.decode(row[6])["eventmig"]["source"]
+            assert row[7] == source[(came_from["stream"], came_from["version"])][7]
+
+
+def test_a_repeated_batch_is_a_no_op_and_resumes_number_from_the_checkpoint(esdb_node):
+    """A job killed after appending but before saving its checkpoint: the same batch again writes nothing twice."""
+    with open_store(esdb_node.url) as store:
+        epoch = store.create_epoch(1)
+        target = store.at_epoch(epoch)
+
+        def batch(position: int, stream: str, version: int) -> TargetEvent:
+            meta = ('{"eventmig":{"source":{"epoch":1,"stream":"%s","version":%d,"position":%d,"event_id":"x"},'
+                    '"chain":[]}}' % (stream, version, position)).encode()
+            return TargetEvent(stream, version, f"00000000-0000-4000-8000-{position:012d}", "T", b"{}", meta, 1)
+
+        first = [batch(10, "a", 0), batch(20, "b", 0), batch(30, "a", 1)]
+        target.write_batch(first)  # written, checkpoint 30 never saved
+        second = [batch(40, "a", 2)]
+        target.write_batch(second)
+        assert target.stream_versions_as_of(30) == {"a": 1, "b": 0}
+        assert target.stream_versions_as_of(10) == {"a": 0}
+        assert target.stream_versions_as_of(None) == {}
+        target.write_batch(second)  # the retry: a no-op on the server
+        target.write_batch(first)
+        assert target.count_events() == 4
+        with pytest.raises(Exception, match="not where the migration left it"):
+            target.write_batch([batch(50, "a", 2)])  # another event at a taken revision: a conflict, never a duplicate
+
+
+def test_sigkill_mid_migration_into_esdb_resumes_with_nothing_twice(esdb_node, shop_registry):
+    url = esdb_node.url
+    with open_store(url) as s:
+        seed(s, 4000)
+        expected = migrate(s, shop_registry, dry_run=True, workers=1)
+    env = {**os.environ, "EVENTMIG_STORE": url}
+    command = [sys.executable, "-m", "eventmig", "migrate", "--batch-size", "100", "--workers", "1", "--json"]
+    for _ in range(2):
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        with open_store(url) as s:
+            while time.monotonic() < deadline and not (s.runs("migrate") and s.runs("migrate")[-1].checkpoint):
+                time.sleep(0.01)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, "the job finished before it could be killed"
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert '"resumed_from":null' not in done.stdout
+    with open_store(url) as s:
+        (run,) = s.runs("migrate")
+        rows = [r for b in s.at_epoch(run.target_epoch).read_all_rows() for r in b]
+        assert len(rows) == expected.events_written
+        assert len({(r[0], r[1]) for r in rows}) == len(rows)
+        assert len({(r[0], r[3]) for r in rows}) == len(rows)
+        assert verify(s, shop_registry, workers=1).ok
+
+
+def test_transient_errors_are_classified_for_the_retry_policy():
+    assert is_transient(ServiceUnavailableError("node down"))
+    assert is_transient(DeadlineExceededError("deadline"))
+    assert not is_transient(SSLError("bad certificate"))  # a ServiceUnavailable that a retry cannot cure
+    assert not is_transient(WrongCurrentVersionError("conflict"))
+    assert not is_transient(ValueError("x"))
+
+
+def test_credentials_come_from_the_environment_and_are_never_shown(esdb_node, monkeypatch):
+    monkeypatch.setenv(ENV_USERNAME, "admin")
+    monkeypatch.setenv(ENV_PASSWORD, "s3cr@t")
+    assert with_credentials("esdb://node:2113?Tls=true") == "esdb://admin:s3cr%40t@node:2113?Tls=true"
+    assert with_credentials("esdb://ops:pw@node:2113") == "esdb://ops:pw@node:2113"  # the URL's own user wins
+    with open_store(esdb_node.url.replace("esdb://", "esdb://admin:hunter2@")) as s:
+        assert "hunter2" not in s.url and "***" in s.url
+    with pytest.raises(Exception) as refused:
+        open_store("esdb://admin:hunter2@127.0.0.1:1?Tls=true&tlsCaFile=/nonexistent")
+    assert "hunter2" not in str(refused.value)
+
+
+def test_append_conflicts_read_as_eventmig_errors(esdb_node):
+    with open_store(esdb_node.url) as store:
+        assert store.append("s", [new_event("A", {})], StreamState.NO_STREAM) == 0
+        assert store.append("s", [new_event("A", {}), new_event("A", {})], 0) == 2
+        assert store.append("s", [new_event("A", {})]) == 3
+        with pytest.raises(Exception, match="expected version 1, the stream is at version 3"):
+            store.append("s", [new_event("A", {})], 1)
+
+
+def test_unknown_scheme_names_esdb():
+    with pytest.raises(Exception, match="esdb://HOST:PORT"):
+        open_store("mongodb://x")
