@@ -65,6 +65,7 @@ err = Console(stderr=True, soft_wrap=True, markup=False)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pyproject.toml with [tool.eventmig] (default: nearest one).", show_default=False)]
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Event store URL (env EVENTMIG_STORE).", show_default=False)]
+TargetOpt = Annotated[str | None, typer.Option("--target", help="A second event store to migrate into, of any kind (env EVENTMIG_TARGET): --store is then the source, only read.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help=f"Events per batch (1 to {MAX_BATCH_SIZE:,}; default 10,000).", show_default=False)]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, max=MAX_WORKERS, help=f"Worker processes, at most one per batch and {MAX_WORKERS} in all (default: the number of cores).", show_default=False)]
@@ -392,6 +393,7 @@ def _print_check(report: command.CheckReport) -> None:
 def migrate(
     config: ConfigOpt = None,
     store: StoreOpt = None,
+    target: TargetOpt = None,
     batch_size: BatchOpt = None,
     workers: WorkersOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing.")] = False,
@@ -403,7 +405,7 @@ def migrate(
 ) -> None:
     """Copy the active epoch through the upcasters into a new epoch (resumes if interrupted)."""
     with _progress(as_json) as progress:
-        report = command.migrate(_settings(config, store, batch_size, workers), dry_run=dry_run, restart=restart,
+        report = command.migrate(_settings(config, store, batch_size, workers, target=target), dry_run=dry_run, restart=restart,
                                  stream_map=stream_map, progress=progress)
     observe.report(report)
     if as_json:
@@ -461,13 +463,13 @@ def _print_verify(report: Any) -> None:
 @_observed
 @reports_errors
 def verify(
-    config: ConfigOpt = None, store: StoreOpt = None, batch_size: BatchOpt = None, workers: WorkersOpt = None,
+    config: ConfigOpt = None, store: StoreOpt = None, target: TargetOpt = None, batch_size: BatchOpt = None, workers: WorkersOpt = None,
     metrics_port: MetricsPortOpt = None, log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare digests of the upcast source with the migrated epoch, stream by stream."""
     with _progress(as_json) as progress:
-        report = command.verify(_settings(config, store, batch_size, workers), progress=progress)
+        report = command.verify(_settings(config, store, batch_size, workers, target=target), progress=progress)
     observe.report(report)
     _emit_json(report) if as_json else _print_verify(report)
     if not report.ok:
@@ -480,6 +482,7 @@ def verify(
 def switch(
     config: ConfigOpt = None,
     store: StoreOpt = None,
+    target: TargetOpt = None,
     batch_size: BatchOpt = None,
     workers: WorkersOpt = None,
     catch_up: Annotated[bool, typer.Option("--catch-up/--no-catch-up", help="Migrate and verify events appended meanwhile, then switch.")] = True,
@@ -490,7 +493,7 @@ def switch(
 ) -> None:
     """Verify, then make the migrated epoch active atomically."""
     with _progress(as_json) as progress:
-        report = command.switch(_settings(config, store, batch_size, workers), catch_up=catch_up, attempts=attempts, progress=progress)
+        report = command.switch(_settings(config, store, batch_size, workers, target=target), catch_up=catch_up, attempts=attempts, progress=progress)
     observe.report(report)
     if as_json:
         return _emit_json(report)
@@ -507,13 +510,14 @@ def rollback(
     names: Annotated[list[str] | None, typer.Argument(help="With --read-models: the projections to roll back (default: those of the last swap).", show_default=False)] = None,
     config: ConfigOpt = None,
     store: StoreOpt = None,
+    target: TargetOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Roll back even if events were appended since the switch.")] = False,
     read_models: Annotated[bool, typer.Option("--read-models", help="Put back the read-model tables the last rebuild swap replaced, instead.")] = False,
     read_models_url: Annotated[str | None, typer.Option("--read-models-url", help="Read-model database URL (env EVENTMIG_READ_MODELS; default: the store's).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Make the epoch that was active before the last switch active again (or, with --read-models, the read-model tables the last swap replaced)."""
-    report = command.rollback(_settings(config, store, read_models=read_models_url), force=force, read_models=read_models,
+    report = command.rollback(_settings(config, store, read_models=read_models_url, target=target), force=force, read_models=read_models,
                               names=names)
     if as_json:
         return _emit_json(report)
@@ -605,9 +609,9 @@ def _print_rebuild(report: Any) -> None:
 
 @app.command()
 @reports_errors
-def status(config: ConfigOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+def status(config: ConfigOpt = None, store: StoreOpt = None, target: TargetOpt = None, as_json: JsonOpt = False) -> None:
     """Show the active epoch, the epochs, runs with their checkpoints, and quarantine counts."""
-    report = command.status(_settings(config, store))
+    report = command.status(_settings(config, store, target=target))
     if as_json:
         return _emit_json(report)
     out.print(f"store {report.store}: epoch {report.active_epoch} is active")
