@@ -22,7 +22,7 @@ from kurrentdbclient import KurrentDBClient, NewEvent, StreamState as ClientStat
 from kurrentdbclient.exceptions import DeadlineExceededError, ServiceUnavailableError, SSLError, WrongCurrentVersionError
 
 from eventmig import StreamState, new_event
-from eventmig.backends.esdb import is_transient
+from eventmig.backends.esdb import EpochPointer, is_transient
 from eventmig.backends.esdb.connection import ENV_PASSWORD, ENV_USERNAME, with_credentials
 from eventmig.backends.esdb.lineage import CHAIN, CREATED, NUMBER, POSITION, STREAM, iso_micros
 from eventmig.cutover import rollback, switch
@@ -49,6 +49,8 @@ def test_migrate_verify_switch_rollback_on_one_cluster(esdb_node, shop_registry)
     client = raw(esdb_node.url)
     names = {e.stream_name for e in client.read_all(filter_include=("e2.",), filter_by_prefix=True, filter_by_stream_name=True)}
     assert names and all(n.startswith("e2.") for n in names)  # epoch 2 is a prefix: its own $ce- category
+    pointer = EpochPointer(client, refresh_seconds=0)  # what service code resolves names through
+    assert pointer.epoch() == 2 and pointer.stream("order-7") == "e2.order-7"
     with open_store(esdb_node.url) as app:
         assert app.active_epoch() == 2
         stream = next(s for s in app.list_streams() if s.startswith("order-"))
@@ -60,6 +62,7 @@ def test_migrate_verify_switch_rollback_on_one_cluster(esdb_node, shop_registry)
         assert back.to_epoch == 1
     with open_store(esdb_node.url) as app:
         assert app.active_epoch() == 1
+    assert pointer.stream("order-7") == "order-7"
 
 
 def test_a_resumed_read_skips_the_event_at_its_checkpoint(esdb_node):

@@ -7,9 +7,10 @@ which of the server's behaviours it guards against.
 """
 
 from .names import SCHEMES
+from .pointer import EpochPointer
 from .transient import is_transient
 
-__all__ = ["SCHEMES", "is_transient", "open_esdb"]
+__all__ = ["SCHEMES", "EpochPointer", "is_transient", "open_esdb"]
 
 
 def open_esdb(url: str, *, create: bool = True, read_only: bool = False):  # noqa: ANN201 - lazy import
