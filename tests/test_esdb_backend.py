@@ -18,6 +18,8 @@ import time
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kurrentdbclient import KurrentDBClient, NewEvent, StreamState as ClientState
 from kurrentdbclient.exceptions import DeadlineExceededError, ServiceUnavailableError, SSLError, WrongCurrentVersionError
 
@@ -210,3 +212,31 @@ def test_append_conflicts_read_as_eventmig_errors(esdb_node):
 def test_unknown_scheme_names_esdb():
     with pytest.raises(Exception, match="esdb://HOST:PORT"):
         open_store("mongodb://x")
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    user=st.dictionaries(st.text(max_size=8).filter(lambda k: not k.startswith(("$original", "eventmig"))),
+                         st.one_of(st.integers(), st.text(max_size=8), st.booleans(), st.none()), max_size=4),
+    recorded_at=st.integers(min_value=0, max_value=4_102_444_800_000_000),
+    event_id=st.one_of(st.uuids().map(str), st.text(min_size=1, max_size=20)),
+    source=st.fixed_dictionaries({"epoch": st.integers(1, 9), "stream": st.text(max_size=10),
+                                  "version": st.integers(0, 2**40), "position": st.integers(0, 2**62),
+                                  "event_id": st.text(max_size=12)}),
+    chain=st.lists(st.text(max_size=10), max_size=3),
+    with_lineage=st.booleans(),
+)
+def test_lineage_round_trips_through_flat_string_keys(user, recorded_at, event_id, source, chain, with_lineage):
+    """What eventmig writes comes back as it was (user metadata, lineage, record time, id); on the server
+    the lineage is flat string values and the id a UUID."""
+    from eventmig.backends.esdb import lineage
+
+    meta = dict(user)
+    if with_lineage:
+        meta["eventmig"] = {"source": source, "chain": chain}
+    stored, uid = lineage.to_server(msgspec.json.encode(meta), recorded_at, event_id)
+    flat = msgspec.json.decode(stored)
+    assert "eventmig" not in flat
+    assert all(isinstance(v, str) for k, v in flat.items() if k.startswith(("$original", "eventmig.")))
+    back, at, read_id = lineage.from_server(stored, 0, str(uid))
+    assert (msgspec.json.decode(back), at, read_id) == (meta, recorded_at, event_id)

@@ -15,8 +15,9 @@ Three things the server does that a copy must not inherit:
 
 from __future__ import annotations
 
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from . import lineage
@@ -72,15 +73,29 @@ class Visibility:
 
 
 def epoch_events(
-    client: Any, epoch: int, visibility: Visibility, after: int | None, until: int | None, *, backwards: bool = False
+    client: Any, epoch: int, visibility: Visibility, after: int | None, until: int | None, *, backwards: bool = False,
+    types: Collection[str] | None = None,
 ) -> Iterator[Any]:
     """The client's recorded events of one epoch in commit order, in ``(after, until]``, visible ones only.
 
-    Backwards: from the head down (``after`` and ``until`` still bound the range).
+    Backwards: from the head down (``after`` and ``until`` still bound the range). With ``types``,
+    the server filters by event type (it filters on one thing at a time), and the epoch's stream
+    names are checked here instead.
     """
     position = None if backwards else after
-    with client.read_all(commit_position=position, backwards=backwards, **epoch_filter(epoch)) as events:
+    if types is not None:
+        if not types:
+            return
+        # one alternation: the client anchors it whole (it joins several patterns as ^a|b$, which
+        # would match any name starting with a or ending with b)
+        pattern = "(?:" + "|".join(re.escape(t) for t in sorted(types)) + ")"
+        server_filter: dict[str, object] = {"filter_include": (pattern,)}
+    else:
+        server_filter = epoch_filter(epoch)
+    with client.read_all(commit_position=position, backwards=backwards, **server_filter) as events:
         for e in events:
+            if types is not None and not in_epoch(e.stream_name, epoch):
+                continue
             commit = e.commit_position
             if backwards:
                 if until is not None and commit > until:

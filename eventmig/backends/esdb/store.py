@@ -61,6 +61,7 @@ class ESDBEventStore(EventStore):
 
     # ------------------------------------------------------------- streams
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = StreamState.ANY) -> int:
+        self._check_writable()
         from kurrentdbclient import NewEvent as ClientEvent
         from kurrentdbclient import StreamState as ClientState
         from kurrentdbclient.exceptions import WrongCurrentVersionError
@@ -103,15 +104,13 @@ class ESDBEventStore(EventStore):
         self, after: int | None = None, *, until: int | None = None, batch_size: int = 1000,
         streams: StreamPartitions | None = None, types: Collection[str] | None = None, lean: bool = False,
     ) -> Iterator[list[tuple[Any, ...]]]:
-        """Rows of this epoch in commit order; the stream-partition and type filters are applied here, since
-        the server filters on one thing at a time and this epoch's filter is on the stream name."""
-        wanted = frozenset(types) if types is not None else None
+        """Rows of this epoch in commit order. ``types`` is the server's filter (then this epoch's stream
+        names are checked here); stream partitions are kept here, since the server filters on one thing
+        at a time and has no hash of names."""
         keep = _partition_filter(self, streams)
         batch: list[tuple[Any, ...]] = []
         prefix = self._prefix
-        for e in epoch_events(self._client, self.epoch, self._visibility, after, until):
-            if wanted is not None and e.type not in wanted:
-                continue
+        for e in epoch_events(self._client, self.epoch, self._visibility, after, until, types=types):
             row = to_row(e, prefix, lean)
             if keep is not None and not keep(row[0]):
                 continue
@@ -197,6 +196,7 @@ class ESDBEventStore(EventStore):
         return ESDBEventStore(self._raw_url, epoch=epoch, read_only=self.read_only, client=self._client)
 
     def create_epoch(self, source_epoch: int) -> int:
+        self._check_writable()
         state, at = self._ledger.state()
         number = state.next_epoch
         state.epochs.append(EpochInfo(number, "building", source_epoch, time.time()))
@@ -205,6 +205,7 @@ class ESDBEventStore(EventStore):
         return number
 
     def finish_epoch(self, epoch: int) -> None:
+        self._check_writable()
         state, at = self._ledger.state()
         info = state.epoch(epoch)
         if info is not None and info.status == "building":
@@ -213,6 +214,7 @@ class ESDBEventStore(EventStore):
 
     def drop_epoch(self, epoch: int) -> None:
         """Soft-delete the epoch's streams (undoable until a scavenge) and forget the epoch."""
+        self._check_writable()
         from kurrentdbclient import StreamState as ClientState
 
         state, at = self._ledger.state()
@@ -238,6 +240,7 @@ class ESDBEventStore(EventStore):
         pointer) before switching; an event appended in the last moment
         before the flip would be left in the old epoch.
         """
+        self._check_writable()
         state, at = self._ledger.state()
         info = state.epoch(to_epoch)
         if info is None:
@@ -284,6 +287,7 @@ class ESDBEventStore(EventStore):
         return lease.hold(self._client, name, self.url)
 
     def save_run(self, run: Run) -> None:
+        self._check_writable()
         self._ledger.save_run(run)
 
     def runs(self, kind: str | None = None) -> list[Run]:
@@ -292,6 +296,7 @@ class ESDBEventStore(EventStore):
     def write_batch(self, events: Sequence[TargetEvent], *, run: Run | None = None,
                     quarantined: Sequence[QuarantinedEvent] = ()) -> None:
         """Append stream by stream (see :mod:`.writing`), then the quarantine, then the run's checkpoint."""
+        self._check_writable()
         from kurrentdbclient.exceptions import WrongCurrentVersionError
 
         appends = writing.plan(events, self.epoch, self.capabilities.first_stream_version)
@@ -309,12 +314,17 @@ class ESDBEventStore(EventStore):
         return self._ledger.quarantine(run_id)
 
     def accept_quarantine(self, run_id: str, ids: Sequence[int] | None = None) -> int:
+        self._check_writable()
         return self._ledger.accept(run_id, list(ids) if ids is not None else None)
 
     # -------------------------------------------------------------- admin
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.url} is open read-only")
 
     def _call(self, fn: Any) -> Any:
         """Run a client call, turning an unreachable cluster into one masked line."""
