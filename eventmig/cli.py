@@ -655,12 +655,13 @@ def status(config: ConfigOpt = None, store: StoreOpt = None, target: TargetOpt =
 def quarantine(
     config: ConfigOpt = None,
     store: StoreOpt = None,
+    target: TargetOpt = None,
     accept: Annotated[bool, typer.Option("--accept", help="Accept quarantined events (all, or --id ones) as left behind.")] = False,
     ids: Annotated[list[int] | None, typer.Option("--id", min=1, max=MAX_ID, help="Quarantine entry id (repeatable).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List the current migration's quarantined events, or accept them."""
-    report = command.quarantine(_settings(config, store), accept=accept, ids=ids)
+    report = command.quarantine(_settings(config, store, target=target), accept=accept, ids=ids)
     if as_json:
         return _emit_json(report)
     if report.run_id is None:

@@ -147,3 +147,24 @@ def test_rebuild_reads_esdb_into_sql_read_models(tmp_path: Path, esdb_node, shop
     snapshots = "order_snapshots"
     assert digests["esdb"].pop(snapshots) != digests["sqlite"].pop(snapshots)
     assert digests["esdb"] == digests["sqlite"] and len(digests["esdb"]) == 2
+
+
+def test_status_and_quarantine_of_a_pair_never_show_a_password(tmp_path: Path, esdb_node):
+    source = tmp_path / "source.db"
+    with open_store(f"sqlite:///{source}") as s:
+        seed(s, 200)
+    cluster = esdb_node.url.replace("esdb://", "esdb://admin:hunter2@")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "EVENTMIG_UPCASTERS": "upcasters:registry"}
+    env.pop("EVENTMIG_STORE", None)
+    outputs = []
+    for command in ("migrate", "status", "quarantine"):
+        done = subprocess.run([sys.executable, "-m", "eventmig", command, "--store", f"sqlite:///{source}",
+                               "--target", cluster, "--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr + done.stdout
+        outputs.append(done.stdout + done.stderr)
+    assert not any("hunter2" in out for out in outputs)
+    status = msgspec.json.decode(outputs[1].strip().splitlines()[-1])
+    assert "admin:***@" in status["store"]
+    written = msgspec.json.decode(outputs[0].strip().splitlines()[-1])["events_written"]
+    assert [(e["epoch"], e["status"], e["events"]) for e in status["epochs"]] == [(1, "active", 200), (2, "ready", written)]

@@ -93,7 +93,8 @@ class StorePair(EventStore):
     # -------------------------------------------------------------- epochs
     def epochs(self) -> list[EpochInfo]:
         active = self.active_epoch()
-        first = EpochInfo(SOURCE_EPOCH, "active" if active == SOURCE_EPOCH else "retired", None, 0.0)
+        source = next(e for e in self.source.epochs() if e.epoch == self.source.active_epoch())
+        first = EpochInfo(SOURCE_EPOCH, "active" if active == SOURCE_EPOCH else "retired", None, source.created_at)
         return [first, *(e for e in self.target.epochs() if e.epoch != SOURCE_EPOCH)]
 
     def active_epoch(self) -> int:

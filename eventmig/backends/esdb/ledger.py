@@ -18,7 +18,7 @@ import msgspec
 
 from ...errors import StoreError
 from ...stores.base import EpochInfo, QuarantinedEvent, Run, Switch
-from .names import QUARANTINE_STREAM, RUNS_STREAM, STATE_STREAM
+from .names import QUARANTINE_STREAM, RUNS_STREAM, STATE_STREAM, epoch_filter
 
 _NAMESPACE = uuid.UUID("8d7f0c1e-2b3a-5c4d-8e9f-0a1b2c3d4e5f")
 
@@ -56,8 +56,16 @@ class Ledger:
         except NotFoundError:
             last = ()
         if not last:
-            return State([EpochInfo(1, "active", None, 0.0)], 1), None
+            return State([EpochInfo(1, "active", None, self._first_event_time())], 1), None
         return msgspec.json.decode(last[0].data, type=State), last[0].stream_position
+
+    def _first_event_time(self) -> float:
+        """When the cluster's first application event was written (now, if it has none): when epoch 1
+        began, for a cluster eventmig has not written epochs to."""
+        with self.client.read_all(limit=1, **epoch_filter(1)) as events:
+            for e in events:
+                return e.recorded_at.timestamp() if e.recorded_at is not None else time.time()
+        return time.time()
 
     def save_state(self, state: State, read_at: int | None) -> None:
         """Write ``state``, refusing if another job changed it since it was read at ``read_at``."""
