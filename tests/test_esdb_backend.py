@@ -20,7 +20,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kurrentdbclient import KurrentDBClient, NewEvent, StreamState as ClientState
+from kurrentdbclient import KurrentDBClient, StreamState as ClientState
 from kurrentdbclient.exceptions import DeadlineExceededError, ServiceUnavailableError, SSLError, WrongCurrentVersionError
 
 from eventmig import StreamState, new_event
@@ -149,6 +149,10 @@ def test_a_repeated_batch_is_a_no_op_and_resumes_number_from_the_checkpoint(esdb
         assert target.count_events() == 4
         with pytest.raises(Exception, match="not where the migration left it"):
             target.write_batch([batch(50, "a", 2)])  # another event at a taken revision: a conflict, never a duplicate
+        # resumed with other batch boundaries: a batch repeating some of what is there, then more
+        target.write_batch([batch(20, "b", 0), batch(40, "a", 2), batch(60, "a", 3), batch(70, "b", 1)])
+        assert sorted((r[0], r[1], r[3][-2:]) for b in target.read_all_rows() for r in b) == [
+            ("a", 0, "10"), ("a", 1, "30"), ("a", 2, "40"), ("a", 3, "60"), ("b", 0, "20"), ("b", 1, "70")]
 
 
 def test_sigkill_mid_migration_into_esdb_resumes_with_nothing_twice(esdb_node, shop_registry):

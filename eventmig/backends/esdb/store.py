@@ -36,7 +36,7 @@ from ...stores.base import (
 from . import lease, lineage, writing
 from .connection import connect
 from .ledger import Ledger
-from .names import epoch_filter, physical
+from .names import physical
 from .reading import Visibility, epoch_events, prefix_length, to_row
 
 
@@ -348,4 +348,4 @@ def _partition_filter(store: EventStore, streams: StreamPartitions | None) -> An
     return lambda name: partition(name, count) in indexes
 
 
-__all__ = ["ESDBEventStore", "epoch_filter"]
+__all__ = ["ESDBEventStore"]

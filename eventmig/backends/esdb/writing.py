@@ -81,8 +81,37 @@ def append_all(client: Any, appends: list[StreamAppend], first_version: int) -> 
 
 
 def _append_stream(client: Any, chunks: list[StreamAppend], first_version: int) -> None:
-    from kurrentdbclient import StreamState
+    from kurrentdbclient.exceptions import WrongCurrentVersionError
 
     for a in chunks:
-        expected = StreamState.NO_STREAM if a.expected is None or a.expected < first_version else a.expected
-        client.append_to_stream(a.stream, current_version=expected, events=a.events)
+        try:
+            _append(client, a.stream, a.expected, a.events, first_version)
+        except WrongCurrentVersionError:
+            _append_the_rest(client, a, first_version)
+
+
+def _append(client: Any, stream: str, expected: int | None, events: list[Any], first_version: int) -> None:
+    from kurrentdbclient import StreamState
+
+    current = StreamState.NO_STREAM if expected is None or expected < first_version else expected
+    client.append_to_stream(stream, current_version=current, events=events)
+
+
+def _append_the_rest(client: Any, a: StreamAppend, first_version: int) -> None:
+    """After a conflict: if the stream already holds the first events of this chunk, at their revisions and
+    with their ids, append only the rest; otherwise the conflict is real, and raised again.
+
+    The server answers a repeat of a whole append as a no-op but a repeat that matches in part as a
+    conflict; a job resumed with other batch boundaries (another batch size) repeats in part.
+    """
+    start = (a.expected if a.expected is not None else first_version - 1) + 1
+    there = client.get_stream(a.stream, stream_position=start, limit=len(a.events))
+    done = 0
+    for held, wanted in zip(there, a.events):
+        if held.id != wanted.id:
+            break
+        done += 1
+    if done == 0 or done < len(there):
+        _append(client, a.stream, a.expected, a.events, first_version)  # not ours: the server's conflict again
+    if done < len(a.events):
+        _append(client, a.stream, start + done - 1, a.events[done:], first_version)
