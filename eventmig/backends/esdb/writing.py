@@ -104,8 +104,13 @@ def _append_the_rest(client: Any, a: StreamAppend, first_version: int) -> None:
     The server answers a repeat of a whole append as a no-op but a repeat that matches in part as a
     conflict; a job resumed with other batch boundaries (another batch size) repeats in part.
     """
+    from kurrentdbclient.exceptions import NotFoundError
+
     start = (a.expected if a.expected is not None else first_version - 1) + 1
-    there = client.get_stream(a.stream, stream_position=start, limit=len(a.events))
+    try:
+        there = client.get_stream(a.stream, stream_position=start, limit=len(a.events))
+    except NotFoundError:
+        there = ()
     done = 0
     for held, wanted in zip(there, a.events):
         if held.id != wanted.id:
