@@ -244,3 +244,16 @@ def test_lineage_round_trips_through_flat_string_keys(user, recorded_at, event_i
     assert all(isinstance(v, str) for k, v in flat.items() if k.startswith(("$original", "eventmig.")))
     back, at, read_id = lineage.from_server(stored, 0, str(uid))
     assert (msgspec.json.decode(back), at, read_id) == (meta, recorded_at, event_id)
+
+
+@pytest.mark.parametrize(("url", "code", "said"), [
+    ("esdb://admin:hunter2@127.0.0.1:1?Tls=false", 3, "esdb://admin:***@127.0.0.1:1?Tls=false: ServiceUnavailableError"),
+    ("esdb://127.0.0.1:1", 2, "Username and password are required"),  # TLS, the client's default, needs a user
+])
+def test_an_unreachable_or_misconfigured_cluster_is_one_masked_line(url: str, code: int, said: str):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTMIG_")}
+    done = subprocess.run([sys.executable, "-m", "eventmig", "status", "--store", url, "--json"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == code
+    error = json.loads(done.stdout.strip().splitlines()[-1])
+    assert said in error["error"] and "hunter2" not in done.stdout + done.stderr
