@@ -168,3 +168,22 @@ def test_status_and_quarantine_of_a_pair_never_show_a_password(tmp_path: Path, e
     assert "admin:***@" in status["store"]
     written = msgspec.json.decode(outputs[0].strip().splitlines()[-1])["events_written"]
     assert [(e["epoch"], e["status"], e["events"]) for e in status["epochs"]] == [(1, "active", 200), (2, "ready", written)]
+
+
+def test_switch_across_stores_catches_up_with_the_source(tmp_path: Path, esdb_node, shop_registry):
+    """Events appended to the source after the migration are migrated and verified by the switch."""
+    from eventmig import new_event
+
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    with open_store(source) as s:
+        seed(s, 400)
+    with open_pair(source, esdb_node.url) as pair:
+        report = migrate(pair, shop_registry, workers=1)
+        with open_store(source) as app:  # the application, still on the source
+            stream = next(n for n in app.list_streams() if n.startswith("order-"))
+            app.append(stream, [new_event("OrderCancelled", {"order_id": stream[6:], "reason": "late",
+                                                             "cancelled_at": "2024-06-01T00:00:00Z"})])
+        flip = switch(pair, shop_registry, workers=1)
+        assert flip.caught_up == 1
+        assert pair.at_epoch(2).count_events() == report.events_written + 1
+        assert pair.at_epoch(2).read_stream(stream)[-1].type == "OrderCancelled"

@@ -257,3 +257,18 @@ def test_an_unreachable_or_misconfigured_cluster_is_one_masked_line(url: str, co
     assert done.returncode == code
     error = json.loads(done.stdout.strip().splitlines()[-1])
     assert said in error["error"] and "hunter2" not in done.stdout + done.stderr
+
+
+def test_switch_catches_up_with_events_appended_since_the_migration(esdb_node, shop_registry):
+    with open_store(esdb_node.url) as store:
+        seed(store, 600)
+        migrate(store, shop_registry, workers=1)
+        stream = next(s for s in store.list_streams() if s.startswith("order-"))
+        late = store.append(stream, [new_event("OrderCancelled", {"order_id": stream[6:], "reason": "late",
+                                                                  "cancelled_at": "2024-06-01T00:00:00Z"})])
+        with pytest.raises(Exception, match="appended to epoch 1 after the migration"):
+            switch(store, shop_registry, workers=1, catch_up=False)
+        flip = switch(store, shop_registry, workers=1)
+        assert flip.caught_up == 1 and flip.to_epoch == 2
+        moved = store.at_epoch(2).read_stream(stream)
+        assert moved[-1].type == "OrderCancelled" and moved[-1].decoded_metadata()["eventmig"]["source"]["version"] == late

@@ -135,7 +135,11 @@ class StorePair(EventStore):
                 if catch_up is None or catch_up.source_epoch != SOURCE_EPOCH:
                     raise HeadMoved(f"epoch {SOURCE_EPOCH} (the source store) changed since it was verified "
                                     f"(head {expected} -> {head}): stop its writers, migrate again, then switch")
-                self._catch_up(catch_up, expected, to_epoch, expect_heads.get(to_epoch))
+                target_head = self.target.at_epoch(to_epoch).head_position()
+                if to_epoch in expect_heads and target_head != expect_heads[to_epoch]:
+                    raise HeadMoved(f"epoch {to_epoch} changed since it was verified "
+                                    f"(head {expect_heads[to_epoch]} -> {target_head}); verify again, then switch")
+                self._catch_up(catch_up, expected, to_epoch, target_head)
                 caught_up = True
         on_target = {e: h for e, h in expect_heads.items() if e != SOURCE_EPOCH}
         if caught_up:  # the catch-up moved the target's head itself, and verified what it wrote
