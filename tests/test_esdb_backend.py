@@ -272,3 +272,17 @@ def test_switch_catches_up_with_events_appended_since_the_migration(esdb_node, s
         assert flip.caught_up == 1 and flip.to_epoch == 2
         moved = store.at_epoch(2).read_stream(stream)
         assert moved[-1].type == "OrderCancelled" and moved[-1].decoded_metadata()["eventmig"]["source"]["version"] == late
+
+
+def test_restart_soft_deletes_the_unfinished_epoch_and_never_reuses_its_prefix(esdb_node, shop_registry):
+    with open_store(esdb_node.url) as store:
+        seed(store, 300)
+        first = migrate(store, shop_registry, workers=1)
+        again = migrate(store, shop_registry, workers=1, restart=True)
+        assert (first.target_epoch, again.target_epoch) == (2, 3)
+        assert [e.epoch for e in store.epochs()] == [1, 3]
+        assert verify(store, shop_registry, workers=1).ok
+    client = raw(esdb_node.url)
+    e2 = {e.stream_name for e in client.read_all(filter_include=("e2.",), filter_by_prefix=True, filter_by_stream_name=True)}
+    assert e2  # still in $all until a scavenge: soft-deleted, not gone
+    assert client.get_current_version(next(iter(e2))) is ClientState.NO_STREAM  # but reads as deleted
