@@ -142,7 +142,6 @@ def test_a_repeated_batch_is_a_no_op_and_resumes_number_from_the_checkpoint(esdb
         second = [batch(40, "a", 2)]
         target.write_batch(second)
         assert target.stream_versions_as_of(30) == {"a": 1, "b": 0}
-        assert target.stream_versions_as_of(10) == {"a": 0}
         assert target.stream_versions_as_of(None) == {}
         target.write_batch(second)  # the retry: a no-op on the server
         target.write_batch(first)
@@ -326,3 +325,17 @@ def test_reading_an_epoch_returns_exactly_what_stream_reads_return(operations):
         assert got == sorted(expected)
         assert store.count_events() == len(expected) and store.head_position() == (max(expected)[0] if expected else None)
         client.close()
+
+
+def test_stream_metadata_is_carried_to_the_new_epoch_without_truncate_before(esdb_node, shop_registry):
+    client = raw(esdb_node.url)
+    with open_store(esdb_node.url) as store:
+        for name in ("kept-1", "plain-1"):
+            store.append(name, [new_event("Noted", {"n": i}) for i in range(3)])
+        client.set_stream_metadata("kept-1", metadata={"$maxAge": 86400, "$acl": {"$r": "ops"}, "owner": "billing",
+                                                       "$tb": 1})
+        report = migrate(store, shop_registry, workers=1)
+        assert report.events_read == 5  # kept-1 from revision 1 on (2), plain-1 whole (3)
+    assert client.get_stream_metadata("e2.kept-1")[0] == {"$maxAge": 86400, "$acl": {"$r": "ops"}, "owner": "billing"}
+    assert client.get_stream_metadata("e2.plain-1")[0] == {}
+    assert [e.stream_position for e in client.get_stream("e2.kept-1")] == [0, 1]  # no $tb: nothing hidden

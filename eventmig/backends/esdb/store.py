@@ -33,7 +33,7 @@ from ...stores.base import (
     Switch,
     TargetEvent,
 )
-from . import lease, lineage, writing
+from . import lease, lineage, metadata, writing
 from .connection import connect
 from .ledger import Ledger
 from .names import physical
@@ -146,7 +146,9 @@ class ESDBEventStore(EventStore):
         revisions; numbering from here re-appends them at the same revisions
         with the same ids, which the server answers as a no-op. Only the tail
         is read, backwards, down to the first event migrated from at or
-        before the checkpoint.
+        before the checkpoint: a checkpoint is a batch's last position, and
+        batches are written one after the other (only a batch's streams in
+        parallel), so everything beyond it was committed after everything up to it.
         """
         versions = self.stream_versions()
         if source_position is None:
@@ -205,10 +207,13 @@ class ESDBEventStore(EventStore):
         return number
 
     def finish_epoch(self, epoch: int) -> None:
+        """Mark the epoch ready, carrying its source streams' metadata to it (:mod:`.metadata`)."""
         self._check_writable()
         state, at = self._ledger.state()
         info = state.epoch(epoch)
         if info is not None and info.status == "building":
+            if info.source_epoch is not None and state.epoch(info.source_epoch) is not None:
+                metadata.carry(self._client, info.source_epoch, epoch, set(self.at_epoch(epoch).list_streams()))
             state.with_status(epoch, "ready")
             self._ledger.save_state(state, at)
 

@@ -1,0 +1,50 @@
+"""Stream metadata carried from an epoch's streams to the same streams of the epoch migrated from it.
+
+A stream's ``$$`` metadata holds its retention (``$maxAge``, ``$maxCount``),
+its access control (``$acl``) and the application's own keys. A new
+epoch's streams are new streams, so without this they would keep every
+event forever and be open to anyone. Everything is carried except ``$tb``
+(truncate-before counts revisions of the old stream, which the new one does
+not share; what it hid was not migrated). Streams are matched by name: a
+stream the migration renamed keeps no metadata. ``$maxAge`` counts from the
+server's created time, which for a migrated event is the migration's, so
+an event is kept up to ``$maxAge`` after the migration.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .names import epoch_prefix, in_epoch, metadata_filter, physical
+
+NOT_CARRIED = ("$tb",)
+
+
+def source_metadata(client: Any, epoch: int) -> dict[str, dict[str, Any]]:
+    """The latest metadata document of each stream of ``epoch`` that has one, by logical name."""
+    found: dict[str, dict[str, Any]] = {}
+    skip = len(epoch_prefix(epoch))
+    with client.read_all(**metadata_filter(epoch)) as events:
+        for e in events:
+            name = e.stream_name[2:]
+            if not in_epoch(name, epoch):  # epoch 1's filter also finds system and later epochs' streams
+                continue
+            try:
+                doc = json.loads(e.data)
+            except ValueError:
+                continue
+            if isinstance(doc, dict):
+                found[name[skip:]] = doc
+    return found
+
+
+def carry(client: Any, source_epoch: int, target_epoch: int, streams: set[str]) -> int:
+    """Copy the metadata of ``source_epoch``'s streams onto those of ``target_epoch`` named in ``streams``."""
+    carried = 0
+    for stream, doc in source_metadata(client, source_epoch).items():
+        kept = {k: v for k, v in doc.items() if k not in NOT_CARRIED}
+        if kept and stream in streams:
+            client.set_stream_metadata(physical(stream, target_epoch), metadata=kept)
+            carried += 1
+    return carried
