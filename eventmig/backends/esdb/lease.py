@@ -53,7 +53,10 @@ def hold(client: Any, name: str, shown_url: str) -> Iterator[None]:
     finally:
         stop.set()
         renewer.join()
-        _write(client, stream, Lease(me, socket.gethostname(), os.getpid(), 0.0, released=True), state["revision"])
+        try:
+            _write(client, stream, Lease(me, socket.gethostname(), os.getpid(), 0.0, released=True), state["revision"])
+        except Exception:  # noqa: BLE001 - not released (the node is gone, or the lease was lost): it expires
+            pass
 
 
 def _take(client: Any, stream: str, me: str, name: str, shown_url: str) -> int:
