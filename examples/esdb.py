@@ -18,8 +18,8 @@ Run it from the repository root::
 Without ``--url`` (or ``$EVENTMIG_EXAMPLE_ESDB``) it starts the test
 suite's protocol-level **stand-in** for a server (``tests/esdb_standin/``,
 in memory) and says so: what it prints is then about eventmig, not about a
-real cluster. Against a real cluster, use an empty one (or a throwaway
-database): the migrated streams are written under the prefix ``e2.``.
+real cluster. Against a real cluster, use an empty one: the migrated
+streams keep their names there, as a new cluster for the applications.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from pathlib import Path
 
 from kurrentdbclient import KurrentDBClient
 
-from eventmig.backends.esdb.names import physical
 from eventmig.backends.pair import open_pair
 from eventmig.config import load_registry, load_settings
 from eventmig.cutover import rollback, switch
@@ -80,7 +79,7 @@ def main() -> None:
             first = epoch.read_stream(stream, limit=1)[0]
             print(f"{stream} on the cluster starts at revision {first.version} with {first.type}; as stored there:")
             client = KurrentDBClient(url)
-            stored = client.get_stream(physical(stream, report.target_epoch), limit=1)[0]
+            stored = client.get_stream(stream, limit=1)[0]  # an empty cluster: the streams keep their names
             client.close()
             for key, value in sorted(json.loads(stored.metadata).items()):
                 print(f"  {key}: {value!r}")

@@ -90,6 +90,12 @@ def test_sqlite_to_esdb_to_postgresql_with_upcasting(tmp_path: Path, esdb_node, 
         assert report.before["OrderPlaced v1"] > 0 and "OrderPlaced v1" not in report.after  # upcast on the way
         assert verify(pair, shop_registry, workers=1).ok
         switch(pair, shop_registry, workers=1)
+    from kurrentdbclient import KurrentDBClient
+
+    client = KurrentDBClient(esdb_node.url)  # into an empty cluster: the streams keep their plain names
+    names = {e.stream_name for e in client.read_all()}
+    assert any(n.startswith("order-") for n in names) and not any(n.startswith("e2.") for n in names)
+    client.close()
     with open_pair(esdb_node.url, postgres_url) as pair:
         migrate(pair, shop_registry, workers=1)
         v = verify(pair, shop_registry, workers=1)
@@ -111,7 +117,7 @@ def test_a_tampered_target_fails_verification(tmp_path: Path, esdb_node, shop_re
         from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 
         client = KurrentDBClient(esdb_node.url)
-        client.append_to_stream(f"e2.{stream}", current_version=StreamState.ANY, events=[NewEvent("Forged", b"{}")])
+        client.append_to_stream(stream, current_version=StreamState.ANY, events=[NewEvent("Forged", b"{}")])
         v = verify(pair, shop_registry, workers=1)
         assert not v.ok and stream in v.differing_streams
 
@@ -187,3 +193,31 @@ def test_switch_across_stores_catches_up_with_the_source(tmp_path: Path, esdb_no
         assert flip.caught_up == 1
         assert pair.at_epoch(2).count_events() == report.events_written + 1
         assert pair.at_epoch(2).read_stream(stream)[-1].type == "OrderCancelled"
+
+
+def test_one_cluster_into_a_new_one_keeps_the_stream_names(esdb_node, shop_registry):
+    """Epoch = a new cluster: the migrated streams keep their names there, so after the switch the applications
+    need only the new connection string; the new cluster's own epoch 1 holds nothing and refuses writes."""
+    from esdb_standin import StandIn
+
+    from eventmig import StoreError, new_event
+
+    with open_store(esdb_node.url) as old:
+        seed(old, 500)
+        old_streams = set(old.list_streams())
+    with StandIn() as new_node:
+        with open_pair(esdb_node.url, new_node.url) as pair:
+            report = migrate(pair, shop_registry, workers=1)
+            assert verify(pair, shop_registry, workers=1).ok
+            switch(pair, shop_registry, workers=1)
+        with open_store(new_node.url) as app:  # what an application opening the new cluster sees
+            assert app.active_epoch() == report.target_epoch and set(app.list_streams()) == old_streams
+            stream = next(iter(old_streams))
+            assert app.read_stream(stream)[0].decoded_metadata()["eventmig"]["source"]["stream"] == stream
+            with pytest.raises(StoreError, match="holds nothing"):
+                app.at_epoch(1).append(stream, [new_event("X", {})])
+        from kurrentdbclient import KurrentDBClient
+
+        client = KurrentDBClient(new_node.url)
+        assert stream in {e.stream_name for e in client.read_all()}  # under its own name on the server
+        client.close()

@@ -18,7 +18,7 @@ import msgspec
 
 from ...errors import StoreError
 from ...stores.base import EpochInfo, QuarantinedEvent, Run, Switch
-from .names import QUARANTINE_STREAM, RUNS_STREAM, STATE_STREAM, epoch_filter
+from .names import QUARANTINE_STREAM, RUNS_STREAM, STATE_STREAM, EpochNames, default_prefix, plain
 
 _NAMESPACE = uuid.UUID("8d7f0c1e-2b3a-5c4d-8e9f-0a1b2c3d4e5f")
 
@@ -32,6 +32,14 @@ class State(msgspec.Struct):
     #: the number the next epoch gets: numbers (and so stream prefixes) are never reused, since a
     #: dropped epoch's streams stay in $all until a scavenge, and reusing them would recreate them
     next_epoch: int = 2
+    #: each epoch's stream-name prefix, where it is not the default (see :mod:`.names`)
+    prefixes: dict[int, str] = {}
+    #: epochs that hold nothing: epoch 1, once a migration into the empty cluster took its plain names
+    hollow: list[int] = []
+
+    def names(self, number: int) -> EpochNames:
+        """How epoch ``number``'s streams are named."""
+        return EpochNames(number, self.prefixes.get(number, default_prefix(number)), number in self.hollow)
 
     def epoch(self, number: int) -> EpochInfo | None:
         return next((e for e in self.epochs if e.epoch == number), None)
@@ -62,7 +70,7 @@ class Ledger:
     def _first_event_time(self) -> float:
         """When the cluster's first application event was written (now, if it has none): when epoch 1
         began, for a cluster eventmig has not written epochs to."""
-        with self.client.read_all(limit=1, **epoch_filter(1)) as events:
+        with self.client.read_all(limit=1, **plain().read_filter()) as events:
             for e in events:
                 return e.recorded_at.timestamp() if e.recorded_at is not None else time.time()
         return time.time()

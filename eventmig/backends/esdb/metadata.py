@@ -16,35 +16,34 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .names import epoch_prefix, in_epoch, metadata_filter, physical
+from .names import EpochNames
 
 NOT_CARRIED = ("$tb",)
 
 
-def source_metadata(client: Any, epoch: int) -> dict[str, dict[str, Any]]:
-    """The latest metadata document of each stream of ``epoch`` that has one, by logical name."""
+def source_metadata(client: Any, names: EpochNames) -> dict[str, dict[str, Any]]:
+    """The latest metadata document of each stream of an epoch that has one, by logical name."""
     found: dict[str, dict[str, Any]] = {}
-    skip = len(epoch_prefix(epoch))
-    with client.read_all(**metadata_filter(epoch)) as events:
+    with client.read_all(**names.metadata_filter()) as events:
         for e in events:
             name = e.stream_name[2:]
-            if not in_epoch(name, epoch):  # epoch 1's filter also finds system and later epochs' streams
+            if not names.holds(name):  # with plain names the filter also finds system and prefixed streams
                 continue
             try:
                 doc = json.loads(e.data)
             except ValueError:
                 continue
             if isinstance(doc, dict):
-                found[name[skip:]] = doc
+                found[names.logical(name)] = doc
     return found
 
 
-def carry(client: Any, source_epoch: int, target_epoch: int, streams: set[str]) -> int:
-    """Copy the metadata of ``source_epoch``'s streams onto those of ``target_epoch`` named in ``streams``."""
+def carry(client: Any, source: EpochNames, target: EpochNames, streams: set[str]) -> int:
+    """Copy the metadata of the source epoch's streams onto the target epoch's streams named in ``streams``."""
     carried = 0
-    for stream, doc in source_metadata(client, source_epoch).items():
+    for stream, doc in source_metadata(client, source).items():
         kept = {k: v for k, v in doc.items() if k not in NOT_CARRIED}
         if kept and stream in streams:
-            client.set_stream_metadata(physical(stream, target_epoch), metadata=kept)
+            client.set_stream_metadata(target.physical(stream), metadata=kept)
             carried += 1
     return carried

@@ -17,6 +17,13 @@ A prefix rather than a category suffix (``order.e2-1``) because:
 The cost: applications must not name streams ``e<digits>.<...>`` in epoch 1
 (they would be read as another epoch's).
 
+A migration into a cluster whose epoch 1 is empty (a new cluster, the
+target of a migration across stores) writes plain names instead, so that
+after the switch the applications need only the new connection string;
+epoch 1 is then hollow. Plain names are taken once: an epoch that had them
+and is dropped leaves its soft-deleted streams, which a reuse would
+recreate with their old revisions, so later epochs take prefixes.
+
 **Bookkeeping** lives in ``$eventmig-*`` streams: system streams (their
 names start with ``$``), so no epoch read sees them and, on a secured
 cluster, only ``$admins`` can write them.
@@ -25,6 +32,7 @@ cluster, only ``$admins`` can write them.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 #: URL schemes this backend answers to (kurrentdbclient's own spellings)
 SCHEMES = ("esdb", "esdb+discover", "kurrentdb", "kurrentdb+discover", "kdb", "kdb+discover")
@@ -36,38 +44,59 @@ QUARANTINE_STREAM = "$eventmig-quarantine"
 LOCK_STREAM = "$eventmig-lock-"
 
 _EPOCH_PREFIX = re.compile(r"e[0-9]+\.")
-#: stream-name regexes (anchored by the client) of what epoch 1 does not hold: system and
-#: metadata streams, eventmig's own, and later epochs' streams
-_NOT_EPOCH_ONE = (r"\$.*", r"e[0-9]+\..*")
+#: stream-name regexes (anchored by the client) of what an epoch of plain names does not hold: system
+#: and metadata streams, eventmig's own, and prefixed epochs' streams
+_NOT_PLAIN = (r"\$.*", r"e[0-9]+\..*")
 
 
-def epoch_prefix(epoch: int) -> str:
-    """The prefix of epoch ``epoch``'s stream names ('' for epoch 1)."""
+@dataclass(frozen=True)
+class EpochNames:
+    """How one epoch's streams are named on the server, and how to read just them.
+
+    ``prefix`` is ``eN.`` for a later epoch, ``""`` for plain names: epoch 1,
+    or the epoch a migration into an empty cluster writes (then epoch 1 is
+    ``hollow``: it holds nothing, its plain names being the new epoch's).
+    """
+
+    epoch: int
+    prefix: str
+    hollow: bool = False
+
+    def physical(self, stream: str) -> str:
+        """The server's name of logical stream ``stream`` in this epoch."""
+        return self.prefix + stream
+
+    def logical(self, name: str) -> str:
+        return name[len(self.prefix):]
+
+    def holds(self, name: str) -> bool:
+        """Whether the server's stream ``name`` belongs to this epoch."""
+        if self.hollow:
+            return False
+        if self.prefix:
+            return name.startswith(self.prefix)
+        return not name.startswith("$") and _EPOCH_PREFIX.match(name) is None
+
+    def read_filter(self) -> dict[str, object]:
+        """``read_all`` keyword arguments that make the server send this epoch's streams only."""
+        if self.prefix:
+            return {"filter_by_stream_name": True, "filter_include": (self.prefix,), "filter_by_prefix": True}
+        return {"filter_by_stream_name": True, "filter_exclude": _NOT_PLAIN}
+
+    def metadata_filter(self) -> dict[str, object]:
+        """``read_all`` keyword arguments for the metadata streams (``$$name``) of this epoch's streams
+        (with plain names, other streams' too: check :meth:`holds`)."""
+        return {"filter_by_stream_name": True, "filter_include": ("$$" + self.prefix,), "filter_by_prefix": True}
+
+
+def default_prefix(epoch: int) -> str:
+    """The prefix epoch ``epoch`` gets unless it takes the plain names ('' for epoch 1)."""
     return "" if epoch == 1 else f"e{epoch}."
 
 
-def physical(stream: str, epoch: int) -> str:
-    """The server's name of logical stream ``stream`` in epoch ``epoch``."""
-    return stream if epoch == 1 else f"e{epoch}.{stream}"
-
-
-def in_epoch(name: str, epoch: int) -> bool:
-    """Whether the server's stream ``name`` belongs to epoch ``epoch``."""
-    if epoch == 1:
-        return not name.startswith("$") and _EPOCH_PREFIX.match(name) is None
-    return name.startswith(epoch_prefix(epoch))
-
-
-def epoch_filter(epoch: int) -> dict[str, object]:
-    """``read_all`` keyword arguments that make the server send epoch ``epoch``'s streams only."""
-    if epoch == 1:
-        return {"filter_by_stream_name": True, "filter_exclude": _NOT_EPOCH_ONE}
-    return {"filter_by_stream_name": True, "filter_include": (epoch_prefix(epoch),), "filter_by_prefix": True}
-
-
-def metadata_filter(epoch: int) -> dict[str, object]:
-    """``read_all`` keyword arguments for the metadata streams (``$$name``) of epoch ``epoch``'s streams."""
-    return {"filter_by_stream_name": True, "filter_include": ("$$" + epoch_prefix(epoch),), "filter_by_prefix": True}
+def plain(epoch: int = 1) -> EpochNames:
+    """Plain names: epoch 1 of a cluster eventmig has not migrated into."""
+    return EpochNames(epoch, "")
 
 
 def lock_stream(name: str) -> str:

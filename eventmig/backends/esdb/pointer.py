@@ -22,11 +22,8 @@ from typing import Any
 
 import msgspec
 
-from .names import STATE_STREAM, physical
-
-
-class _Pointer(msgspec.Struct):
-    active: int
+from .ledger import State
+from .names import STATE_STREAM, EpochNames, plain
 
 
 class EpochPointer:
@@ -34,13 +31,16 @@ class EpochPointer:
 
     def __init__(self, client: Any, refresh_seconds: float = 5.0) -> None:
         self.client, self.refresh_seconds = client, refresh_seconds
-        self._epoch, self._read_at = 1, float("-inf")
+        self._names, self._read_at = plain(), float("-inf")
 
     def epoch(self) -> int:
         """The active epoch (1 on a cluster eventmig never switched)."""
+        return self._current().epoch
+
+    def _current(self) -> EpochNames:
         if time.monotonic() - self._read_at >= self.refresh_seconds:
             self.refresh()
-        return self._epoch
+        return self._names
 
     def refresh(self) -> int:
         from kurrentdbclient.exceptions import NotFoundError
@@ -49,10 +49,14 @@ class EpochPointer:
             last = self.client.get_stream(STATE_STREAM, backwards=True, limit=1)
         except NotFoundError:
             last = ()
-        self._epoch = msgspec.json.decode(last[0].data, type=_Pointer).active if last else 1
+        if last:
+            state = msgspec.json.decode(last[0].data, type=State)
+            self._names = state.names(state.active)
+        else:
+            self._names = plain()
         self._read_at = time.monotonic()
-        return self._epoch
+        return self._names.epoch
 
     def stream(self, name: str) -> str:
         """The server's name of stream ``name`` in the active epoch."""
-        return physical(name, self.epoch())
+        return self._current().physical(name)

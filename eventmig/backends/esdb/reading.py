@@ -21,7 +21,7 @@ from collections.abc import Collection, Iterator
 from typing import Any
 
 from . import lineage
-from .names import epoch_filter, epoch_prefix, in_epoch, metadata_filter
+from .names import EpochNames
 
 #: a stream with nothing visible left (deleted, tombstoned): every revision is below this
 GONE = sys.maxsize
@@ -38,8 +38,8 @@ class Visibility:
     later handle, such as the switch's catch-up, sees the deletion).
     """
 
-    def __init__(self, client: Any, epoch: int) -> None:
-        self.client, self.epoch = client, epoch
+    def __init__(self, client: Any, names: EpochNames) -> None:
+        self.client, self.names = client, names
         self._starts: dict[str, int] = {}
         self._suspects: set[str] | None = None
 
@@ -56,11 +56,11 @@ class Visibility:
 
     def _find_suspects(self) -> set[str]:
         found: set[str] = set()
-        with self.client.read_all(**metadata_filter(self.epoch)) as events:
+        with self.client.read_all(**self.names.metadata_filter()) as events:
             found.update(e.stream_name[2:] for e in events)
         with self.client.read_all(filter_include=(TOMBSTONE_TYPE,), filter_by_prefix=True) as events:
             found.update(e.stream_name for e in events)
-        return {name for name in found if in_epoch(name, self.epoch)}
+        return {name for name in found if self.names.holds(name)}
 
     def _first_visible(self, name: str) -> int:
         from kurrentdbclient.exceptions import NotFoundError, StreamIsDeletedError
@@ -73,7 +73,7 @@ class Visibility:
 
 
 def epoch_events(
-    client: Any, epoch: int, visibility: Visibility, after: int | None, until: int | None, *, backwards: bool = False,
+    client: Any, names: EpochNames, visibility: Visibility, after: int | None, until: int | None, *, backwards: bool = False,
     types: Collection[str] | None = None,
 ) -> Iterator[Any]:
     """The client's recorded events of one epoch in commit order, in ``(after, until]``, visible ones only.
@@ -83,6 +83,8 @@ def epoch_events(
     names are checked here instead.
     """
     position = None if backwards else after
+    if names.hollow:
+        return
     if types is not None:
         if not types:
             return
@@ -91,10 +93,10 @@ def epoch_events(
         pattern = "(?:" + "|".join(re.escape(t) for t in sorted(types)) + ")"
         server_filter: dict[str, object] = {"filter_include": (pattern,)}
     else:
-        server_filter = epoch_filter(epoch)
+        server_filter = names.read_filter()
     with client.read_all(commit_position=position, backwards=backwards, **server_filter) as events:
         for e in events:
-            if types is not None and not in_epoch(e.stream_name, epoch):
+            if types is not None and not names.holds(e.stream_name):
                 continue
             commit = e.commit_position
             if backwards:
@@ -119,6 +121,3 @@ def to_row(e: Any, prefix_length: int, lean: bool = False) -> tuple[Any, ...]:
     return (e.stream_name[prefix_length:], e.stream_position, e.commit_position, None if lean else event_id,
             e.type, e.data, metadata, None if lean else recorded_at)
 
-
-def prefix_length(epoch: int) -> int:
-    return len(epoch_prefix(epoch))

@@ -36,8 +36,7 @@ from ...stores.base import (
 from . import lease, lineage, metadata, writing
 from .connection import connect
 from .ledger import Ledger
-from .names import physical
-from .reading import Visibility, epoch_events, prefix_length, to_row
+from .reading import Visibility, epoch_events, to_row
 
 
 class ESDBEventStore(EventStore):
@@ -54,14 +53,18 @@ class ESDBEventStore(EventStore):
         self._client = client if client is not None else connect(url)
         self._owns_client = client is None
         self._ledger = Ledger(self._client)
-        self._follows_active = epoch is None
-        self.epoch = epoch if epoch is not None else self._call(lambda: self._ledger.state()[0].active)
-        self._visibility = Visibility(self._client, self.epoch)
-        self._prefix = prefix_length(self.epoch)
+        state = self._call(lambda: self._ledger.state()[0])
+        self.epoch = epoch if epoch is not None else state.active
+        self._names = state.names(self.epoch)
+        self._visibility = Visibility(self._client, self._names)
+        self._prefix = len(self._names.prefix)
 
     # ------------------------------------------------------------- streams
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = StreamState.ANY) -> int:
         self._check_writable()
+        if self._names.hollow:
+            raise StoreError(f"epoch {self.epoch} of {self.url} holds nothing: its stream names belong to a migrated "
+                             "epoch now; write to the store the applications use (switch, or roll back to it)")
         from kurrentdbclient import NewEvent as ClientEvent
         from kurrentdbclient import StreamState as ClientState
         from kurrentdbclient.exceptions import WrongCurrentVersionError
@@ -75,7 +78,7 @@ class ESDBEventStore(EventStore):
                 meta, uid = lineage.to_server(meta, e.recorded_at, e.event_id)
             batch.append(ClientEvent(e.type, e.data, meta, id=uid) if uid else ClientEvent(e.type, e.data, meta))
         try:
-            self._call(lambda: self._client.append_to_stream(physical(stream, self.epoch), current_version=expected,
+            self._call(lambda: self._client.append_to_stream(self._names.physical(stream), current_version=expected,
                                                              events=batch))
         except WrongCurrentVersionError as exc:
             actual = exc.actual_version if isinstance(exc.actual_version, int) else None
@@ -91,7 +94,7 @@ class ESDBEventStore(EventStore):
 
         try:
             events = self._call(lambda: self._client.get_stream(
-                physical(stream, self.epoch), stream_position=from_version, limit=limit if limit is not None else 2**62))
+                self._names.physical(stream), stream_position=from_version, limit=limit if limit is not None else 2**62))
         except NotFoundError:
             return []
         return [RecordedEvent(*to_row(e, self._prefix)) for e in events]
@@ -110,7 +113,7 @@ class ESDBEventStore(EventStore):
         keep = _partition_filter(self, streams)
         batch: list[tuple[Any, ...]] = []
         prefix = self._prefix
-        for e in epoch_events(self._client, self.epoch, self._visibility, after, until, types=types):
+        for e in epoch_events(self._client, self._names, self._visibility, after, until, types=types):
             row = to_row(e, prefix, lean)
             if keep is not None and not keep(row[0]):
                 continue
@@ -128,7 +131,7 @@ class ESDBEventStore(EventStore):
         return iter(seen)
 
     def stream_version(self, stream: str) -> int | None:
-        version = self._call(lambda: self._client.get_current_version(physical(stream, self.epoch)))
+        version = self._call(lambda: self._client.get_current_version(self._names.physical(stream)))
         return version if isinstance(version, int) else None
 
     def stream_versions(self) -> dict[str, int]:
@@ -153,7 +156,7 @@ class ESDBEventStore(EventStore):
         versions = self.stream_versions()
         if source_position is None:
             return {}
-        for e in epoch_events(self._client, self.epoch, self._visibility, None, None, backwards=True):
+        for e in epoch_events(self._client, self._names, self._visibility, None, None, backwards=True):
             came_from = lineage.source_position(e.metadata or b"")
             if came_from is not None and came_from <= source_position:
                 break
@@ -165,7 +168,7 @@ class ESDBEventStore(EventStore):
         return versions
 
     def head_position(self) -> int | None:
-        for e in epoch_events(self._client, self.epoch, self._visibility, None, None, backwards=True):
+        for e in epoch_events(self._client, self._names, self._visibility, None, None, backwards=True):
             return e.commit_position
         return None
 
@@ -174,7 +177,7 @@ class ESDBEventStore(EventStore):
 
     def position_after(self, after: int | None, count: int, *, until: int | None = None) -> int | None:
         last, seen = None, 0
-        for e in epoch_events(self._client, self.epoch, self._visibility, after, until):
+        for e in epoch_events(self._client, self._names, self._visibility, after, until):
             seen += 1
             last = e.commit_position
             if seen == count:
@@ -201,6 +204,10 @@ class ESDBEventStore(EventStore):
         self._check_writable()
         state, at = self._ledger.state()
         number = state.next_epoch
+        if 1 not in state.hollow and self.at_epoch(1).head_position() is None:
+            # an empty cluster (a migration's target): the new epoch takes the plain names, once
+            state.prefixes[number] = ""
+            state.hollow.append(1)
         state.epochs.append(EpochInfo(number, "building", source_epoch, time.time()))
         state.next_epoch = number + 1
         self._ledger.save_state(state, at)
@@ -213,7 +220,8 @@ class ESDBEventStore(EventStore):
         info = state.epoch(epoch)
         if info is not None and info.status == "building":
             if info.source_epoch is not None and state.epoch(info.source_epoch) is not None:
-                metadata.carry(self._client, info.source_epoch, epoch, set(self.at_epoch(epoch).list_streams()))
+                metadata.carry(self._client, state.names(info.source_epoch), state.names(epoch),
+                               set(self.at_epoch(epoch).list_streams()))
             state.with_status(epoch, "ready")
             self._ledger.save_state(state, at)
 
@@ -227,9 +235,9 @@ class ESDBEventStore(EventStore):
             raise StoreError(f"epoch {epoch} is active; switch to another epoch before dropping it")
         if state.epoch(epoch) is None:
             raise StoreError(f"there is no epoch {epoch}")
-        handle = self.at_epoch(epoch)
+        handle, names = self.at_epoch(epoch), state.names(epoch)
         for stream in list(handle.list_streams()):
-            self._client.delete_stream(physical(stream, epoch), current_version=ClientState.ANY)
+            self._client.delete_stream(names.physical(stream), current_version=ClientState.ANY)
         state.epochs = [e for e in state.epochs if e.epoch != epoch]
         self._ledger.save_state(state, at)
 
@@ -307,7 +315,7 @@ class ESDBEventStore(EventStore):
         self._check_writable()
         from kurrentdbclient.exceptions import WrongCurrentVersionError
 
-        appends = writing.plan(events, self.epoch, self.capabilities.first_stream_version)
+        appends = writing.plan(events, self._names, self.capabilities.first_stream_version)
         try:
             self._call(lambda: writing.append_all(self._client, appends, self.capabilities.first_stream_version))
         except WrongCurrentVersionError as exc:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ...errors import StoreError
 from . import lineage
-from .names import physical
+from .names import EpochNames
 
 #: the server's default MaxAppendSize is 1 MiB (data + metadata + twice the type's length per event);
 #: stay well below it
@@ -37,7 +37,7 @@ class StreamAppend:
         self.stream, self.expected, self.events = stream, expected, events
 
 
-def plan(events: Sequence[Sequence[Any]], epoch: int, first_version: int) -> list[StreamAppend]:
+def plan(events: Sequence[Sequence[Any]], names: EpochNames, first_version: int) -> list[StreamAppend]:
     """The appends for target events (rows in TargetEvent order); refuse a batch whose numbering has gaps."""
     from kurrentdbclient import NewEvent
 
@@ -57,12 +57,12 @@ def plan(events: Sequence[Sequence[Any]], epoch: int, first_version: int) -> lis
             event = NewEvent(type=row[3], data=row[4], metadata=metadata, id=uid)
             cost = len(row[4]) + len(metadata) + 2 * len(row[3])
             if chunk and size + cost > MAX_APPEND_BYTES:
-                appends.append(StreamAppend(physical(stream, epoch), expected, chunk))
+                appends.append(StreamAppend(names.physical(stream), expected, chunk))
                 expected += len(chunk)
                 chunk, size = [], 0
             chunk.append(event)
             size += cost
-        appends.append(StreamAppend(physical(stream, epoch), expected, chunk))
+        appends.append(StreamAppend(names.physical(stream), expected, chunk))
     return appends
 
 
