@@ -47,6 +47,9 @@ class ESDBEventStore(EventStore):
 
     def __init__(self, url: str, *, create: bool = True, read_only: bool = False, epoch: int | None = None,
                  client: Any = None) -> None:
+        """``create`` is accepted for :func:`~eventmig.stores.open_store`'s sake: there is nothing to create
+        up front (a cluster eventmig never wrote to reads as epoch 1, its bookkeeping streams come with
+        the first write). ``client``: share another handle's connection (:meth:`at_epoch`)."""
         self._raw_url = url
         self.url = mask_url(url)
         self.read_only = read_only
