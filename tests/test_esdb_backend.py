@@ -339,3 +339,12 @@ def test_stream_metadata_is_carried_to_the_new_epoch_without_truncate_before(esd
     assert client.get_stream_metadata("e2.kept-1")[0] == {"$maxAge": 86400, "$acl": {"$r": "ops"}, "owner": "billing"}
     assert client.get_stream_metadata("e2.plain-1")[0] == {}
     assert [e.stream_position for e in client.get_stream("e2.kept-1")] == [0, 1]  # no $tb: nothing hidden
+
+
+def test_every_scheme_of_the_client_opens_the_backend(esdb_node):
+    with open_store(esdb_node.url) as store:
+        store.append("s-1", [new_event("E", {})])
+    for url in (esdb_node.discover_url, esdb_node.url.replace("esdb://", "kurrentdb://"),
+                esdb_node.url.replace("esdb://", "kdb://")):
+        with open_store(url) as store:
+            assert [e.stream for e in store.read_stream("s-1")] == ["s-1"], url
