@@ -180,7 +180,7 @@ def _migrate(
                     target.write_batch(events, run=run, quarantined=quarantined)
                     count_written(progress, batch.counts.written, batch.counts.quarantined)
                     task.advance(read)
-    target.finish_epoch(run.target_epoch)
+    store.finish_epoch(run.target_epoch)  # the store: a pair of stores carries stream settings across here
     run.status = "completed"
     run.updated_at = time.time()
     store.save_run(run)

@@ -202,9 +202,15 @@ def test_one_cluster_into_a_new_one_keeps_the_stream_names(esdb_node, shop_regis
 
     from eventmig import StoreError, new_event
 
+    from kurrentdbclient import KurrentDBClient
+
     with open_store(esdb_node.url) as old:
         seed(old, 500)
         old_streams = set(old.list_streams())
+        kept = next(s for s in sorted(old_streams) if len(old.read_stream(s)) >= 2)  # $tb 1 leaves some
+    old_client = KurrentDBClient(esdb_node.url)
+    old_client.set_stream_metadata(kept, metadata={"$maxAge": 3600, "$acl": {"$r": "ops"}, "$tb": 1})
+    old_client.close()
     with StandIn() as new_node:
         with open_pair(esdb_node.url, new_node.url) as pair:
             report = migrate(pair, shop_registry, workers=1)
@@ -216,8 +222,8 @@ def test_one_cluster_into_a_new_one_keeps_the_stream_names(esdb_node, shop_regis
             assert app.read_stream(stream)[0].decoded_metadata()["eventmig"]["source"]["stream"] == stream
             with pytest.raises(StoreError, match="holds nothing"):
                 app.at_epoch(1).append(stream, [new_event("X", {})])
-        from kurrentdbclient import KurrentDBClient
-
         client = KurrentDBClient(new_node.url)
         assert stream in {e.stream_name for e in client.read_all()}  # under its own name on the server
+        # retention and access control came along, truncation did not (what it hid was not copied)
+        assert client.get_stream_metadata(kept)[0] == {"$maxAge": 3600, "$acl": {"$r": "ops"}}
         client.close()

@@ -117,7 +117,11 @@ class StorePair(EventStore):
         return self.target.create_epoch(SOURCE_EPOCH)
 
     def finish_epoch(self, epoch: int) -> None:
+        """Finish the target's epoch, giving its streams the source streams' own settings where both
+        stores have them (retention and ACLs from one cluster to another)."""
         self.target.finish_epoch(epoch)
+        if self.source.capabilities.stream_metadata and self.target.capabilities.stream_metadata:
+            self.target.at_epoch(epoch).apply_stream_settings(self._source_epoch.stream_settings())
 
     def drop_epoch(self, epoch: int) -> None:
         if epoch == SOURCE_EPOCH:

@@ -51,6 +51,8 @@ class Capabilities(msgspec.Struct, frozen=True):
     unique_event_ids: bool = True
     #: ``switch_epoch`` holds application writers off while it flips (EventStoreDB cannot: no locks)
     atomic_switch: bool = True
+    #: streams carry settings of their own (EventStoreDB's ``$$`` metadata: retention, ACL, custom keys)
+    stream_metadata: bool = False
 
 
 class EpochInfo(msgspec.Struct, frozen=True):
@@ -437,6 +439,16 @@ class EventStore(ABC):
         checkpoint, and answers without those.
         """
         return self.stream_versions() if source_position is not None else {}
+
+    def stream_settings(self) -> dict[str, dict[str, Any]]:
+        """Each stream's own settings in this epoch, by stream, for a migration to carry over (see
+        ``Capabilities.stream_metadata``; a store without them has none: this default)."""
+        return {}
+
+    def apply_stream_settings(self, settings: dict[str, dict[str, Any]]) -> int:
+        """Give this epoch's streams the settings of the same-named streams in ``settings``; return how many
+        streams got some (a store without stream settings keeps none: this default)."""
+        return 0
 
     # -------------------------------------------------------------- admin
     @abstractmethod

@@ -1,4 +1,5 @@
-"""Stream metadata carried from an epoch's streams to the same streams of the epoch migrated from it.
+"""Stream metadata carried from an epoch's streams to the same streams of the epoch migrated from them
+(in the same cluster, or in another one: the store's ``stream_settings`` / ``apply_stream_settings``).
 
 A stream's ``$$`` metadata holds its retention (``$maxAge``, ``$maxCount``),
 its access control (``$acl``) and the application's own keys. A new
@@ -38,12 +39,17 @@ def source_metadata(client: Any, names: EpochNames) -> dict[str, dict[str, Any]]
     return found
 
 
-def carry(client: Any, source: EpochNames, target: EpochNames, streams: set[str]) -> int:
-    """Copy the metadata of the source epoch's streams onto the target epoch's streams named in ``streams``."""
+def without_truncation(docs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The documents without what must not be carried (``$tb``), and without those left empty."""
+    kept = {stream: {k: v for k, v in doc.items() if k not in NOT_CARRIED} for stream, doc in docs.items()}
+    return {stream: doc for stream, doc in kept.items() if doc}
+
+
+def apply(client: Any, target: EpochNames, docs: dict[str, dict[str, Any]], streams: set[str]) -> int:
+    """Set each document on the same-named stream of the target epoch, for the streams in ``streams``."""
     carried = 0
-    for stream, doc in source_metadata(client, source).items():
-        kept = {k: v for k, v in doc.items() if k not in NOT_CARRIED}
-        if kept and stream in streams:
-            client.set_stream_metadata(target.physical(stream), metadata=kept)
+    for stream, doc in without_truncation(docs).items():
+        if stream in streams:
+            client.set_stream_metadata(target.physical(stream), metadata=doc)
             carried += 1
     return carried

@@ -43,7 +43,7 @@ class ESDBEventStore(EventStore):
     """A connection to one EventStoreDB cluster, bound to one epoch (by default the active one)."""
 
     capabilities = Capabilities(first_stream_version=0, contiguous_positions=False, atomic_batches=False,
-                                unique_event_ids=False, atomic_switch=False)
+                                unique_event_ids=False, atomic_switch=False, stream_metadata=True)
 
     def __init__(self, url: str, *, create: bool = True, read_only: bool = False, epoch: int | None = None,
                  client: Any = None) -> None:
@@ -61,6 +61,14 @@ class ESDBEventStore(EventStore):
         self._names = state.names(self.epoch)
         self._visibility = Visibility(self._client, self._names)
         self._prefix = len(self._names.prefix)
+
+    def stream_settings(self) -> dict[str, dict[str, Any]]:
+        """Each stream's ``$$`` metadata, without ``$tb`` (it counts this epoch's revisions only)."""
+        return metadata.without_truncation(metadata.source_metadata(self._client, self._names))
+
+    def apply_stream_settings(self, settings: dict[str, dict[str, Any]]) -> int:
+        self._check_writable()
+        return metadata.apply(self._client, self._names, settings, set(self.list_streams()))
 
     # ------------------------------------------------------------- streams
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = StreamState.ANY) -> int:
@@ -223,8 +231,8 @@ class ESDBEventStore(EventStore):
         info = state.epoch(epoch)
         if info is not None and info.status == "building":
             if info.source_epoch is not None and state.epoch(info.source_epoch) is not None:
-                metadata.carry(self._client, state.names(info.source_epoch), state.names(epoch),
-                               set(self.at_epoch(epoch).list_streams()))
+                docs = metadata.source_metadata(self._client, state.names(info.source_epoch))
+                self.at_epoch(epoch).apply_stream_settings(docs)
             state.with_status(epoch, "ready")
             self._ledger.save_state(state, at)
 
