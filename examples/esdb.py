@@ -34,13 +34,11 @@ from pathlib import Path
 
 from kurrentdbclient import KurrentDBClient
 
+from eventmig import migrate, open_store, rollback, switch, verify
 from eventmig.backends.pair import open_pair
 from eventmig.config import load_registry, load_settings
-from eventmig.cutover import rollback, switch
-from eventmig.demo import seed
-from eventmig.migrate import migrate
-from eventmig.stores import mask_url, open_store
-from eventmig.verify import verify
+from eventmig.jobs.seed import seed
+from eventmig.urls import mask_url
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -21,11 +21,11 @@ import pytest
 
 from eventmig import ConfigError
 from eventmig.backends.pair import open_pair
-from eventmig.cutover import rollback, switch
-from eventmig.demo import seed
-from eventmig.migrate import migrate
-from eventmig.stores import open_store
-from eventmig.verify import verify
+from eventmig.jobs.cutover import rollback, switch
+from eventmig.jobs.seed import seed
+from eventmig.jobs.migrate import migrate
+from eventmig.backends import open_store
+from eventmig.jobs.verify import verify
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -140,7 +140,7 @@ def test_rebuild_reads_esdb_into_sql_read_models(tmp_path: Path, esdb_node, shop
     record the stream version their state reflects, which each store numbers its own way: from 0 and from 1)."""
     import projections as shop
 
-    from eventmig.rebuild import rebuild
+    from eventmig.jobs.rebuild import rebuild
 
     digests = {}
     for name, url in (("esdb", esdb_node.url), ("sqlite", f"sqlite:///{tmp_path / 'events.db'}")):

@@ -27,11 +27,12 @@ from eventmig import StreamState, new_event
 from eventmig.backends.esdb import EpochPointer, is_transient
 from eventmig.backends.esdb.connection import ENV_PASSWORD, ENV_USERNAME, with_credentials
 from eventmig.backends.esdb.lineage import CHAIN, CREATED, NUMBER, POSITION, STREAM, iso_micros
-from eventmig.cutover import rollback, switch
-from eventmig.demo import seed
-from eventmig.migrate import migrate
-from eventmig.stores import TargetEvent, open_store
-from eventmig.verify import verify
+from eventmig.jobs.cutover import rollback, switch
+from eventmig.jobs.seed import seed
+from eventmig.jobs.migrate import migrate
+from eventmig.backends import open_store
+from eventmig.model.records import TargetEvent
+from eventmig.jobs.verify import verify
 
 
 def raw(url: str) -> KurrentDBClient:

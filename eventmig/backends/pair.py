@@ -27,12 +27,10 @@ from typing import Any
 
 import msgspec
 
-from ..errors import ConfigError, HeadMoved, StoreError
-from ..events import NewEvent, RecordedEvent
-from ..stores.base import (
-    CatchUp,
+from eventmig.errors import ConfigError, HeadMoved, StoreError
+from eventmig.model.events import NewEvent, RecordedEvent
+from eventmig.model.records import (
     EpochInfo,
-    EventStore,
     ExpectedVersion,
     QuarantinedEvent,
     Run,
@@ -41,6 +39,7 @@ from ..stores.base import (
     Switch,
     TargetEvent,
 )
+from eventmig.ports import CatchUp, EventStore
 
 SOURCE_EPOCH = 1
 
@@ -196,7 +195,7 @@ class StorePair(EventStore):
 
 def open_pair(source_url: str, target_url: str, *, table: str = "events", read_only: bool = False) -> StorePair:
     """Open ``source_url`` read-only and ``target_url`` (created unless ``read_only``) as a :class:`StorePair`."""
-    from ..stores import open_store
+    from eventmig.backends import open_store
 
     if source_url == target_url:
         raise ConfigError("the target store is the source store: leave target unset to migrate inside one store")

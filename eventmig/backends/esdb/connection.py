@@ -5,7 +5,7 @@ The URL is the client's own (``esdb://host:2113?Tls=false``,
 username, ``EVENTMIG_ESDB_USERNAME`` / ``EVENTMIG_ESDB_PASSWORD`` supply
 them, so a password need not sit in a config file; ``EVENTMIG_ESDB_CA_FILE``
 names the cluster's CA certificate for TLS (the client's ``tlsCaFile``
-query parameter works too). Only :func:`~eventmig.stores.mask_url`'s form
+query parameter works too). Only :func:`~eventmig.urls.mask_url`'s form
 of a URL is ever shown.
 """
 
@@ -15,8 +15,8 @@ import os
 from typing import Any
 from urllib.parse import quote
 
-from ...errors import ConfigError, StoreError
-from ...stores import mask_url, url_shown_unparsed
+from eventmig.errors import ConfigError, StoreError
+from eventmig.urls import mask_url, url_shown_unparsed
 from .names import SCHEMES
 
 ENV_USERNAME = "EVENTMIG_ESDB_USERNAME"

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from ...errors import Busy
+from eventmig.errors import Busy
 from .names import lock_stream
 
 #: seconds a lease lasts without renewal (a holder on another machine that died frees it after this)

@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
-from ...errors import StoreError
-from ...stores.base import EpochInfo, QuarantinedEvent, Run, Switch
+from eventmig.errors import StoreError
+from eventmig.model.records import EpochInfo, QuarantinedEvent, Run, Switch
 from .names import QUARANTINE_STREAM, RUNS_STREAM, STATE_STREAM, EpochNames, default_prefix, plain
 
 _NAMESPACE = uuid.UUID("8d7f0c1e-2b3a-5c4d-8e9f-0a1b2c3d4e5f")

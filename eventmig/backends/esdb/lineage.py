@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from ...events import LINEAGE_KEY
+from eventmig.model.events import LINEAGE_KEY
 
 CREATED = "$originalCreatedDate"
 STREAM = "$originalStreamId"

@@ -17,14 +17,10 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from ...errors import HeadMoved, StoreError, WrongExpectedVersion
-from ...events import NewEvent, RecordedEvent
-from ...stores import mask_url
-from ...stores.base import (
-    Capabilities,
-    CatchUp,
+from eventmig.errors import HeadMoved, StoreError, WrongExpectedVersion
+from eventmig.model.events import NewEvent, RecordedEvent
+from eventmig.model.records import (
     EpochInfo,
-    EventStore,
     ExpectedVersion,
     QuarantinedEvent,
     Run,
@@ -33,6 +29,9 @@ from ...stores.base import (
     Switch,
     TargetEvent,
 )
+from eventmig.ports import Capabilities, CatchUp, EventStore
+from eventmig.urls import mask_url
+
 from . import lease, lineage, metadata, writing
 from .connection import connect
 from .ledger import Ledger
@@ -45,9 +44,10 @@ class ESDBEventStore(EventStore):
     capabilities = Capabilities(first_stream_version=0, contiguous_positions=False, atomic_batches=False,
                                 unique_event_ids=False, atomic_switch=False, stream_metadata=True)
 
-    def __init__(self, url: str, *, create: bool = True, read_only: bool = False, epoch: int | None = None,
-                 client: Any = None) -> None:
-        """``create`` is accepted for :func:`~eventmig.stores.open_store`'s sake: there is nothing to create
+    def __init__(self, url: str, *, table: str = "events", create: bool = True, read_only: bool = False,
+                 epoch: int | None = None, client: Any = None) -> None:
+        """``table`` and ``create`` are accepted for :func:`~eventmig.backends.open_store`'s sake (SQL stores'
+        settings): there is no table here and nothing to create
         up front (a cluster eventmig never wrote to reads as epoch 1, its bookkeeping streams come with
         the first write). ``client``: share another handle's connection (:meth:`at_epoch`)."""
         self._raw_url = url

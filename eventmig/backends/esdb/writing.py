@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ...errors import StoreError
+from eventmig.errors import StoreError
 from . import lineage
 from .names import EpochNames
 
