@@ -26,7 +26,8 @@ def _sizes(text: str) -> list[int]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--sizes", default="100k,1m", help="data set sizes, e.g. 100k,1m (default: %(default)s)")
-    p.add_argument("--stores", default="sqlite,postgres", help="sqlite, postgres (default: %(default)s)")
+    p.add_argument("--stores", default="sqlite,postgres", help="sqlite, postgres, esdb-standin (SQLite into the EventStoreDB stand-in, migrate only) "
+                        "(default: %(default)s)")
     p.add_argument("--cases", default=",".join(harness.ALL_CASES),
                    help=f"any of {', '.join(harness.ALL_CASES)}, or floors one by one: "
                         f"{', '.join(harness.RAW_CASES)} (default: all)")
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     options = options_from(args)
     for store in options.stores:
-        if store not in ("sqlite", "postgres"):
+        if store not in ("sqlite", "postgres", harness.ESDB_STANDIN):
             parser().error(f"unknown store {store!r}")
     for case in options.cases:
         if case not in harness.ALL_CASES and case not in harness.RAW_CASES:

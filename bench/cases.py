@@ -20,11 +20,17 @@ def _registry() -> Any:
 
 
 def eventmig_migrate(spec: dict[str, Any]) -> dict[str, Any]:
-    from eventmig.jobs.migrate import migrate
+    """Inside one store, or with ``target`` across stores (the source read, the target written)."""
     from eventmig.backends import open_store
+    from eventmig.jobs.migrate import migrate
 
     compiled = _registry()
-    store = open_store(spec["url"])
+    if spec.get("target"):
+        from eventmig.backends.pair import open_pair
+
+        store = open_pair(spec["url"], spec["target"])
+    else:
+        store = open_store(spec["url"])
     try:
         started = time.perf_counter()
         report = migrate(store, compiled)

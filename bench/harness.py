@@ -148,6 +148,16 @@ def run_in_child(spec: dict[str, Any], *, timeout: float = 4 * 3600, workdir: Pa
     return result
 
 
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None:
+        proc.terminate()
+        proc.wait(30)
+
+
+#: the store name results carry for runs against the EventStoreDB stand-in (never a real server)
+ESDB_STANDIN = "esdb-standin"
+
+
 # ------------------------------------------------------------------ the plan
 TASKS = {
     # case -> (task it measures, implementation)
@@ -290,6 +300,8 @@ class Harness:
                         self._sqlite(n, source)
                     elif store == "postgres":
                         self._postgres(n, source)
+                    elif store == ESDB_STANDIN:
+                        self._esdb_standin(n, source)
             for n in self.o.scaling:
                 if n in self.o.sizes and "sqlite" in self.o.stores and "migrate" in self.o.cases:
                     continue  # already measured in the main matrix
@@ -299,6 +311,34 @@ class Harness:
                 self._sqlite_migrate(n, source, scaling=True)
         finally:
             shutil.rmtree(self.work, ignore_errors=True)
+
+    # ------------------------------------------------- EventStoreDB stand-in
+    def _esdb_standin(self, n: int, source: Path) -> None:
+        """migrate from SQLite into EventStoreDB, against the stand-in (tests/esdb_standin/), not a server.
+
+        The stand-in runs in a process of its own, a fresh one per run (the
+        target must be empty); it is Python and in memory, so this measures
+        eventmig's side and the protocol, not what a real cluster sustains.
+        """
+        if "migrate" not in self.o.cases:
+            return
+        self.log(f"SQLite -> EventStoreDB stand-in, {n:,} events")
+        db = self.work / "run.db"
+        node: dict[str, subprocess.Popen] = {}
+
+        def fresh(i: int) -> dict[str, Any]:
+            _stop(node.pop("proc", None))
+            proc = subprocess.Popen([sys.executable, "-m", "tests.esdb_standin"], cwd=dataset.REPO,
+                                    stdout=subprocess.PIPE, text=True)
+            node["proc"] = proc
+            url = proc.stdout.readline().strip()  # type: ignore[union-attr]
+            return {"url": dataset.sqlite_url(dataset.copy_dataset(source, db)), "target": url}
+
+        try:
+            self._measure(self._start("eventmig.jobs.migrate", ESDB_STANDIN, n), {}, fresh, self.o.repeats)
+        finally:
+            _stop(node.pop("proc", None))
+            dataset.remove_sqlite(db)
 
     # --------------------------------------------------------------- SQLite
     def _sqlite_migrate(self, n: int, source: Path, *, scaling: bool = False) -> None:

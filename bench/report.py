@@ -173,7 +173,7 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     merged = dict(old)
     merged["results"] = [r for r in old["results"] if key(r) not in fresh] + new["results"]
     order = {c: i for i, c in enumerate(CASE_ORDER)}
-    merged["results"].sort(key=lambda r: (r.get("scaling", False), r["n"], ["sqlite", "postgres"].index(r["store"]),
+    merged["results"].sort(key=lambda r: (r.get("scaling", False), r["n"], ["sqlite", "postgres", "esdb-standin"].index(r["store"]),
                                           order.get(r["case"], 99), r["workers"] or 0))
     merged["datasets"] = {**old.get("datasets", {}), **new["datasets"]}
     merged["postgres_load_seconds"] = {**old.get("postgres_load_seconds", {}), **new.get("postgres_load_seconds", {})}

@@ -48,6 +48,10 @@ def open_configured_store(settings: Settings, *, create: bool = False, read_only
     ``read_only``: they work with a connection that cannot write, and write
     nothing themselves.
     """
+    if settings.target:
+        from eventmig.backends.pair import open_pair
+
+        return open_pair(settings.store, settings.target, table=settings.events_table, read_only=read_only)
     return open_store(settings.store, table=settings.events_table, create=create, read_only=read_only)
 
 

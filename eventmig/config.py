@@ -66,6 +66,7 @@ MAX_CHECK_EXAMPLES = 1_000_000
 
 ENV_VARS = {
     "store": "EVENTMIG_STORE",
+    "target": "EVENTMIG_TARGET",
     "read_models": "EVENTMIG_READ_MODELS",
     "upcasters": "EVENTMIG_UPCASTERS",
     "projections": "EVENTMIG_PROJECTIONS",
@@ -78,6 +79,8 @@ class Settings:
 
     #: the event store URL
     store: str = DEFAULT_STORE
+    #: a second event store to migrate into (a migration across stores); None: migrate inside ``store``
+    target: str | None = None
     #: the read-model database URL (rebuild); defaults to the event store's
     read_models: str | None = None
     #: ``module:attribute`` of the service's :class:`~eventmig.Registry`
@@ -155,7 +158,7 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     if path is not None:
         # the default store sits next to the config file too, wherever the command runs from
         table.setdefault("store", DEFAULT_STORE)
-    for key in ("store", "read_models"):
+    for key in ("store", "target", "read_models"):
         if key in table:
             table[key] = _resolve_sqlite(table[key], root)
     for key, var in ENV_VARS.items():
@@ -170,7 +173,7 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     return settings
 
 
-_TEXT_SETTINGS = ("store", "read_models", "upcasters", "projections", "events_table", "version_key", "cases")
+_TEXT_SETTINGS = ("store", "target", "read_models", "upcasters", "projections", "events_table", "version_key", "cases")
 #: settings that count something, and their largest values
 _COUNT_SETTINGS = {
     "batch_size": MAX_BATCH_SIZE,

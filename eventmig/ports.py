@@ -46,6 +46,12 @@ class Capabilities(msgspec.Struct, frozen=True):
     atomic_batches: bool
     #: the store holds several epochs side by side and can switch the active one
     epochs: bool = True
+    #: an event id is unique in the whole store (EventStoreDB: only within a stream)
+    unique_event_ids: bool = True
+    #: ``switch_epoch`` holds application writers off while it flips (EventStoreDB cannot: no locks)
+    atomic_switch: bool = True
+    #: streams carry settings of their own (EventStoreDB's ``$$`` metadata: retention, ACL, custom keys)
+    stream_metadata: bool = False
 
 
 class CatchUp(Protocol):
@@ -316,6 +322,26 @@ class EventStore(ABC):
     @abstractmethod
     def stream_versions(self) -> dict[str, int]:
         """Last version of every stream (a resumed migration restores its numbering from it)."""
+
+    def stream_versions_as_of(self, source_position: int | None) -> dict[str, int]:
+        """Stream versions as a migration's batches up to its checkpoint ``source_position`` left them.
+
+        A resumed migration numbers from these. With atomic batches they are
+        simply the last versions (nothing is committed beyond a checkpoint);
+        a store without them may hold events written after the last saved
+        checkpoint, and answers without those.
+        """
+        return self.stream_versions() if source_position is not None else {}
+
+    def stream_settings(self) -> dict[str, dict[str, Any]]:
+        """Each stream's own settings in this epoch, by stream, for a migration to carry over (see
+        ``Capabilities.stream_metadata``; a store without them has none: this default)."""
+        return {}
+
+    def apply_stream_settings(self, settings: dict[str, dict[str, Any]]) -> int:
+        """Give this epoch's streams the settings of the same-named streams in ``settings``; return how many
+        streams got some (a store without stream settings keeps none: this default)."""
+        return 0
 
     # -------------------------------------------------------------- admin
     @abstractmethod

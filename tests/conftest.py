@@ -106,6 +106,15 @@ def esdb_standin():
         yield node
 
 
+@pytest.fixture
+def esdb_node():
+    """A fresh stand-in node for one test: an empty EventStoreDB store (it starts in milliseconds)."""
+    from esdb_standin import StandIn
+
+    with StandIn() as node:
+        yield node
+
+
 @pytest.fixture(params=["stand-in", "server"])
 def esdb_uri(request: pytest.FixtureRequest) -> str:
     """The stand-in's URL, then a real server's (EVENTMIG_ESDB_URI), skipped when none is given."""

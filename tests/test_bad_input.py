@@ -76,7 +76,7 @@ toml_values = st.recursive(
                                                                  max_size=3),
     max_leaves=6,
 )
-TEXT_SETTINGS = ["store", "read_models", "upcasters", "projections", "events_table", "version_key", "cases"]
+TEXT_SETTINGS = ["store", "target", "read_models", "upcasters", "projections", "events_table", "version_key", "cases"]
 COUNT_SETTINGS = {
     "batch_size": MAX_BATCH_SIZE,
     "rebuild_batch_size": MAX_REBUILD_BATCH_SIZE,
@@ -112,7 +112,7 @@ def test_the_settings_under_test_are_all_there_are():
 @pytest.mark.parametrize("key", TEXT_SETTINGS + list(COUNT_SETTINGS) + list(RETRY_SETTINGS))
 def test_a_wrong_typed_setting_is_a_configuration_error_naming_it(key: str, tmp_path_factory: pytest.TempPathFactory,
                                                                     monkeypatch: pytest.MonkeyPatch):
-    for var in ("EVENTMIG_STORE", "EVENTMIG_CONFIG", "EVENTMIG_UPCASTERS", "EVENTMIG_READ_MODELS", "EVENTMIG_PROJECTIONS"):
+    for var in ("EVENTMIG_STORE", "EVENTMIG_TARGET", "EVENTMIG_CONFIG", "EVENTMIG_UPCASTERS", "EVENTMIG_READ_MODELS", "EVENTMIG_PROJECTIONS"):
         monkeypatch.delenv(var, raising=False)
     directory = tmp_path_factory.mktemp(key)
 

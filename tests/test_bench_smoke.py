@@ -152,3 +152,15 @@ def test_rebuild_writes_what_the_floor_folds(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         expected = conn.execute(q.format("order_summary_raw")).fetchall()
         assert expected and conn.execute(q.format("order_summary")).fetchall() == expected
+
+
+def test_migrate_into_the_esdb_stand_in_is_measured(tmp_path: Path) -> None:
+    """The EventStoreDB row: SQLite into a stand-in started in a process of its own, labelled as the stand-in."""
+    options = harness.Options(sizes=[N], stores=[harness.ESDB_STANDIN], cases=["migrate"], repeats=1,
+                              data_dir=tmp_path)
+    bench = harness.Harness(options, log=lambda s: None)
+    bench.run()
+    (result,) = bench.results
+    assert (result.case, result.store, result.status) == ("eventmig.jobs.migrate", "esdb-standin", "ok"), result.note
+    (run,) = result.runs
+    assert run["events_read"] == N and run["events_written"] > 0 and run["seconds"] > 0

@@ -293,6 +293,31 @@ def test_a_tombstoned_stream_is_deleted_for_good_while_all_keeps_its_events(clie
     assert ids(e for e in all_since(client, start) if e.stream_name == stream) == [e.id for e in written]
 
 
+@pytest.mark.skipif(not PREFIX_FILTERS, reason="this client cannot ask for prefix filters")
+def test_what_can_hide_a_stream_s_events_is_found_with_two_filtered_reads_of_all(client: Client):
+    """How the backend finds, without reading every stream, the streams whose events $all still holds but a
+    stream read hides: metadata events by stream-name prefix ``$$``, tombstones by event-type prefix
+    ``$streamDeleted``; and where such a stream now starts is its first event on a stream read."""
+    start = client.get_commit_position()
+    truncated, deleted, tombstoned, plain = (new_stream() for _ in range(4))
+    for stream in (truncated, deleted, tombstoned, plain):
+        client.append_to_stream(stream, events=events(3), current_version=StreamState.NO_STREAM)
+    client.set_stream_metadata(truncated, metadata={"$tb": 1})
+    client.delete_stream(deleted, current_version=2)
+    client.tombstone_stream(tombstoned, current_version=2)
+    mine = {truncated, deleted, tombstoned, plain}  # the node has other streams, and system ones
+    with_metadata = {e.stream_name for e in all_since(client, start, filter_include=["$$"], filter_by_stream_name=True,
+                                                      filter_by_prefix=True)}
+    assert {name for name in with_metadata if name[2:] in mine} == {f"$${truncated}", f"$${deleted}"}
+    tombstones = [e for e in all_since(client, start, filter_include=["$streamDeleted"], filter_by_prefix=True)]
+    assert [e.stream_name for e in tombstones if e.stream_name in mine] == [tombstoned]
+    assert [e.stream_position for e in client.get_stream(truncated, limit=1)] == [1]
+    with pytest.raises(NotFound):
+        client.get_stream(deleted, limit=1)
+    with pytest.raises(StreamIsDeleted):
+        client.get_stream(tombstoned, limit=1)
+
+
 def test_tombstoning_a_missing_stream_needs_no_expectation(client: Client):
     stream = new_stream()
     with pytest.raises(NotFound):

@@ -142,6 +142,20 @@ def test_read_models_fall_back_to_sqlite(tmp_path: Path):
     check_read_models(out)
 
 
+def test_esdb_against_the_stand_in(tmp_path: Path):
+    result = run_example("esdb.py", "--events", "1500", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "the test suite's stand-in (in memory, not a real EventStoreDB server)" in out
+    written = number(r"from SQLite into ([\d,]+) on the cluster", out)
+    assert number(r"verify: ([\d,]+) expected events", out) == written == number(r"expected events, ([\d,]+) on the cluster", out)
+    assert "digests match" in out and "starts at revision 0 with OrderPlaced" in out
+    for key in ("$originalCreatedDate: '2024-", "$originalStreamId: 'order-", "$originalEventNumber: '1'",
+                "eventmig.chain: '[", "eventmig.sourceEpoch: '1'"):
+        assert key in out, key
+    assert "switch: epoch 2 (the cluster) is active" in out and "rollback: epoch 1 (SQLite, never written)" in out
+
+
 def test_every_example_is_listed_and_tested():
     readme = (EXAMPLES / "README.md").read_text()
     this_file = Path(__file__).read_text()

@@ -21,6 +21,10 @@ BACKENDS: dict[str, str] = {
     "sqlite": "eventmig.backends.sql.store:SQLEventStore",
     "postgresql": "eventmig.backends.sql.store:SQLEventStore",
     "postgres": "eventmig.backends.sql.store:SQLEventStore",
+    # EventStoreDB / KurrentDB, in kurrentdbclient's spellings (esdb+discover://... too)
+    "esdb": "eventmig.backends.esdb.store:ESDBEventStore",
+    "kurrentdb": "eventmig.backends.esdb.store:ESDBEventStore",
+    "kdb": "eventmig.backends.esdb.store:ESDBEventStore",
 }
 
 
@@ -30,7 +34,8 @@ def backend_class(url: str) -> type[EventStore]:
     target = BACKENDS.get(scheme)
     if target is None:
         raise ConfigError(
-            f"unknown store URL {url_shown_unparsed(url)!r}: expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+            f"unknown store URL {url_shown_unparsed(url)!r}: expected sqlite:///PATH, postgresql+psycopg://USER@HOST/DB "
+            "or esdb://HOST:PORT"
         )
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
@@ -40,7 +45,8 @@ def open_store(url: str, *, table: str = "events", create: bool = True, read_onl
     """Open the event store at ``url``, creating eventmig's schema on first use.
 
     ``sqlite:///path.db`` and ``postgresql+psycopg://user@host/db`` are SQL
-    stores; anything else is refused with a message naming what is supported.
+    stores, ``esdb://host:2113`` (and ``esdb+discover://``, ``kurrentdb://``)
+    an EventStoreDB cluster; anything else is refused with a message naming what is supported.
     With ``create=False`` a SQLite file that does not exist is an error
     rather than a new, empty store. ``read_only`` opens it for reading only
     (a SQLite file read-only, PostgreSQL sessions read-only) and creates

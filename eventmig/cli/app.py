@@ -66,6 +66,7 @@ err = Console(stderr=True, soft_wrap=True, markup=False)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pyproject.toml with [tool.eventmig] (default: nearest one).", show_default=False)]
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Event store URL (env EVENTMIG_STORE).", show_default=False)]
+TargetOpt = Annotated[str | None, typer.Option("--target", help="A second event store to migrate into, of any kind (env EVENTMIG_TARGET): --store is then the source, only read.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help=f"Events per batch (1 to {MAX_BATCH_SIZE:,}; default 10,000).", show_default=False)]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, max=MAX_WORKERS, help=f"Worker processes, at most one per batch and {MAX_WORKERS} in all (default: the number of cores).", show_default=False)]
@@ -407,6 +408,7 @@ def _print_check(report: command.CheckReport) -> None:
 def migrate(
     config: ConfigOpt = None,
     store: StoreOpt = None,
+    target: TargetOpt = None,
     batch_size: BatchOpt = None,
     workers: WorkersOpt = None,
     retry_attempts: RetryAttemptsOpt = None,
@@ -420,7 +422,7 @@ def migrate(
 ) -> None:
     """Copy the active epoch through the upcasters into a new epoch (resumes if interrupted)."""
     with _progress(as_json) as progress:
-        report = command.migrate(_settings(config, store, batch_size, workers, retry_attempts, retry_max_wait),
+        report = command.migrate(_settings(config, store, batch_size, workers, retry_attempts, retry_max_wait, target=target),
                                  dry_run=dry_run, restart=restart,
                                  stream_map=stream_map, progress=progress)
     observe.report(report)
@@ -479,13 +481,13 @@ def _print_verify(report: Any) -> None:
 @_observed
 @reports_errors
 def verify(
-    config: ConfigOpt = None, store: StoreOpt = None, batch_size: BatchOpt = None, workers: WorkersOpt = None,
+    config: ConfigOpt = None, store: StoreOpt = None, target: TargetOpt = None, batch_size: BatchOpt = None, workers: WorkersOpt = None,
     metrics_port: MetricsPortOpt = None, log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare digests of the upcast source with the migrated epoch, stream by stream."""
     with _progress(as_json) as progress:
-        report = command.verify(_settings(config, store, batch_size, workers), progress=progress)
+        report = command.verify(_settings(config, store, batch_size, workers, target=target), progress=progress)
     observe.report(report)
     _emit_json(report) if as_json else _print_verify(report)
     if not report.ok:
@@ -498,6 +500,7 @@ def verify(
 def switch(
     config: ConfigOpt = None,
     store: StoreOpt = None,
+    target: TargetOpt = None,
     batch_size: BatchOpt = None,
     workers: WorkersOpt = None,
     retry_attempts: RetryAttemptsOpt = None,
@@ -510,7 +513,7 @@ def switch(
 ) -> None:
     """Verify, then make the migrated epoch active atomically."""
     with _progress(as_json) as progress:
-        report = command.switch(_settings(config, store, batch_size, workers, retry_attempts, retry_max_wait),
+        report = command.switch(_settings(config, store, batch_size, workers, retry_attempts, retry_max_wait, target=target),
                                 catch_up=catch_up, attempts=attempts, progress=progress)
     observe.report(report)
     if as_json:
@@ -528,6 +531,7 @@ def rollback(
     names: Annotated[list[str] | None, typer.Argument(help="With --read-models: the projections to roll back (default: those of the last swap).", show_default=False)] = None,
     config: ConfigOpt = None,
     store: StoreOpt = None,
+    target: TargetOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Roll back even if events were appended since the switch.")] = False,
     retry_attempts: RetryAttemptsOpt = None,
     retry_max_wait: RetryWaitOpt = None,
@@ -538,7 +542,7 @@ def rollback(
     """Make the epoch that was active before the last switch active again (or, with --read-models, the read-model tables the last swap replaced)."""
     with _progress(True) as progress:  # notices only: a rollback is one transaction, no bars
         report = command.rollback(_settings(config, store, retry_attempts=retry_attempts, retry_max_wait=retry_max_wait,
-                                            read_models=read_models_url),
+                                            read_models=read_models_url, target=target),
                                   force=force, read_models=read_models, names=names, progress=progress)
     if as_json:
         return _emit_json(report)
@@ -634,9 +638,9 @@ def _print_rebuild(report: Any) -> None:
 
 @app.command()
 @reports_errors
-def status(config: ConfigOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+def status(config: ConfigOpt = None, store: StoreOpt = None, target: TargetOpt = None, as_json: JsonOpt = False) -> None:
     """Show the active epoch, the epochs, runs with their checkpoints, and quarantine counts."""
-    report = command.status(_settings(config, store))
+    report = command.status(_settings(config, store, target=target))
     if as_json:
         return _emit_json(report)
     out.print(f"store {report.store}: epoch {report.active_epoch} is active")
@@ -680,12 +684,13 @@ def status(config: ConfigOpt = None, store: StoreOpt = None, as_json: JsonOpt = 
 def quarantine(
     config: ConfigOpt = None,
     store: StoreOpt = None,
+    target: TargetOpt = None,
     accept: Annotated[bool, typer.Option("--accept", help="Accept quarantined events (all, or --id ones) as left behind.")] = False,
     ids: Annotated[list[int] | None, typer.Option("--id", min=1, max=MAX_ID, help="Quarantine entry id (repeatable).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List the current migration's quarantined events, or accept them."""
-    report = command.quarantine(_settings(config, store), accept=accept, ids=ids)
+    report = command.quarantine(_settings(config, store, target=target), accept=accept, ids=ids)
     if as_json:
         return _emit_json(report)
     if report.run_id is None:

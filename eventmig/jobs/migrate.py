@@ -157,7 +157,7 @@ def _migrate(
     todo = source.count_events(after=run.checkpoint, until=head) if head is not None else 0
     # numbering continues from what the target holds: nothing when starting, the committed
     # batches when resuming (they are exactly what the checkpoint covers)
-    last_versions = target.stream_versions() if run.checkpoint is not None else {}
+    last_versions = target.stream_versions_as_of(run.checkpoint)
     first_version = target.capabilities.first_stream_version
     transformer = Transformer(compiled, stream_map or None, source_epoch=run.source_epoch)
 
@@ -189,7 +189,7 @@ def _migrate(
                     target.write_batch(events, run=run, quarantined=quarantined)
                     count_written(progress, batch.counts.written, batch.counts.quarantined)
                     task.advance(read)
-    target.finish_epoch(run.target_epoch)
+    store.finish_epoch(run.target_epoch)  # the store: a pair of stores carries stream settings across here
     run.status = "completed"
     run.updated_at = time.time()
     store.save_run(run)

@@ -151,8 +151,9 @@ def seed(store: EventStore, events: int = 100_000, *, seed: int = 42, batch_size
         raise ValueError("events must be >= 0")
     batch: list[TargetEvent] = []
     written = 0
+    shift = store.capabilities.first_stream_version - 1  # the history numbers from 1, as SQL stores do
     for event in ShopHistory(events, seed).events():
-        batch.append(event)
+        batch.append(event._replace(version=event.version + shift) if shift else event)
         if len(batch) >= batch_size:
             store.write_batch(batch)
             written += len(batch)
