@@ -248,6 +248,8 @@ def plan(
         if report.uncovered:
             err.print(Text("no path to a head: " + ", ".join(report.uncovered), style="red"))
         _print_unreadable(report.stored, err)
+        for warning in report.warnings:
+            err.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
     if not report.ok:
         raise typer.Exit(ExitCode.CHECK_FAILED)
 
@@ -397,6 +399,7 @@ def migrate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Discard the unfinished new epoch and start over.")] = False,
     stream_map: Annotated[Path | None, typer.Option("--stream-map", help="JSON file {old stream: new stream}.", show_default=False)] = None,
+    init: Annotated[bool, typer.Option("--init", help="Set eventmig up even in a database that holds other tables and no eventmig state (refused otherwise).")] = False,
     metrics_port: MetricsPortOpt = None,
     log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
@@ -404,7 +407,7 @@ def migrate(
     """Copy the active epoch through the upcasters into a new epoch (resumes if interrupted)."""
     with _progress(as_json) as progress:
         report = command.migrate(_settings(config, store, batch_size, workers), dry_run=dry_run, restart=restart,
-                                 stream_map=stream_map, progress=progress)
+                                 stream_map=stream_map, init=init, progress=progress)
     observe.report(report)
     if as_json:
         _emit_json(report)
@@ -427,6 +430,8 @@ def migrate(
     )
     for reason, n in report.quarantine_reasons.items():
         err.print(Text(f"quarantined {n:,}: {reason}", style="yellow"))
+    for warning in report.warnings:
+        err.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
     for problem in report.problems:
         err.print(Text(f"error: {problem}", style="red"), soft_wrap=True)
     if report.problems:

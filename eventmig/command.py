@@ -37,15 +37,24 @@ from .upcasting import CompiledRegistry, EventContext
 _decode = msgspec.json.Decoder().decode
 
 
-def open_configured_store(settings: Settings, *, create: bool = False, read_only: bool = False) -> EventStore:
+def open_configured_store(
+    settings: Settings, *, create: bool = False, read_only: bool = False, init: bool = False
+) -> EventStore:
     """The configured event store; a SQLite file must already exist unless ``create``.
 
     A mistyped path should be an error, not a new empty store that every
     command then reports on. The commands that only look open it
     ``read_only``: they work with a connection that cannot write, and write
-    nothing themselves.
+    nothing themselves. ``init``: set eventmig up even in a database that
+    holds other tables and no eventmig state (otherwise refused).
     """
-    return open_store(settings.store, table=settings.events_table, create=create, read_only=read_only)
+    return open_store(settings.store, table=settings.events_table, create=create, read_only=read_only, init=init)
+
+
+def nothing_read(settings: Settings, url: str) -> str:
+    """The warning of a command that found no event at all: never to be taken for a clean run."""
+    return (f"read 0 events from table {settings.events_table!r} of {url}: if the store should hold events, check "
+            "store and events_table (`eventmig inspect URL` lists what the database holds)")
 
 
 # ------------------------------------------------------------------------ plan
@@ -68,6 +77,8 @@ class PlanReport(msgspec.Struct):
     uncovered: list[str]
     #: why no store was scanned (``--no-store``, or a SQLite file that does not exist yet)
     store_skipped: str | None = None
+    #: what is not an error but should not pass for success either (a store that holds no event)
+    warnings: list[str] = []
 
 
 def plan(settings: Settings, *, scan_store: bool = True, progress: Progress = SILENT) -> PlanReport:
@@ -90,7 +101,9 @@ def plan(settings: Settings, *, scan_store: bool = True, progress: Progress = SI
             stored = stored_versions(store, compiled, progress=progress).pairs(compiled)
     uncovered = [f"{p.type} v{p.version}" for p in stored if p.treatment == "no path"]
     ok = not uncovered and not any(p.treatment == "unreadable" for p in stored)
-    return PlanReport(ok, dict(sorted(compiled.heads.items())), chains, store_url, epoch, stored, uncovered, skipped)
+    warnings = [nothing_read(settings, store_url)] if store_url is not None and not stored else []
+    return PlanReport(ok, dict(sorted(compiled.heads.items())), chains, store_url, epoch, stored, uncovered, skipped,
+                      warnings)
 
 
 #: JSON's names for what msgspec decodes into
@@ -422,15 +435,25 @@ def migrate(
     dry_run: bool = False,
     restart: bool = False,
     stream_map: str | Path | None = None,
+    init: bool = False,
     progress: Progress = SILENT,
 ) -> _migrate.MigrateReport:
+    """Copy the active epoch through the upcasters into a new epoch.
+
+    ``init``: set eventmig up in a database that holds other tables and no
+    eventmig state, which is otherwise refused. A run that reads no event at
+    all (none resumed either) says so in its warnings.
+    """
     compiled = load_registry(settings)
     mapping = load_stream_map(stream_map) if stream_map else None
-    with open_configured_store(settings) as store:
-        return _migrate.migrate(
+    with open_configured_store(settings, init=init) as store:
+        report = _migrate.migrate(
             store, compiled, batch_size=settings.batch_size, stream_map=mapping, dry_run=dry_run,
             restart=restart, workers=settings.workers, progress=progress,
         )
+        if report.events_read == 0 and report.resumed_from is None:
+            report.warnings.append(nothing_read(settings, store.url))
+        return report
 
 
 def load_stream_map(path: str | Path) -> dict[str, str]:

@@ -67,7 +67,9 @@ def url_shown_unparsed(url: str) -> str:
     return mask_url(head + sep + rest)
 
 
-def open_store(url: str, *, table: str = "events", create: bool = True, read_only: bool = False) -> EventStore:
+def open_store(
+    url: str, *, table: str = "events", create: bool = True, read_only: bool = False, init: bool = False,
+) -> EventStore:
     """Open the event store at ``url``, creating eventmig's schema on first use.
 
     ``sqlite:///path.db`` and ``postgresql+psycopg://user@host/db`` are SQL
@@ -76,12 +78,17 @@ def open_store(url: str, *, table: str = "events", create: bool = True, read_onl
     rather than a new, empty store. ``read_only`` opens it for reading only
     (a SQLite file read-only, PostgreSQL sessions read-only) and creates
     nothing: a store eventmig never wrote to reads as its first epoch.
+
+    eventmig creates nothing in a database that holds other tables and no
+    eventmig state (an application's database, reached with the wrong URL or
+    table name): that is refused with a ConfigError naming what is there,
+    unless ``init`` says to set eventmig up beside those tables.
     """
     scheme = url.partition(":")[0].split("+")[0].lower()
     if scheme in _SQL_SCHEMES:
         from .sql import SQLEventStore
 
-        return SQLEventStore(url, table=table, create=create, read_only=read_only)
+        return SQLEventStore(url, table=table, create=create, read_only=read_only, init=init)
     raise ConfigError(
         f"unknown store URL {url_shown_unparsed(url)!r}: expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
     )
