@@ -48,7 +48,8 @@ def open_configured_store(
     nothing themselves. ``init``: set eventmig up even in a database that
     holds other tables and no eventmig state (otherwise refused).
     """
-    return open_store(settings.store, table=settings.events_table, create=create, read_only=read_only, init=init)
+    return open_store(settings.store, table=settings.events_table, create=create, read_only=read_only, init=init,
+                      layout=settings.store_layout())
 
 
 def nothing_read(settings: Settings, url: str) -> str:

@@ -59,6 +59,12 @@ class Settings:
     events_table: str = "events"
     #: where schema versions live: ``metadata:KEY`` or ``type-suffix:SEP``
     version_key: str | None = None
+    #: the same as ``version_key``, under the name the registry gives it (set one of the two)
+    version_location: str | None = None
+    #: which column of the events table holds what: "eventmig", "eventsourcing", "columns" or "module:NAME"
+    layout: str = "eventmig"
+    #: for ``layout = "columns"``: field -> column (``stream = "stream_id"``, ``position = "id"``, ...)
+    columns: dict[str, str] | None = None
     #: events per batch of migrate and verify, and per committed checkpoint
     batch_size: int = DEFAULT_BATCH_SIZE
     #: worker processes of migrate, verify and rebuild (one per core, up to MAX_WORKERS)
@@ -74,6 +80,17 @@ class Settings:
     @property
     def read_models_url(self) -> str:
         return self.read_models or self.store
+
+    @property
+    def where_versions_live(self) -> str | None:
+        """``version_location`` or its older name ``version_key``, whichever is set."""
+        return self.version_location or self.version_key
+
+    def store_layout(self) -> Any:
+        """The events table's :class:`~eventmig.backends.sql.layouts.Layout` (ConfigError if it names none)."""
+        from .backends.sql.layouts import resolve
+
+        return resolve(self.layout, self.columns, root=self.root)
 
     @property
     def cases_file(self) -> Path:
@@ -135,7 +152,10 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     return settings
 
 
-_TEXT_SETTINGS = ("store", "read_models", "upcasters", "projections", "events_table", "version_key", "cases")
+_TEXT_SETTINGS = (
+    "store", "read_models", "upcasters", "projections", "events_table", "version_key", "version_location", "layout",
+    "cases",
+)
 #: settings that count something, and their largest values
 _COUNT_SETTINGS = {"batch_size": MAX_BATCH_SIZE, "workers": MAX_WORKERS, "check_examples": MAX_CHECK_EXAMPLES}
 
@@ -150,6 +170,11 @@ def _check_types(settings: Settings) -> None:
         value = getattr(settings, key)
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"setting {key} must be a string, got {_shown(value)}")
+    if settings.version_key and settings.version_location and settings.version_key != settings.version_location:
+        raise ConfigError(f"settings version_key ({settings.version_key!r}) and version_location "
+                          f"({settings.version_location!r}) say different things: set one of them")
+    if settings.columns is not None and not isinstance(settings.columns, dict):
+        raise ConfigError(f"setting columns must be a table ([tool.eventmig.columns]), got {_shown(settings.columns)}")
     for key, largest in _COUNT_SETTINGS.items():
         value = getattr(settings, key)
         if type(value) is not int or not 1 <= value <= largest:
@@ -195,9 +220,9 @@ def load_registry(settings: Settings) -> CompiledRegistry:
     registry = import_object(settings.upcasters, settings.root, "upcasters")
     if not isinstance(registry, Registry):
         raise ConfigError(f"{settings.upcasters} is a {type(registry).__name__}, not an eventmig.Registry")
-    if settings.version_key:
+    if settings.where_versions_live:
         try:
-            registry.version_location = settings.version_key
+            registry.version_location = settings.where_versions_live
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     return registry.compile()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from ..errors import ConfigError
 from .base import (
@@ -69,6 +70,7 @@ def url_shown_unparsed(url: str) -> str:
 
 def open_store(
     url: str, *, table: str = "events", create: bool = True, read_only: bool = False, init: bool = False,
+    layout: Any = None,
 ) -> EventStore:
     """Open the event store at ``url``, creating eventmig's schema on first use.
 
@@ -82,13 +84,17 @@ def open_store(
     eventmig creates nothing in a database that holds other tables and no
     eventmig state (an application's database, reached with the wrong URL or
     table name): that is refused with a ConfigError naming what is there,
-    unless ``init`` says to set eventmig up beside those tables.
+    unless ``init`` says to set eventmig up beside those tables. ``layout``
+    (:class:`~eventmig.backends.sql.layouts.Layout`) says which column of the
+    events table holds what; eventmig's own table by default.
     """
     scheme = url.partition(":")[0].split("+")[0].lower()
     if scheme in _SQL_SCHEMES:
         from .sql import SQLEventStore
 
-        return SQLEventStore(url, table=table, create=create, read_only=read_only, init=init)
+        from ..backends.sql.layouts import EVENTMIG
+
+        return SQLEventStore(url, table=table, create=create, read_only=read_only, init=init, layout=layout or EVENTMIG)
     raise ConfigError(
         f"unknown store URL {url_shown_unparsed(url)!r}: expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
     )

@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection
 
 from ..errors import Busy, ConfigError, HeadMoved, StoreError, WrongExpectedVersion
 from ..events import NewEvent, RecordedEvent
-from ..backends.sql import guard
+from ..backends.sql import catalog, ddl, guard, table_sql
 from ..backends.sql.layouts import EVENTMIG, Layout
 from ..sqlengine import SQLDatabase, first_line
 from .base import (
@@ -57,9 +57,6 @@ from .base import (
 _EVENT_COLUMNS = "stream, version, event_id, type, data, metadata, recorded_at"
 #: an epoch's indexes are named ``<table>_e<N>`` and one of these
 _INDEX_SUFFIXES = ("_stream_version", "_event_id")  # the longest first: the error names the strictest limit
-_READ_COLUMNS = "stream, version, global_position, event_id, type, data, metadata, recorded_at"
-#: the same layout without event ids and record times, for replays that use neither
-_LEAN_COLUMNS = "stream, version, global_position, NULL, type, data, metadata, NULL"
 #: stream names :meth:`SQLEventStore.stream_bounds` samples to cut name ranges of about equal events
 BOUND_SAMPLES = 4096
 _QUARANTINE_COLUMNS = (
@@ -109,6 +106,8 @@ class SQLEventStore(EventStore):
             self._bookkept = self._check_readable()
         elif _db is None and _create_schema:
             self._ensure_schema()
+        #: the SQL text of this layout's events table (eventmig's own: the statements as they always were)
+        self._sql = self._table_sql()
         # a handle opened without an epoch follows the active one, as applications do: after a
         # switch it reads and writes the new epoch through the same table name
         self._pinned = epoch
@@ -173,6 +172,11 @@ class SQLEventStore(EventStore):
             return guard.check_readable(c, self.dialect, self.url, self.table_base, self.layout)
 
     def _create_events_table(self, c: Connection, name: str, epoch: int, *, indexes: bool) -> None:
+        if not self._native_layout:
+            # an adopted table: the first epoch is the application's table itself, later ones copies of it
+            if name != self.table_base:
+                ddl.copy_table(c, self.dialect, self._names.quote, self.table_base, name)
+            return
         if self.dialect == "postgresql":
             # a table about to be bulk-loaded gets its primary key with the other indexes, afterwards:
             # one sort of the whole column costs less than a B-tree insert per row
@@ -208,6 +212,10 @@ class SQLEventStore(EventStore):
         ]
 
     def _create_indexes(self, c: Connection, name: str, epoch: int) -> None:
+        if not self._native_layout:
+            if name != self.table_base:
+                ddl.copy_indexes(c, self.dialect, self._names.quote, self.table_base, name)
+            return
         table = self._names.quote(name)
         if self.dialect == "postgresql":
             # sorts of a million keys fit in memory with room to spare, rather than spilling to disk
@@ -220,6 +228,28 @@ class SQLEventStore(EventStore):
         by_version, by_id = (self._names.quote(n) for n in self._index_names(epoch))
         c.exec_driver_sql(f"CREATE UNIQUE INDEX IF NOT EXISTS {by_version} ON {table} (stream, version)")
         c.exec_driver_sql(f"CREATE UNIQUE INDEX IF NOT EXISTS {by_id} ON {table} (event_id)")
+
+    @property
+    def _native_layout(self) -> bool:
+        """Whether the events table is eventmig's own (created by eventmig from its own DDL)."""
+        return self.layout.columns() == EVENTMIG.columns()
+
+    def _table_sql(self) -> table_sql.TableSQL:
+        if self._native_layout:
+            return table_sql.native()
+        with self._read() as c:
+            types = catalog.column_types(c, self.dialect, self.table_base)
+        return table_sql.build(self.layout, self.dialect, self._names.quote, types)
+
+    def _check_writable(self) -> None:
+        """Refuse (ConfigError) to write a table of a layout eventmig only reads, before anything is written."""
+        if self._sql.read_only:
+            raise ConfigError(f"{self.url}: eventmig cannot write table {self.table_base!r}: {self._sql.read_only}")
+
+    def _decoded(self, rows: list[Any]) -> list[tuple[Any, ...]]:
+        """Rows read with ``self._sql.read`` as RecordedEvent-ordered tuples."""
+        decode = self._sql.decode
+        return decode([tuple(r) for r in rows]) if decode is not None else rows
 
     # ------------------------------------------------------------- helpers
     def _q(self, sql: str) -> str:
@@ -249,11 +279,13 @@ class SQLEventStore(EventStore):
     def append(
         self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = StreamState.ANY
     ) -> int:
-        table = self._sql_table
+        table, sql = self._sql_table, self._sql
+        if events:
+            self._check_writable()
         with self._write() as c:
             self._lock_table(c, table)
             current = c.exec_driver_sql(
-                self._q(f"SELECT max(version) FROM {table} WHERE stream = ?"), (stream,)
+                self._q(f"SELECT max({sql.version}) FROM {table} WHERE {sql.stream_is}"), (stream,)
             ).scalar()
             _check_expected(stream, expected_version, current)
             if not events:
@@ -263,8 +295,10 @@ class SQLEventStore(EventStore):
                 (stream, start + i, e.event_id or _uuid4(), e.type, e.data, e.metadata, e.recorded_at or _now())
                 for i, e in enumerate(events)
             ]
+            if not sql.native:
+                rows = table_sql.insert_rows(self.layout, rows)
             try:
-                c.exec_driver_sql(self._q(f"INSERT INTO {table} ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"), rows)
+                c.exec_driver_sql(self._q(f"INSERT INTO {table} ({sql.insert_columns}) VALUES ({sql.insert_values})"), rows)
             except sa.exc.IntegrityError as exc:
                 raise WrongExpectedVersion(stream, expected_version, current) if "version" in str(exc.orig) else StoreError(
                     f"duplicate event id appending to {stream!r}: {first_line(exc.orig)}"
@@ -272,13 +306,14 @@ class SQLEventStore(EventStore):
             return start + len(events) - 1
 
     def read_stream(self, stream: str, from_version: int | None = None, limit: int | None = None) -> list[RecordedEvent]:
-        sql = f"SELECT {_READ_COLUMNS} FROM {self._sql_table} WHERE stream = ? AND version >= ? ORDER BY version"
+        t = self._sql
+        sql = f"SELECT {t.read} FROM {self._sql_table} WHERE {t.stream_is} AND {t.version} >= ? ORDER BY {t.version}"
         params: tuple[Any, ...] = (stream, from_version or 0)
         if limit is not None:
             sql += " LIMIT ?"
             params += (limit,)
         with self._read() as c:
-            return [RecordedEvent(*row) for row in c.exec_driver_sql(self._q(sql), params)]
+            return [RecordedEvent(*row) for row in self._decoded(c.exec_driver_sql(self._q(sql), params).fetchall())]
 
     def read_all(
         self, after: int | None = None, *, until: int | None = None, batch_size: int = 1000
@@ -303,24 +338,25 @@ class SQLEventStore(EventStore):
         its name (``eventmig_crc32``, a C function every connection knows), on
         PostgreSQL its ``hashtext``.
         """
-        conditions = ["global_position > ?"]
+        t = self._sql
+        conditions = [f"{t.position} > ?"]
         extra: tuple[Any, ...] = ()
         if until is not None:
-            conditions.append("global_position <= ?")
+            conditions.append(f"{t.position} <= ?")
         if types is not None:
             names = sorted(set(types))
             if not names:
                 return
             if self.dialect == "postgresql":
-                conditions.append("type = ANY(?)")
+                conditions.append(f"{t.type} = ANY(?)")
                 extra += (names,)
             else:
-                conditions.append(f"type IN ({', '.join('?' * len(names))})")
+                conditions.append(f"{t.type} IN ({', '.join('?' * len(names))})")
                 extra += tuple(names)
         filtered = types is not None
         if streams is not None and len(streams.indexes) < streams.count and streams.bounds:
             # name ranges: compared where the rows are, with no call per row back into Python
-            name = 'stream COLLATE "C"' if self.dialect == "postgresql" else "stream"
+            name = f'{t.stream_text} COLLATE "C"' if self.dialect == "postgresql" else t.stream_text
             ranges = []
             for low, high in streams.ranges():
                 parts = ([f"{name} >= ?"] if low is not None else []) + ([f"{name} < ?"] if high is not None else [])
@@ -331,11 +367,11 @@ class SQLEventStore(EventStore):
         elif streams is not None and len(streams.indexes) < streams.count:
             indexes = sorted(streams.indexes)
             wanted = f"= {indexes[0]}" if len(indexes) == 1 else f"IN ({', '.join(map(str, indexes))})"
-            conditions.append(f"{self._partition_sql('stream', streams.count)} {wanted}")
+            conditions.append(f"{self._partition_sql(t.stream_text, streams.count)} {wanted}")
             filtered = True
         sql = self._q(
-            f"SELECT {_LEAN_COLUMNS if lean else _READ_COLUMNS} FROM {self._sql_table} WHERE {' AND '.join(conditions)} "
-            "ORDER BY global_position LIMIT ?"
+            f"SELECT {t.lean if lean else t.read} FROM {self._sql_table} WHERE {' AND '.join(conditions)} "
+            f"ORDER BY {t.position} LIMIT ?"
         )
         # PostgreSQL guesses a filter on an expression keeps 0.5% of the rows, concludes that walking the
         # primary key until a page is full costs more than sorting the whole remaining range, and does
@@ -369,7 +405,7 @@ class SQLEventStore(EventStore):
                 raise
             if not rows:
                 return
-            yield rows
+            yield self._decoded(rows)
             if len(rows) < batch_size:
                 return
             position = rows[-1][2]
@@ -401,18 +437,18 @@ class SQLEventStore(EventStore):
         a name range costs two string comparisons. PostgreSQL hashes names natively: ``()``."""
         if self.dialect == "postgresql" or count < 2:
             return ()
-        table = self._sql_table
+        table, position = self._sql_table, self._sql.position
         with self._read() as c:
             # two subqueries: SQLite answers a lone min() or max() from the primary key, both at once by a scan
             low, high = c.exec_driver_sql(
-                f"SELECT (SELECT min(global_position) FROM {table}), (SELECT max(global_position) FROM {table})"
+                f"SELECT (SELECT min({position}) FROM {table}), (SELECT max({position}) FROM {table})"
             ).fetchone()
             if low is None:
                 return ()
             step = max(1, (high - low + 1) // BOUND_SAMPLES)
             names = sorted(c.exec_driver_sql(
                 "WITH RECURSIVE at(position) AS (SELECT ? UNION ALL SELECT position + ? FROM at WHERE position + ? <= ?) "
-                f"SELECT e.stream FROM at CROSS JOIN {table} AS e ON e.global_position = at.position",
+                f"SELECT e.{self._sql.stream} FROM at CROSS JOIN {table} AS e ON e.{position} = at.position",
                 (low, step, step, high),
             ).scalars())
         if len(names) < count:
@@ -420,18 +456,18 @@ class SQLEventStore(EventStore):
         return tuple(names[len(names) * i // count] for i in range(1, count))
 
     def position_after(self, after: int | None, count: int, *, until: int | None = None) -> int | None:
-        bound = " AND global_position <= ?" if until is not None else ""
+        p = self._sql.position
+        bound = f" AND {p} <= ?" if until is not None else ""
         params: tuple[Any, ...] = (after if after is not None else -1,) + ((until,) if until is not None else ())
         table = self._sql_table
         with self._read() as c:
             position = c.exec_driver_sql(
-                self._q(f"SELECT global_position FROM {table} WHERE global_position > ?{bound} "
-                        "ORDER BY global_position LIMIT 1 OFFSET ?"),
+                self._q(f"SELECT {p} FROM {table} WHERE {p} > ?{bound} ORDER BY {p} LIMIT 1 OFFSET ?"),
                 params + (count - 1,),
             ).scalar()
             if position is None:
                 position = c.exec_driver_sql(
-                    self._q(f"SELECT max(global_position) FROM {table} WHERE global_position > ?{bound}"), params
+                    self._q(f"SELECT max({p}) FROM {table} WHERE {p} > ?{bound}"), params
                 ).scalar()
         return position
 
@@ -443,20 +479,25 @@ class SQLEventStore(EventStore):
 
     def list_streams(self) -> Iterator[str]:
         with self._read() as c:
-            rows = c.exec_driver_sql(f"SELECT DISTINCT stream FROM {self._sql_table} ORDER BY stream").fetchall()
+            name = self._sql.stream_text
+            rows = c.exec_driver_sql(f"SELECT DISTINCT {name} FROM {self._sql_table} ORDER BY {name}").fetchall()
         return iter([r[0] for r in rows])
 
     def stream_version(self, stream: str) -> int | None:
         with self._read() as c:
-            return c.exec_driver_sql(self._q(f"SELECT max(version) FROM {self._sql_table} WHERE stream = ?"), (stream,)).scalar()
+            return c.exec_driver_sql(
+                self._q(f"SELECT max({self._sql.version}) FROM {self._sql_table} WHERE {self._sql.stream_is}"), (stream,)
+            ).scalar()
 
     def stream_versions(self) -> dict[str, int]:
         with self._read() as c:
-            return dict(c.exec_driver_sql(f"SELECT stream, max(version) FROM {self._sql_table} GROUP BY stream").fetchall())
+            t = self._sql
+            return dict(c.exec_driver_sql(
+                f"SELECT {t.stream_text}, max({t.version}) FROM {self._sql_table} GROUP BY {t.stream_text}").fetchall())
 
     def head_position(self) -> int | None:
         with self._read() as c:
-            return c.exec_driver_sql(f"SELECT max(global_position) FROM {self._sql_table}").scalar()
+            return c.exec_driver_sql(f"SELECT max({self._sql.position}) FROM {self._sql_table}").scalar()
 
     def count_events(self, after: int | None = None, until: int | None = None) -> int:
         table = self._sql_table
@@ -466,13 +507,13 @@ class SQLEventStore(EventStore):
             with self._read() as c:
                 total = c.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
                 tail = 0 if until is None else c.exec_driver_sql(
-                    f"SELECT count(*) FROM {table} WHERE global_position > ?", (until,)
+                    f"SELECT count(*) FROM {table} WHERE {self._sql.position} > ?", (until,)
                 ).scalar()
             return int(total or 0) - int(tail or 0)
-        sql = f"SELECT count(*) FROM {table} WHERE global_position > ?"
+        sql = f"SELECT count(*) FROM {table} WHERE {self._sql.position} > ?"
         params: tuple[Any, ...] = (after if after is not None else -1,)
         if until is not None:
-            sql += " AND global_position <= ?"
+            sql += f" AND {self._sql.position} <= ?"
             params += (until,)
         with self._read() as c:
             return int(c.exec_driver_sql(self._q(sql), params).scalar() or 0)
@@ -593,7 +634,8 @@ class SQLEventStore(EventStore):
             # from here on writers of either table wait (PostgreSQL: the lock above; SQLite: BEGIN IMMEDIATE)
             behind: int | None = None
             for epoch, expected in expect_heads.items():
-                head = c.exec_driver_sql(f"SELECT max(global_position) FROM {quote(self._table_name(epoch, active))}").scalar()
+                head = c.exec_driver_sql(
+                    f"SELECT max({self._sql.position}) FROM {quote(self._table_name(epoch, active))}").scalar()
                 if head != expected:
                     if catch_up is not None and epoch == catch_up.source_epoch == active:
                         behind = expected if expected is not None else -1
@@ -608,7 +650,7 @@ class SQLEventStore(EventStore):
             c.exec_driver_sql(f"ALTER TABLE {new_table} RENAME TO {old_table}")
             c.exec_driver_sql(self._q("UPDATE eventmig_epochs SET status = 'retired' WHERE epoch = ?"), (active,))
             c.exec_driver_sql(self._q("UPDATE eventmig_epochs SET status = 'active' WHERE epoch = ?"), (to_epoch,))
-            to_head = c.exec_driver_sql(f"SELECT max(global_position) FROM {old_table}").scalar()
+            to_head = c.exec_driver_sql(f"SELECT max({self._sql.position}) FROM {old_table}").scalar()
             now = time.time()
             c.exec_driver_sql(
                 self._q("INSERT INTO eventmig_switches (kind, from_epoch, to_epoch, at, to_head) VALUES (?, ?, ?, ?, ?)"),
@@ -624,13 +666,14 @@ class SQLEventStore(EventStore):
 
         ``source`` and ``target``: the two tables as SQL text (quoted).
         """
-        read = self._q(f"SELECT {_READ_COLUMNS} FROM {{}} WHERE global_position > ? ORDER BY global_position")
-        rows = c.exec_driver_sql(read.format(source), (source_head if source_head is not None else -1,)).fetchall()
+        t = self._sql
+        read = self._q(f"SELECT {t.read} FROM {{}} WHERE {t.position} > ? ORDER BY {t.position}")
+        rows = self._decoded(c.exec_driver_sql(read.format(source), (source_head if source_head is not None else -1,)).fetchall())
         events, run = catch_up.prepare([tuple(r) for r in rows])
         if events:
             self._bulk_insert(c, target, events)
         self._save_run(c, run)
-        written = c.exec_driver_sql(read.format(target), (target_head if target_head is not None else -1,)).fetchall()
+        written = self._decoded(c.exec_driver_sql(read.format(target), (target_head if target_head is not None else -1,)).fetchall())
         catch_up.check([tuple(r) for r in rows], [tuple(r) for r in written])
 
     def switches(self) -> list[Switch]:
@@ -711,6 +754,8 @@ class SQLEventStore(EventStore):
     def write_batch(
         self, events: Sequence[TargetEvent], *, run: Run | None = None, quarantined: Sequence[QuarantinedEvent] = ()
     ) -> None:
+        if events:
+            self._check_writable()
         with self._write() as c:
             active = self._active(c)
             epoch = self._pinned if self._pinned is not None else active
@@ -735,7 +780,13 @@ class SQLEventStore(EventStore):
 
     def _bulk_insert(self, c: Connection, table: str, events: Sequence[TargetEvent]) -> None:
         """``table``: SQL text (quoted)."""
-        if self.dialect == "postgresql":
+        if not self._sql.native:
+            cursor = c.connection.driver_connection.cursor()
+            cursor.executemany(
+                self._q(f"INSERT INTO {table} ({self._sql.insert_columns}) VALUES ({self._sql.insert_values})"),
+                table_sql.insert_rows(self.layout, events),
+            )
+        elif self.dialect == "postgresql":
             cursor = c.connection.driver_connection.cursor()
             # binary COPY: no text escaping of the payload bytes on either side
             with cursor.copy(f"COPY {table} ({_EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:

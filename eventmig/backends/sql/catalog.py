@@ -49,6 +49,17 @@ def columns(c: Connection, dialect: str, table: str) -> list[str]:
     return found
 
 
+def column_types(c: Connection, dialect: str, table: str) -> dict[str, str]:
+    """Column name (lower case) -> its declared type (lower case) of ``table``; {} if there is no such table."""
+    if dialect == "postgresql":
+        rows = c.exec_driver_sql(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = %s", (table,))
+    else:
+        rows = c.exec_driver_sql("SELECT name, type FROM pragma_table_info(?)", (table,))
+    return {str(n).lower(): str(t or "").lower() for n, t in rows}
+
+
 def _has_rowid(c: Connection, table: str) -> bool:
     sql = c.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).scalar()
     return sql is not None and "WITHOUT ROWID" not in " ".join(sql.upper().split())

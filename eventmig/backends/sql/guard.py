@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from ...errors import ConfigError
 from . import catalog
-from .layouts import Layout, likely, recognise
+from .layouts import EVENTMIG, Layout, likely, recognise
 
 #: how many of an application's tables an error lists by name
 _SHOWN = 5
@@ -33,6 +33,9 @@ def check_before_create(c: Connection, dialect: str, url: str, table: str, layou
     if table in names:
         check_columns(c, dialect, url, table, layout)
         return False
+    if layout.columns() != EVENTMIG.columns():
+        raise ConfigError(f"{url} has no table {table!r}: the {layout.name} layout adopts an existing events table, "
+                          f"it creates none{_hints(c, dialect, catalog.application_tables(names, table))}")
     others = catalog.application_tables(names, table)
     if others and not init:
         raise ConfigError(
