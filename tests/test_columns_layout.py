@@ -29,11 +29,18 @@ DDL = {
 }
 
 
-def application_table(url: str) -> None:
+def create_domain_events(url: str) -> None:
+    """The application's empty events table, created with its own DDL."""
     engine = sa.create_engine(url)
-    dialect = engine.dialect.name
     with engine.begin() as c:
-        c.exec_driver_sql(DDL[dialect])
+        c.exec_driver_sql(DDL[engine.dialect.name])
+    engine.dispose()
+
+
+def application_table(url: str) -> None:
+    create_domain_events(url)
+    engine = sa.create_engine(url)
+    with engine.begin() as c:
         c.exec_driver_sql("CREATE TABLE orders_view (id TEXT PRIMARY KEY)")  # another table of the application's
         # what the application wrote itself, with the database's defaults for metadata and time
         c.exec_driver_sql(

@@ -47,6 +47,9 @@ class Capabilities(msgspec.Struct, frozen=True):
     atomic_batches: bool
     #: the store holds several epochs side by side and can switch the active one
     epochs: bool = True
+    #: an append of an event id the store already holds is refused; False for a table layout without
+    #: an event id column (ids are then kept, not enforced unique)
+    unique_event_ids: bool = True
 
 
 class EpochInfo(msgspec.Struct, frozen=True):

@@ -97,6 +97,8 @@ class SQLEventStore(EventStore):
         self._sql_base = self._names.quote(table)
         #: which column holds what (the events table's layout); eventmig's own by default
         self.layout = layout
+        if layout.event_id is None:  # nothing in the table to hold a unique index on
+            self.capabilities = msgspec.structs.replace(self.capabilities, unique_event_ids=False)
         #: whether to set eventmig up in a database that holds an application's tables and no eventmig state
         self._init = init
         #: False for a read-only handle on a store eventmig never wrote to: an events table and no bookkeeping,

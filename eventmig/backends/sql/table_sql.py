@@ -151,6 +151,7 @@ def derived_event_id(stream: str, version: int) -> str:
 def _decoder(layout: Layout) -> Callable[[Rows], Rows]:
     derive = layout.event_id is None
     stashed = derive and layout.metadata is not None
+    no_time = 0 if layout.recorded_at is None else None  # a lean read's None stays None
     marker = EVENT_ID_KEY.encode()
 
     def decode(rows: Rows) -> Rows:
@@ -164,7 +165,7 @@ def _decoder(layout: Layout) -> Callable[[Rows], Rows]:
                 if event_id is None:
                     event_id = derived_event_id(stream, version)
             out.append((stream, version, position, event_id, type_, bytes(data), metadata,
-                        recorded_at if recorded_at is not None else 0))
+                        recorded_at if recorded_at is not None else no_time))
         return out
 
     return decode
