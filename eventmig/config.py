@@ -57,7 +57,7 @@ class Settings:
     projections: str | None = None
     #: name of the active events table in SQL stores
     events_table: str = "events"
-    #: where schema versions live: ``metadata:KEY`` or ``type-suffix:SEP``
+    #: where schema versions live: ``metadata:KEY``, ``type-suffix:SEP`` or ``data:KEY`` (in the payload)
     version_key: str | None = None
     #: the same as ``version_key``, under the name the registry gives it (set one of the two)
     version_location: str | None = None
@@ -88,9 +88,15 @@ class Settings:
 
     def store_layout(self) -> Any:
         """The events table's :class:`~eventmig.backends.sql.layouts.Layout` (ConfigError if it names none)."""
+        import msgspec
+
         from .backends.sql.layouts import resolve
 
-        return resolve(self.layout, self.columns, root=self.root)
+        layout = resolve(self.layout, self.columns, root=self.root)
+        where = self.where_versions_live
+        if where and where.startswith("data:"):  # in the payload: the store lifts it out for the registry
+            layout = msgspec.structs.replace(layout, version_location=where)
+        return layout
 
     @property
     def cases_file(self) -> Path:
@@ -220,12 +226,19 @@ def load_registry(settings: Settings) -> CompiledRegistry:
     registry = import_object(settings.upcasters, settings.root, "upcasters")
     if not isinstance(registry, Registry):
         raise ConfigError(f"{settings.upcasters} is a {type(registry).__name__}, not an eventmig.Registry")
-    if settings.where_versions_live:
+    location = _layout_location(settings) or settings.where_versions_live
+    if location:
         try:
-            registry.version_location = settings.where_versions_live
+            registry.version_location = location
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     return registry.compile()
+
+
+def _layout_location(settings: Settings) -> str | None:
+    """Where the layout keeps versions, as the registry reads them: the store lifts ``data:KEY`` into metadata."""
+    kind, _, key = (settings.store_layout().version_location or "").partition(":")
+    return f"metadata:{key}" if kind == "data" and key else None
 
 
 def load_projections(settings: Settings) -> list[Any]:

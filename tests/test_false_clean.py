@@ -113,3 +113,56 @@ def test_a_fresh_database_and_an_existing_eventmig_store_need_no_init(store_url:
         c.exec_driver_sql("CREATE TABLE read_model (id INTEGER PRIMARY KEY)")  # the service's tables come later
     engine.dispose()
     open_store(store_url).close()
+
+
+def test_an_eventsourcing_store_is_read_by_its_layout_and_never_written(app_url: str, tmp_path: Path):
+    """plan counts the application's events by (topic, class_version); migrate refuses before creating anything."""
+    (tmp_path / "dogs.py").write_text(
+        "import msgspec\nfrom eventmig import Registry\nregistry = Registry()\n"
+        "@registry.schema('eventsourcing_app:Dog.Registered', 1)\n"
+        "class Registered(msgspec.Struct):\n    name: str\n    timestamp: dict\n    originator_topic: str\n"
+        "@registry.schema('eventsourcing_app:Dog.TrickAdded', 1)\n"
+        "class TrickAdded(msgspec.Struct):\n    trick: str\n    timestamp: dict\n")
+    table = expected_table(app_url)
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.eventmig]\nstore = "{app_url}"\nupcasters = "dogs:registry"\nevents_table = "{table}"\n'
+        'layout = "eventsourcing"\n')
+    config = ("--config", str(tmp_path / "pyproject.toml"))
+    before = tables(app_url)
+    planned = eventmig("plan", *config, "--json")
+    assert planned.returncode == 0, planned.stderr
+    stored = {(p["type"], p["version"]): p["events"] for p in json.loads(planned.stdout)["stored"]}
+    assert stored == {("eventsourcing_app:Dog.Registered", 1): 3, ("eventsourcing_app:Dog.TrickAdded", 1): 6}
+    refused = eventmig("migrate", *config)
+    assert refused.returncode == ExitCode.USAGE
+    assert (f"eventmig cannot write table '{table}': the eventsourcing layout has no metadata column"
+            in refused.stderr)
+    assert tables(app_url) == before
+
+
+def test_an_events_class_version_is_read_from_the_payload(store_url: str, tmp_path: Path):
+    """class_version (written by eventsourcing only above 1) is the schema version; compressed state is refused."""
+    from eventmig.backends.sql.layouts import EVENTSOURCING
+
+    write_history(store_url, dogs=1, tricks=1)
+    table = expected_table(store_url)
+    engine = sa.create_engine(store_url)
+    with engine.begin() as c:
+        state = c.exec_driver_sql(f"SELECT state FROM {table} WHERE substr(topic, length(topic) - 9) = 'TrickAdded'").scalar()
+        c.exec_driver_sql(f"UPDATE {table} SET state = ? WHERE substr(topic, length(topic) - 9) = 'TrickAdded'".replace(
+            "?", "%s" if engine.dialect.name == "postgresql" else "?"),
+            (bytes(state).replace(b'"trick"', b'"class_version":3,"trick"'),))
+    with open_store(store_url, table=table, layout=EVENTSOURCING, read_only=True) as store:
+        rows = [r for batch in store.read_all_rows() for r in batch]
+        assert [json.loads(r[6]) for r in rows] == [{}, {"class_version": 3}]
+        assert "class_version" not in json.loads(rows[1][5]) and json.loads(rows[1][5])["trick"] == "trick-0"
+        assert rows[0][2] < rows[1][2] and rows[0][1] == 1 and rows[1][1] == 2
+    with engine.begin() as c:
+        import zlib
+
+        c.exec_driver_sql(f"UPDATE {table} SET state = ? WHERE substr(topic, length(topic) - 9) = 'TrickAdded'".replace(
+            "?", "%s" if engine.dialect.name == "postgresql" else "?"), (zlib.compress(bytes(state)),))
+    engine.dispose()
+    with open_store(store_url, table=table, layout=EVENTSOURCING, read_only=True) as store:
+        with pytest.raises(ConfigError, match="payload is zlib-compressed: eventmig reads payloads that are JSON"):
+            list(store.read_all_rows())

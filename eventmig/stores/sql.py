@@ -104,6 +104,12 @@ class SQLEventStore(EventStore):
         #: False for a read-only handle on a store eventmig never wrote to: an events table and no bookkeeping,
         #: which reads as a store whose first epoch is active and nothing else happened
         self._bookkept = True
+        reason = table_sql.unwritable(layout)
+        if reason is not None and not self._db.read_only and _db is None:
+            self.close()
+            # before anything is created: a handle that may write is one eventmig would write through
+            raise ConfigError(f"{self.url}: eventmig cannot write table {table!r}: {reason}; it only reads it "
+                              "(plan, check, verify, status, inspect)")
         if self._db.read_only and _db is None:
             self._bookkept = self._check_readable()
         elif _db is None and _create_schema:
@@ -547,6 +553,7 @@ class SQLEventStore(EventStore):
         return handle
 
     def check_new_epoch(self) -> None:
+        self._check_writable()
         with self._read() as c:
             self.check_epoch_names(self._next_epoch(c))
 
@@ -563,6 +570,7 @@ class SQLEventStore(EventStore):
         ).scalar() or 0)
 
     def create_epoch(self, source_epoch: int) -> int:
+        self._check_writable()
         with self._write() as c:
             epoch = self._next_epoch(c)
             self.check_epoch_names(epoch)  # before anything of it is created

@@ -18,7 +18,12 @@ order:
   an append's) is kept in the metadata under :data:`EVENT_ID_KEY`, and read
   back from there; an event the application wrote has the UUIDv5 of
   ``stream/version`` (in :data:`EVENT_ID_NAMESPACE`), the same on every read;
-* a missing record time reads as 0 and missing metadata as ``{}``.
+* a missing record time reads as 0 and missing metadata as ``{}``;
+* a layout whose schema version lives in the payload (``data:KEY``, as
+  eventsourcing's ``class_version``) has it lifted into the metadata under
+  the same key, so the registry reads it as ``metadata:KEY`` (absent: 1);
+  a payload that is not a JSON object (eventsourcing's zlib-compressed or
+  encrypted state) is refused with one line, never read as garbage.
 
 Writes of a layout with no metadata column are refused (:attr:`TableSQL.read_only`
 says why): a migration's lineage would have nowhere to go.
@@ -32,6 +37,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from ...errors import ConfigError
 from .layouts import EVENTMIG, ROWID, Layout
 
 #: the namespace of event ids derived for tables that have none: uuid5(namespace, "<stream>/<version>")
@@ -120,10 +126,15 @@ def build(layout: Layout, dialect: str, quote: Callable[[str], str], types: Mapp
         read=f"{head}, {event_id}, {type_}, {data}, {metadata}, {recorded}",
         lean=f"{head}, NULL, {type_}, {data}, {metadata}, NULL",
         insert_columns=", ".join(quote(c) for c, _ in columns), insert_values=", ".join(v for _, v in columns),
-        native=False, decode=_decoder(layout),
-        read_only=None if layout.metadata else (
-            f"the {layout.name} layout has no metadata column, so a migration's lineage would have nowhere to go"),
+        native=False, decode=_decoder(layout), read_only=unwritable(layout),
     )
+
+
+def unwritable(layout: Layout) -> str | None:
+    """Why eventmig cannot write a table of ``layout``, or None if it can."""
+    if layout.metadata is None:
+        return f"the {layout.name} layout has no metadata column, so a migration's lineage would have nowhere to go"
+    return None
 
 
 def insert_rows(layout: Layout, events: Sequence[Any]) -> Rows:
@@ -152,23 +163,47 @@ def _decoder(layout: Layout) -> Callable[[Rows], Rows]:
     derive = layout.event_id is None
     stashed = derive and layout.metadata is not None
     no_time = 0 if layout.recorded_at is None else None  # a lean read's None stays None
+    kind, _, version_key = (layout.version_location or "").partition(":")
+    lift = version_key if kind == "data" else None
     marker = EVENT_ID_KEY.encode()
 
     def decode(rows: Rows) -> Rows:
         out = []
         for stream, version, position, event_id, type_, data, metadata, recorded_at in rows:
             metadata = bytes(metadata) if metadata is not None else b"{}"
+            data = bytes(data)
+            if lift is not None:
+                data, metadata = _lifted(layout, lift, stream, version, data, metadata)
             if derive:
                 event_id = None
                 if stashed and marker in metadata:
                     event_id, metadata = _stashed_id(metadata)
                 if event_id is None:
                     event_id = derived_event_id(stream, version)
-            out.append((stream, version, position, event_id, type_, bytes(data), metadata,
+            out.append((stream, version, position, event_id, type_, data, metadata,
                         recorded_at if recorded_at is not None else no_time))
         return out
 
     return decode
+
+
+def _lifted(layout: Layout, key: str, stream: str, version: int, data: bytes, metadata: bytes) -> tuple[bytes, bytes]:
+    """The payload without ``key`` and the metadata with it, when the payload has it."""
+    try:
+        payload = _decode(data)
+    except msgspec.DecodeError:
+        payload = None
+    if type(payload) is not dict:
+        what = "zlib-compressed" if data[:1] == b"x" else "not JSON (encrypted?)"
+        raise ConfigError(f"{stream}@{version}: the {layout.name} payload is {what}: eventmig reads payloads that "
+                          "are JSON objects, neither compressed nor encrypted")
+    if key not in payload:
+        return data, metadata
+    found = _decode(metadata) if metadata else {}
+    if type(found) is not dict:
+        found = {}
+    found[key] = payload.pop(key)
+    return _encode(payload), _encode(found)
 
 
 def _stashed_id(metadata: bytes) -> tuple[str | None, bytes]:
