@@ -193,10 +193,11 @@ def _root(
 def init(
     directory: Annotated[Path, typer.Argument(help="The service's root directory.")] = Path("."),
     example: Annotated[str | None, typer.Option("--example", help="Write an example service instead of empty packages: shop (the reference service `eventmig demo` runs).", show_default=False)] = None,
+    store: Annotated[str | None, typer.Option("--store", help="The service's existing database: [tool.eventmig] points at the events table `eventmig inspect` recognises there, or eventmig's store is set up in it.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Scaffold [tool.eventmig], upcasters/ and projections/ in a service repository."""
-    report = command.init(directory, example=example)
+    report = command.init(directory, example=example, store=store)
     if as_json:
         return _emit_json(report)
     for item in report.created:
@@ -205,6 +206,40 @@ def init(
         out.print(f"kept    {item}")
     if report.example == "shop" and report.created:
         out.print("next: eventmig demo")
+
+
+@app.command("inspect")
+@reports_errors
+def inspect_(
+    url: Annotated[str, typer.Argument(help="The database to look at (sqlite:///PATH or postgresql://...).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """List a database's tables, recognise event-store layouts, count events by (type, version); write nothing."""
+    report = command.inspect(url)
+    if as_json:
+        return _emit_json(report)
+    table = Table(title=f"Tables of {report.store}")
+    for col in ("table", "layout", "events", "type", "version", "count"):
+        table.add_column(col, justify="right" if col in ("events", "count", "version") else "left")
+    for t in report.tables:
+        events = f"{t.events:,}" if t.events is not None else ""
+        table.add_row(t.table, t.layout or "-", events, *(("", "", "") if not t.counts else (
+            t.counts[0].type, _shown_version(t.counts[0].version), f"{t.counts[0].events:,}")))
+        for c in t.counts[1:]:
+            table.add_row("", "", "", c.type, _shown_version(c.version), f"{c.events:,}")
+    out.print(table)
+    for t in report.tables:
+        if t.problem:
+            err.print(Text(f"{t.table}: {t.problem}", style="yellow"), soft_wrap=True)
+    if report.snippet:
+        out.print("\nsettings for pyproject.toml (or `eventmig init --store URL` writes them):\n")
+        out.print(report.snippet, markup=False, highlight=False, soft_wrap=True)
+    else:
+        out.print("no events table recognised; `eventmig init --store URL` sets eventmig's own store up here")
+
+
+def _shown_version(version: int | None) -> str:
+    return str(version) if version is not None else "unreadable"
 
 
 class PlanFormat(str, Enum):

@@ -748,12 +748,15 @@ class InitReport(msgspec.Struct):
     example: str | None = None
 
 
-def init(directory: str | Path = ".", *, example: str | None = None) -> InitReport:
+def init(directory: str | Path = ".", *, example: str | None = None, store: str | None = None) -> InitReport:
     """Scaffold ``[tool.eventmig]``, ``upcasters/`` and ``projections/`` in a service; never overwrite.
 
     ``example`` writes one of the example services eventmig carries
     (``shop``, the reference service ``eventmig demo`` runs) instead of the
-    empty packages.
+    empty packages. ``store``: the service's existing database. Its events
+    table, if :func:`inspect` recognises one, is what ``[tool.eventmig]``
+    points at, with its layout; otherwise eventmig's own store is set up in
+    that database, beside whatever tables it has.
     """
     from . import scaffold
 
@@ -762,6 +765,9 @@ def init(directory: str | Path = ".", *, example: str | None = None) -> InitRepo
         raise ConfigError(f"{root} is not a directory")
     if example is not None:
         scaffold.files(example)  # an unknown name fails before anything is written
+    table = PYPROJECT_TABLE
+    if store is not None:
+        table = "\n" + _store_table(store)
     created: list[str] = []
     skipped: list[str] = []
     pyproject = root / "pyproject.toml"
@@ -769,7 +775,7 @@ def init(directory: str | Path = ".", *, example: str | None = None) -> InitRepo
     if "[tool.eventmig]" in text:
         skipped.append(f"{pyproject} (already has [tool.eventmig])")
     else:
-        pyproject.write_text(text + ("\n" if text and not text.endswith("\n") else "") + PYPROJECT_TABLE.lstrip("\n" if not text else ""))
+        pyproject.write_text(text + ("\n" if text and not text.endswith("\n") else "") + table.lstrip("\n" if not text else ""))
         created.append(f"{pyproject} [tool.eventmig]")
     if example is not None:
         written, kept = scaffold.write(root, example)
@@ -783,6 +789,29 @@ def init(directory: str | Path = ".", *, example: str | None = None) -> InitRepo
         target.write_text(template)
         created.append(str(target))
     return InitReport(created, skipped)
+
+
+# --------------------------------------------------------------------- inspect
+class InspectReport(msgspec.Struct):
+    """What a database holds: its tables, the layouts they look like, their events by (type, version)."""
+
+    store: str
+    dialect: str
+    tables: list[Any]
+    #: the events table eventmig would most likely be pointed at, None if none was recognised
+    events_table: str | None
+    #: the ``[tool.eventmig]`` settings for it ("" when there is none)
+    snippet: str
+
+
+def inspect(url: str) -> InspectReport:
+    """List the tables of the database at ``url``, recognise the known layouts, count their events; write nothing."""
+    from .backends.sql import survey
+
+    masked, dialect, tables = survey.survey(url)
+    chosen = survey.best(tables)
+    return InspectReport(masked, dialect, tables, chosen.table if chosen else None,
+                         survey.snippet(masked, chosen) if chosen else "")
 
 
 # ------------------------------------------------------------------------ demo
@@ -801,6 +830,15 @@ class DemoReport(msgspec.Struct):
 
 
 DEFAULT_DEMO_STORE = "sqlite:///eventmig-demo.db"
+
+
+def _store_table(url: str) -> str:
+    """``[tool.eventmig]`` for an existing database: its recognised events table, or a new eventmig store in it."""
+    found = inspect(url)
+    if found.snippet:
+        return found.snippet
+    open_store(url, create=False, init=True).close()  # nothing to adopt: eventmig's own tables, asked for
+    return PYPROJECT_TABLE.lstrip("\n").replace('"sqlite:///eventmig.db"', f'"{found.store}"')
 
 
 def demo(
