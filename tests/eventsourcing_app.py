@@ -6,7 +6,6 @@ eventmig then has to find, recognise and refuse to mistake for an empty one.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID

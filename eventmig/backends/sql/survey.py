@@ -14,8 +14,8 @@ from collections import Counter
 import msgspec
 
 from ...errors import EventmigError
-from . import catalog
 from ...sqlengine import SQLDatabase
+from . import catalog
 from .layouts import COLUMNS, PRESETS, Layout, Recognised, from_columns, recognise
 
 #: events read per batch while counting
