@@ -73,13 +73,18 @@ toml_values = st.recursive(
                                                                  max_size=3),
     max_leaves=6,
 )
-TEXT_SETTINGS = ["store", "read_models", "upcasters", "projections", "events_table", "version_key", "cases"]
+TEXT_SETTINGS = ["store", "read_models", "upcasters", "projections", "events_table", "version_key",
+                 "version_location", "layout", "cases"]
+#: settings that are TOML tables
+TABLE_SETTINGS = ["columns"]
 COUNT_SETTINGS = {"batch_size": MAX_BATCH_SIZE, "workers": MAX_WORKERS, "check_examples": MAX_CHECK_EXAMPLES}
 
 
 def wrong_for(key: str) -> st.SearchStrategy[Any]:
     if key in COUNT_SETTINGS:
         return toml_values.filter(lambda v: type(v) is not int or not 1 <= v <= COUNT_SETTINGS[key])
+    if key in TABLE_SETTINGS:
+        return toml_values.filter(lambda v: not isinstance(v, dict))
     return toml_values.filter(lambda v: not isinstance(v, str))
 
 
@@ -90,10 +95,11 @@ def test_the_documented_ranges_are_the_code_s():
 
 
 def test_the_settings_under_test_are_all_there_are():
-    assert set(TEXT_SETTINGS) | set(COUNT_SETTINGS) == {f.name for f in fields(Settings)} - {"root", "config_file"}
+    assert set(TEXT_SETTINGS) | set(TABLE_SETTINGS) | set(COUNT_SETTINGS) == (
+        {f.name for f in fields(Settings)} - {"root", "config_file"})
 
 
-@pytest.mark.parametrize("key", TEXT_SETTINGS + list(COUNT_SETTINGS))
+@pytest.mark.parametrize("key", TEXT_SETTINGS + TABLE_SETTINGS + list(COUNT_SETTINGS))
 def test_a_wrong_typed_setting_is_a_configuration_error_naming_it(key: str, tmp_path_factory: pytest.TempPathFactory,
                                                                     monkeypatch: pytest.MonkeyPatch):
     for var in ("EVENTMIG_STORE", "EVENTMIG_CONFIG", "EVENTMIG_UPCASTERS", "EVENTMIG_READ_MODELS", "EVENTMIG_PROJECTIONS"):
