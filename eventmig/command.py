@@ -16,23 +16,25 @@ from typing import Any
 
 import msgspec
 
-from . import cutover
-from . import migrate as _migrate
-from . import rebuild as _rebuild
-from . import verify as _verify
-from .config import Settings, load_projections, load_registry
-from .demo import seed
-from .errors import ConfigError, UpcastError
-from .nesting import too_deep
-from .graph import Graph
-from .graph import build as build_graph
-from .timeline import TimelineEntry
-from .timeline import build as build_timeline
-from .progress import SILENT, Progress
-from .readmodels import ReadModelDB
-from .stores import EventStore, mask_url, open_store
-from .stores.base import EpochInfo, Run, Switch
-from .upcasting import CompiledRegistry, EventContext
+from eventmig.jobs import cutover
+from eventmig.jobs import migrate as _migrate
+from eventmig.jobs import rebuild as _rebuild
+from eventmig.jobs import verify as _verify
+from eventmig.config import Settings, import_object, load_projections, load_registry
+from eventmig.jobs.seed import seed
+from eventmig.errors import ConfigError, UpcastError
+from eventmig.model.nesting import too_deep
+from eventmig.model.graph import Graph
+from eventmig.model.graph import build as build_graph
+from eventmig.jobs.timeline import TimelineEntry
+from eventmig.jobs.timeline import build as build_timeline
+from eventmig.progress import SILENT, Progress
+from eventmig.backends.sql.readmodels import ReadModelDB
+from eventmig.ports import EventStore
+from eventmig.urls import mask_url
+from eventmig.backends import open_store
+from eventmig.model.records import EpochInfo, Run, Switch
+from eventmig.model.upcasting import CompiledRegistry, EventContext
 
 _decode = msgspec.json.Decoder().decode
 
@@ -49,7 +51,19 @@ def open_configured_store(
     holds other tables and no eventmig state (otherwise refused).
     """
     return open_store(settings.store, table=settings.events_table, create=create, read_only=read_only, init=init,
-                      layout=settings.store_layout())
+                      layout=store_layout(settings))
+
+
+def store_layout(settings: Settings) -> Any:
+    """The events table's :class:`~eventmig.backends.sql.layouts.Layout` (ConfigError if the settings name none)."""
+    from .backends.sql.layouts import resolve
+
+    layout = resolve(settings.layout, settings.columns,
+                     load=lambda spec: import_object(spec, settings.root, "layout"))
+    where = settings.where_versions_live
+    if where and where.startswith("data:"):  # in the payload: the store lifts it out for the registry
+        layout = msgspec.structs.replace(layout, version_location=where)
+    return layout
 
 
 def nothing_read(settings: Settings, url: str) -> str:
@@ -280,7 +294,7 @@ def check(
 def _testing() -> Any:
     """eventmig.testing.checks, or a configuration error saying how to install it."""
     try:
-        from .testing import checks
+        from eventmig.testing import checks
     except ModuleNotFoundError as exc:
         if exc.name != "hypothesis":
             raise
@@ -289,7 +303,7 @@ def _testing() -> Any:
 
 
 def _pending_note(settings: Settings) -> str | None:
-    from .testing.cases import pending_path
+    from eventmig.testing.cases import pending_path
 
     pending = pending_path(settings.cases_file)
     if not pending.exists():
@@ -303,7 +317,7 @@ class RecordReport(msgspec.Struct):
     pending: str
     #: where the inputs came from: "store" (sampled stored events) or "generated"
     source: str
-    recorded: list[Any]  # eventmig.declared.Example, one per recorded case
+    recorded: list[Any]  # eventmig.model.declared.Example, one per recorded case
     skipped: list[str]
 
 
@@ -316,7 +330,7 @@ def record_cases(
         raise ConfigError("--record needs at least 1 case per (type, version)")
     compiled = load_registry(settings)
     _testing()
-    from .testing import cases
+    from eventmig.testing import cases
 
     inputs: list[Any] = []
     source = "generated"
@@ -337,13 +351,13 @@ def record_cases(
 
 class AcceptReport(msgspec.Struct):
     cases_file: str
-    accepted: list[Any]  # eventmig.declared.Example
+    accepted: list[Any]  # eventmig.model.declared.Example
 
 
 def accept_cases(settings: Settings) -> AcceptReport:
     """Move the cases ``record_cases`` wrote into the cases file, after review."""
     _testing()
-    from .testing.cases import accept_pending
+    from eventmig.testing.cases import accept_pending
 
     return AcceptReport(str(settings.cases_file), accept_pending(settings.cases_file))
 
@@ -523,7 +537,7 @@ def rebuild(
     with open_configured_store(settings) as store:
         return _rebuild.rebuild(
             store, projections, registry=compiled, read_models=settings.read_models_url, names=names,
-            workers=workers or settings.workers, batch_size=batch_size or _rebuild.DEFAULT_BATCH_SIZE,
+            workers=workers or settings.workers, batch_size=batch_size or settings.rebuild_batch_size,
             accept_changes=accept_changes, swap=swap, restart=restart, progress=progress,
         )
 
@@ -758,7 +772,7 @@ def init(directory: str | Path = ".", *, example: str | None = None, store: str 
     points at, with its layout; otherwise eventmig's own store is set up in
     that database, beside whatever tables it has.
     """
-    from . import scaffold
+    from eventmig import scaffold
 
     root = Path(directory)
     if not root.is_dir():

@@ -21,12 +21,35 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, EventmigError
-from .migrate import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
-from .parallel import MAX_WORKERS, default_workers
-from .upcasting import CompiledRegistry, Registry
+from eventmig.errors import ConfigError, EventmigError
+from eventmig.model.upcasting import CompiledRegistry, Registry
 
 DEFAULT_STORE = "sqlite:///eventmig.db"
+
+# ---- jobs: one constant per setting, read by the jobs and the CLI alike
+#: the store lock migrate, switch and rollback hold: one such job at a time per store
+MIGRATE_LOCK = "migrate"
+#: the read-model database lock rebuild and the read-model swaps hold
+REBUILD_LOCK = "rebuild"
+#: events per slice of migrate and verify, and per committed checkpoint
+DEFAULT_BATCH_SIZE = 10_000
+#: a slice is read whole into a worker's memory: beyond this many events it only costs memory
+MAX_BATCH_SIZE = 1_000_000
+#: events rebuild folds between two commits of states and checkpoints: a commit writes every state
+#: touched since the previous one, which costs about as much as folding the events did, so commit
+#: seldom; a killed rebuild folds at most this many events again (seconds of work)
+DEFAULT_REBUILD_BATCH_SIZE = 1_000_000
+#: states are bounded apart from the batch (the state caches): this bounds the work a kill loses
+MAX_REBUILD_BATCH_SIZE = 100_000_000
+#: the most worker processes a job starts: each holds connections of its own (PostgreSQL allows 100 by
+#: default), and beyond the cores of one machine more processes only take turns
+MAX_WORKERS = 64
+
+
+def default_workers() -> int:
+    """One worker per core, up to :data:`MAX_WORKERS`."""
+    return min(os.cpu_count() or 1, MAX_WORKERS)
+
 #: the examples of what upcasters must produce, next to pyproject.toml unless ``cases`` says otherwise
 DEFAULT_CASES = "upcaster-cases.json"
 #: generated events per (type, version) in ``eventmig check`` and the pytest plugin's items
@@ -34,6 +57,10 @@ DEFAULT_CASES = "upcaster-cases.json"
 DEFAULT_CHECK_EXAMPLES = 100
 #: the most generated events per (type, version) a check may ask for
 MAX_CHECK_EXAMPLES = 1_000_000
+
+#: where a layout preset keeps schema versions (eventsourcing: ``class_version`` in the state);
+#: the same as the presets' own ``version_location`` (tests/test_table_sql.py checks it)
+LAYOUT_VERSION_LOCATIONS = {"eventsourcing": "data:class_version"}
 
 ENV_VARS = {
     "store": "EVENTMIG_STORE",
@@ -67,6 +94,8 @@ class Settings:
     columns: dict[str, str] | None = None
     #: events per batch of migrate and verify, and per committed checkpoint
     batch_size: int = DEFAULT_BATCH_SIZE
+    #: events per partition of rebuild
+    rebuild_batch_size: int = DEFAULT_REBUILD_BATCH_SIZE
     #: worker processes of migrate, verify and rebuild (one per core, up to MAX_WORKERS)
     workers: int = field(default_factory=default_workers)
     #: the file of upcaster cases (examples of what a chain must produce), relative to the config file
@@ -85,18 +114,6 @@ class Settings:
     def where_versions_live(self) -> str | None:
         """``version_location`` or its older name ``version_key``, whichever is set."""
         return self.version_location or self.version_key
-
-    def store_layout(self) -> Any:
-        """The events table's :class:`~eventmig.backends.sql.layouts.Layout` (ConfigError if it names none)."""
-        import msgspec
-
-        from .backends.sql.layouts import resolve
-
-        layout = resolve(self.layout, self.columns, root=self.root)
-        where = self.where_versions_live
-        if where and where.startswith("data:"):  # in the payload: the store lifts it out for the registry
-            layout = msgspec.structs.replace(layout, version_location=where)
-        return layout
 
     @property
     def cases_file(self) -> Path:
@@ -163,7 +180,12 @@ _TEXT_SETTINGS = (
     "cases",
 )
 #: settings that count something, and their largest values
-_COUNT_SETTINGS = {"batch_size": MAX_BATCH_SIZE, "workers": MAX_WORKERS, "check_examples": MAX_CHECK_EXAMPLES}
+_COUNT_SETTINGS = {
+    "batch_size": MAX_BATCH_SIZE,
+    "rebuild_batch_size": MAX_REBUILD_BATCH_SIZE,
+    "workers": MAX_WORKERS,
+    "check_examples": MAX_CHECK_EXAMPLES,
+}
 
 
 def _check_types(settings: Settings) -> None:
@@ -226,7 +248,7 @@ def load_registry(settings: Settings) -> CompiledRegistry:
     registry = import_object(settings.upcasters, settings.root, "upcasters")
     if not isinstance(registry, Registry):
         raise ConfigError(f"{settings.upcasters} is a {type(registry).__name__}, not an eventmig.Registry")
-    location = _layout_location(settings) or settings.where_versions_live
+    location = registry_location(settings)
     if location:
         try:
             registry.version_location = location
@@ -235,15 +257,17 @@ def load_registry(settings: Settings) -> CompiledRegistry:
     return registry.compile()
 
 
-def _layout_location(settings: Settings) -> str | None:
-    """Where the layout keeps versions, as the registry reads them: the store lifts ``data:KEY`` into metadata."""
-    kind, _, key = (settings.store_layout().version_location or "").partition(":")
-    return f"metadata:{key}" if kind == "data" and key else None
+def registry_location(settings: Settings) -> str | None:
+    """Where the registry reads versions: the setting, or the layout preset's; the store lifts a ``data:KEY``
+    location out of the payload into the metadata, so the registry reads it as ``metadata:KEY``."""
+    where = settings.where_versions_live or LAYOUT_VERSION_LOCATIONS.get(settings.layout)
+    kind, _, key = (where or "").partition(":")
+    return f"metadata:{key}" if kind == "data" and key else where
 
 
 def load_projections(settings: Settings) -> list[Any]:
-    """Import the service's projections: a list (or tuple) of :class:`~eventmig.projections.Projection`."""
-    from .projections import Projection
+    """Import the service's projections: a list (or tuple) of :class:`~eventmig.projection.api.Projection`."""
+    from eventmig.projection.api import Projection
 
     if not settings.projections:
         raise ConfigError(

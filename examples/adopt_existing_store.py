@@ -32,9 +32,9 @@ import msgspec
 from eventmig import ConfigError, Registry, open_store
 from eventmig.backends.sql.layouts import from_columns
 from eventmig.command import inspect
-from eventmig.cutover import rollback, switch
-from eventmig.migrate import migrate
-from eventmig.verify import verify
+from eventmig.jobs.cutover import rollback, switch
+from eventmig.jobs.migrate import migrate
+from eventmig.jobs.verify import verify
 
 registry = Registry(version_location="metadata:schema_version")
 

@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from eventmig.backends.sql.layouts import from_columns
-from eventmig.demo import seed
+from eventmig.jobs.seed import seed
 from eventmig.errors import ExitCode
-from eventmig.stores import open_store
+from eventmig.backends import open_store
 from test_cli import REPO, eventmig
 
 COLUMNS = {"stream": "stream_id", "version": "version", "position": "id", "type": "event_type", "data": "payload",

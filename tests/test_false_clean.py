@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from eventmig import ConfigError
 from eventmig.errors import ExitCode
-from eventmig.stores import open_store
+from eventmig.backends import open_store
 from eventsourcing_app import write_history
 from test_cli import eventmig
 

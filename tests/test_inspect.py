@@ -8,9 +8,9 @@ from pathlib import Path
 
 from eventmig import command
 from eventmig.backends.sql.layouts import from_columns
-from eventmig.demo import seed
+from eventmig.jobs.seed import seed
 from eventmig.errors import ExitCode
-from eventmig.stores import open_store
+from eventmig.backends import open_store
 from eventsourcing_app import write_history
 from test_cli import REPO, eventmig
 from test_columns_layout import COLUMNS, application_table

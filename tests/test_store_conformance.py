@@ -14,9 +14,11 @@ from collections.abc import Iterator
 import pytest
 
 from eventmig import Busy, StreamState, WrongExpectedVersion, new_event
-from eventmig.stores import EventStore, Run, TargetEvent, open_store
+from eventmig.ports import EventStore
+from eventmig.model.records import Run, TargetEvent
+from eventmig.backends import open_store
 from eventmig.backends.sql.layouts import from_columns
-from eventmig.stores.base import QuarantinedEvent, StreamPartitions
+from eventmig.model.records import QuarantinedEvent, StreamPartitions
 from test_columns_layout import COLUMNS, create_domain_events
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from eventmig.backends.sql.layouts import EVENTSOURCING, from_columns
 from eventmig.backends.sql.table_sql import EVENT_ID_KEY, build, derived_event_id, insert_rows
-from eventmig.stores import TargetEvent
+from eventmig.model.records import TargetEvent
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
@@ -66,3 +66,10 @@ def test_eventmigs_own_layout_keeps_its_statements_exactly():
     assert sql.native and sql.decode is None and sql.read_only is None
     assert sql.read == "stream, version, global_position, event_id, type, data, metadata, recorded_at"
     assert sql.insert_columns == "stream, version, event_id, type, data, metadata, recorded_at"
+
+
+def test_the_configurations_preset_locations_are_the_presets_own():
+    from eventmig.backends.sql.layouts import PRESETS
+    from eventmig.config import LAYOUT_VERSION_LOCATIONS
+
+    assert LAYOUT_VERSION_LOCATIONS == {n: p.version_location for n, p in PRESETS.items() if p.version_location}

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Connection
 
-from ...errors import StoreError
+from eventmig.errors import StoreError
 
 _CREATE_TABLE = re.compile(
     r'^\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[^\s(]+)\s*\(',

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Connection
 
-from ...errors import ConfigError
+from eventmig.errors import ConfigError
 from . import catalog
 from .layouts import EVENTMIG, Layout, likely, recognise
 

@@ -17,12 +17,12 @@ configuration says can name the layout the table most likely has.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import msgspec
 
-from ...errors import ConfigError
+from eventmig.errors import ConfigError
 
 #: the fields of a layout that name columns, in RecordedEvent order
 FIELDS = ("stream", "version", "position", "event_id", "type", "data", "metadata", "recorded_at")
@@ -94,10 +94,12 @@ PRESETS: dict[str, Layout] = {"eventmig": EVENTMIG, "eventsourcing": EVENTSOURCI
 COLUMNS = "columns"
 
 
-def resolve(spec: str, columns: Mapping[str, Any] | None = None, *, root: Any = None) -> Layout:
+def resolve(
+    spec: str, columns: Mapping[str, Any] | None = None, *, load: Callable[[str], Any] | None = None
+) -> Layout:
     """The layout the ``layout`` setting names: a preset, ``columns`` (mapped by ``columns``) or ``module:NAME``.
 
-    ``root``: the service's directory, where ``module:NAME`` is imported from.
+    ``load``: imports ``module:NAME`` from the service's code (the configuration's importer).
     """
     if spec != COLUMNS and columns:
         raise ConfigError(f"[tool.eventmig.columns] maps columns for layout = \"columns\", not layout = {spec!r}")
@@ -106,7 +108,7 @@ def resolve(spec: str, columns: Mapping[str, Any] | None = None, *, root: Any = 
     if spec == COLUMNS:
         return from_columns(columns or {})
     if ":" in spec:
-        return _imported(spec, root)
+        return _imported(spec, load)
     raise ConfigError(
         f"unknown layout {spec!r}: use {', '.join(repr(p) for p in PRESETS)}, 'columns' (with "
         "[tool.eventmig.columns]) or 'package.module:NAME'"
@@ -130,10 +132,8 @@ def from_columns(columns: Mapping[str, Any]) -> Layout:
     return Layout(name=COLUMNS, **dict(columns))
 
 
-def _imported(spec: str, root: Any) -> Layout:
-    from ...config import import_object  # configuration imports this module, not the other way round
-
-    found = import_object(spec, root, "layout") if root is not None else None
+def _imported(spec: str, load: Callable[[str], Any] | None) -> Layout:
+    found = load(spec) if load is not None else None
     if isinstance(found, type) and issubclass(found, Layout):
         try:
             found = found()

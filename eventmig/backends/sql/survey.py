@@ -13,8 +13,8 @@ from collections import Counter
 
 import msgspec
 
-from ...errors import EventmigError
-from ...sqlengine import SQLDatabase
+from eventmig.errors import EventmigError
+from eventmig.backends.sql.engine import SQLDatabase
 from . import catalog
 from .layouts import COLUMNS, PRESETS, Layout, Recognised, from_columns, recognise
 
@@ -81,7 +81,7 @@ def _surveyed(url: str, name: str, columns: list[str], seen: Recognised | None) 
 
 
 def _count(url: str, table: str, layout: Layout) -> list[TypeCount]:
-    from ...stores import open_store
+    from eventmig.backends import open_store
 
     key = _VERSION_KEYS.get(layout.name, "schema_version")
     counts: Counter[tuple[str, int | None]] = Counter()

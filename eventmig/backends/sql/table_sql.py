@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from ...errors import ConfigError
+from eventmig.errors import ConfigError
 from .layouts import EVENTMIG, ROWID, Layout
 
 #: the namespace of event ids derived for tables that have none: uuid5(namespace, "<stream>/<version>")
