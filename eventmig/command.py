@@ -20,7 +20,7 @@ from eventmig.jobs import cutover
 from eventmig.jobs import migrate as _migrate
 from eventmig.jobs import rebuild as _rebuild
 from eventmig.jobs import verify as _verify
-from eventmig.config import Settings, load_projections, load_registry
+from eventmig.config import Settings, import_object, load_projections, load_registry
 from eventmig.jobs.seed import seed
 from eventmig.errors import ConfigError, UpcastError
 from eventmig.model.nesting import too_deep
@@ -40,19 +40,41 @@ from eventmig.retry import retry_policy
 _decode = msgspec.json.Decoder().decode
 
 
-def open_configured_store(settings: Settings, *, create: bool = False, read_only: bool = False) -> EventStore:
+def open_configured_store(
+    settings: Settings, *, create: bool = False, read_only: bool = False, init: bool = False
+) -> EventStore:
     """The configured event store; a SQLite file must already exist unless ``create``.
 
     A mistyped path should be an error, not a new empty store that every
     command then reports on. The commands that only look open it
     ``read_only``: they work with a connection that cannot write, and write
-    nothing themselves.
+    nothing themselves. ``init``: set eventmig up even in a database that
+    holds other tables and no eventmig state (otherwise refused).
     """
     if settings.target:
         from eventmig.backends.pair import open_pair
 
         return open_pair(settings.store, settings.target, table=settings.events_table, read_only=read_only)
-    return open_store(settings.store, table=settings.events_table, create=create, read_only=read_only)
+    return open_store(settings.store, table=settings.events_table, create=create, read_only=read_only, init=init,
+                      layout=store_layout(settings))
+
+
+def store_layout(settings: Settings) -> Any:
+    """The events table's :class:`~eventmig.backends.sql.layouts.Layout` (ConfigError if the settings name none)."""
+    from eventmig.backends.sql.layouts import resolve
+
+    layout = resolve(settings.layout, settings.columns,
+                     load=lambda spec: import_object(spec, settings.root, "layout"))
+    where = settings.where_versions_live
+    if where and where.startswith("data:"):  # in the payload: the store lifts it out for the registry
+        layout = msgspec.structs.replace(layout, version_location=where)
+    return layout
+
+
+def nothing_read(settings: Settings, url: str) -> str:
+    """The warning of a command that found no event at all: never to be taken for a clean run."""
+    return (f"read 0 events from table {settings.events_table!r} of {url}: if the store should hold events, check "
+            "store and events_table (`eventmig inspect URL` lists what the database holds)")
 
 
 # ------------------------------------------------------------------------ plan
@@ -75,6 +97,8 @@ class PlanReport(msgspec.Struct):
     uncovered: list[str]
     #: why no store was scanned (``--no-store``, or a SQLite file that does not exist yet)
     store_skipped: str | None = None
+    #: what is not an error but should not pass for success either (a store that holds no event)
+    warnings: list[str] = []
 
 
 def plan(settings: Settings, *, scan_store: bool = True, progress: Progress = SILENT) -> PlanReport:
@@ -97,7 +121,9 @@ def plan(settings: Settings, *, scan_store: bool = True, progress: Progress = SI
             stored = stored_versions(store, compiled, progress=progress).pairs(compiled)
     uncovered = [f"{p.type} v{p.version}" for p in stored if p.treatment == "no path"]
     ok = not uncovered and not any(p.treatment == "unreadable" for p in stored)
-    return PlanReport(ok, dict(sorted(compiled.heads.items())), chains, store_url, epoch, stored, uncovered, skipped)
+    warnings = [nothing_read(settings, store_url)] if store_url is not None and not stored else []
+    return PlanReport(ok, dict(sorted(compiled.heads.items())), chains, store_url, epoch, stored, uncovered, skipped,
+                      warnings)
 
 
 #: JSON's names for what msgspec decodes into
@@ -429,15 +455,25 @@ def migrate(
     dry_run: bool = False,
     restart: bool = False,
     stream_map: str | Path | None = None,
+    init: bool = False,
     progress: Progress = SILENT,
 ) -> _migrate.MigrateReport:
+    """Copy the active epoch through the upcasters into a new epoch.
+
+    ``init``: set eventmig up in a database that holds other tables and no
+    eventmig state, which is otherwise refused. A run that reads no event at
+    all (none resumed either) says so in its warnings.
+    """
     compiled = load_registry(settings)
     mapping = load_stream_map(stream_map) if stream_map else None
-    with open_configured_store(settings) as store:
-        return _migrate.migrate(
+    with open_configured_store(settings, init=init) as store:
+        report = _migrate.migrate(
             store, compiled, batch_size=settings.batch_size, stream_map=mapping, dry_run=dry_run,
             restart=restart, workers=settings.workers, retry=retry_policy(settings), progress=progress,
         )
+        if report.events_read == 0 and report.resumed_from is None:
+            report.warnings.append(nothing_read(settings, store.url))
+        return report
 
 
 def load_stream_map(path: str | Path) -> dict[str, str]:
@@ -733,12 +769,15 @@ class InitReport(msgspec.Struct):
     example: str | None = None
 
 
-def init(directory: str | Path = ".", *, example: str | None = None) -> InitReport:
+def init(directory: str | Path = ".", *, example: str | None = None, store: str | None = None) -> InitReport:
     """Scaffold ``[tool.eventmig]``, ``upcasters/`` and ``projections/`` in a service; never overwrite.
 
     ``example`` writes one of the example services eventmig carries
     (``shop``, the reference service ``eventmig demo`` runs) instead of the
-    empty packages.
+    empty packages. ``store``: the service's existing database. Its events
+    table, if :func:`inspect` recognises one, is what ``[tool.eventmig]``
+    points at, with its layout; otherwise eventmig's own store is set up in
+    that database, beside whatever tables it has.
     """
     from eventmig import scaffold
 
@@ -747,6 +786,9 @@ def init(directory: str | Path = ".", *, example: str | None = None) -> InitRepo
         raise ConfigError(f"{root} is not a directory")
     if example is not None:
         scaffold.files(example)  # an unknown name fails before anything is written
+    table = PYPROJECT_TABLE
+    if store is not None:
+        table = "\n" + _store_table(store)
     created: list[str] = []
     skipped: list[str] = []
     pyproject = root / "pyproject.toml"
@@ -754,7 +796,7 @@ def init(directory: str | Path = ".", *, example: str | None = None) -> InitRepo
     if "[tool.eventmig]" in text:
         skipped.append(f"{pyproject} (already has [tool.eventmig])")
     else:
-        pyproject.write_text(text + ("\n" if text and not text.endswith("\n") else "") + PYPROJECT_TABLE.lstrip("\n" if not text else ""))
+        pyproject.write_text(text + ("\n" if text and not text.endswith("\n") else "") + table.lstrip("\n" if not text else ""))
         created.append(f"{pyproject} [tool.eventmig]")
     if example is not None:
         written, kept = scaffold.write(root, example)
@@ -768,6 +810,29 @@ def init(directory: str | Path = ".", *, example: str | None = None) -> InitRepo
         target.write_text(template)
         created.append(str(target))
     return InitReport(created, skipped)
+
+
+# --------------------------------------------------------------------- inspect
+class InspectReport(msgspec.Struct):
+    """What a database holds: its tables, the layouts they look like, their events by (type, version)."""
+
+    store: str
+    dialect: str
+    tables: list[Any]
+    #: the events table eventmig would most likely be pointed at, None if none was recognised
+    events_table: str | None
+    #: the ``[tool.eventmig]`` settings for it ("" when there is none)
+    snippet: str
+
+
+def inspect(url: str) -> InspectReport:
+    """List the tables of the database at ``url``, recognise the known layouts, count their events; write nothing."""
+    from .backends.sql import survey
+
+    masked, dialect, tables = survey.survey(url)
+    chosen = survey.best(tables)
+    return InspectReport(masked, dialect, tables, chosen.table if chosen else None,
+                         survey.snippet(masked, chosen) if chosen else "")
 
 
 # ------------------------------------------------------------------------ demo
@@ -786,6 +851,15 @@ class DemoReport(msgspec.Struct):
 
 
 DEFAULT_DEMO_STORE = "sqlite:///eventmig-demo.db"
+
+
+def _store_table(url: str) -> str:
+    """``[tool.eventmig]`` for an existing database: its recognised events table, or a new eventmig store in it."""
+    found = inspect(url)
+    if found.snippet:
+        return found.snippet
+    open_store(url, create=False, init=True).close()  # nothing to adopt: eventmig's own tables, asked for
+    return PYPROJECT_TABLE.lstrip("\n").replace('"sqlite:///eventmig.db"', f'"{found.store}"')
 
 
 def demo(

@@ -64,6 +64,10 @@ DEFAULT_CHECK_EXAMPLES = 100
 #: the most generated events per (type, version) a check may ask for
 MAX_CHECK_EXAMPLES = 1_000_000
 
+#: where a layout preset keeps schema versions (eventsourcing: ``class_version`` in the state);
+#: the same as the presets' own ``version_location`` (tests/test_table_sql.py checks it)
+LAYOUT_VERSION_LOCATIONS = {"eventsourcing": "data:class_version"}
+
 ENV_VARS = {
     "store": "EVENTMIG_STORE",
     "target": "EVENTMIG_TARGET",
@@ -89,8 +93,14 @@ class Settings:
     projections: str | None = None
     #: name of the active events table in SQL stores
     events_table: str = "events"
-    #: where schema versions live: ``metadata:KEY`` or ``type-suffix:SEP``
+    #: where schema versions live: ``metadata:KEY``, ``type-suffix:SEP`` or ``data:KEY`` (in the payload)
     version_key: str | None = None
+    #: the same as ``version_key``, under the name the registry gives it (set one of the two)
+    version_location: str | None = None
+    #: which column of the events table holds what: "eventmig", "eventsourcing", "columns" or "module:NAME"
+    layout: str = "eventmig"
+    #: for ``layout = "columns"``: field -> column (``stream = "stream_id"``, ``position = "id"``, ...)
+    columns: dict[str, str] | None = None
     #: events per batch of migrate and verify, and per committed checkpoint
     batch_size: int = DEFAULT_BATCH_SIZE
     #: events per partition of rebuild
@@ -112,6 +122,11 @@ class Settings:
     @property
     def read_models_url(self) -> str:
         return self.read_models or self.store
+
+    @property
+    def where_versions_live(self) -> str | None:
+        """``version_location`` or its older name ``version_key``, whichever is set."""
+        return self.version_location or self.version_key
 
     @property
     def cases_file(self) -> Path:
@@ -173,7 +188,10 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     return settings
 
 
-_TEXT_SETTINGS = ("store", "target", "read_models", "upcasters", "projections", "events_table", "version_key", "cases")
+_TEXT_SETTINGS = (
+    "store", "target", "read_models", "upcasters", "projections", "events_table", "version_key", "version_location",
+    "layout", "cases",
+)
 #: settings that count something, and their largest values
 _COUNT_SETTINGS = {
     "batch_size": MAX_BATCH_SIZE,
@@ -193,6 +211,11 @@ def _check_types(settings: Settings) -> None:
         value = getattr(settings, key)
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"setting {key} must be a string, got {_shown(value)}")
+    if settings.version_key and settings.version_location and settings.version_key != settings.version_location:
+        raise ConfigError(f"settings version_key ({settings.version_key!r}) and version_location "
+                          f"({settings.version_location!r}) say different things: set one of them")
+    if settings.columns is not None and not isinstance(settings.columns, dict):
+        raise ConfigError(f"setting columns must be a table ([tool.eventmig.columns]), got {_shown(settings.columns)}")
     for key, largest in _COUNT_SETTINGS.items():
         value = getattr(settings, key)
         if type(value) is not int or not 1 <= value <= largest:
@@ -246,12 +269,21 @@ def load_registry(settings: Settings) -> CompiledRegistry:
     registry = import_object(settings.upcasters, settings.root, "upcasters")
     if not isinstance(registry, Registry):
         raise ConfigError(f"{settings.upcasters} is a {type(registry).__name__}, not an eventmig.Registry")
-    if settings.version_key:
+    location = registry_location(settings)
+    if location:
         try:
-            registry.version_location = settings.version_key
+            registry.version_location = location
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     return registry.compile()
+
+
+def registry_location(settings: Settings) -> str | None:
+    """Where the registry reads versions: the setting, or the layout preset's; the store lifts a ``data:KEY``
+    location out of the payload into the metadata, so the registry reads it as ``metadata:KEY``."""
+    where = settings.where_versions_live or LAYOUT_VERSION_LOCATIONS.get(settings.layout)
+    kind, _, key = (where or "").partition(":")
+    return f"metadata:{key}" if kind == "data" and key else where
 
 
 def load_projections(settings: Settings) -> list[Any]:

@@ -46,7 +46,9 @@ class Capabilities(msgspec.Struct, frozen=True):
     atomic_batches: bool
     #: the store holds several epochs side by side and can switch the active one
     epochs: bool = True
-    #: an event id is unique in the whole store (EventStoreDB: only within a stream)
+    #: an event id is unique in the whole store and an append of an id the store holds is refused
+    #: (EventStoreDB: unique only within a stream; a table layout without an event id column keeps ids
+    #: without enforcing them)
     unique_event_ids: bool = True
     #: ``switch_epoch`` holds application writers off while it flips (EventStoreDB cannot: no locks)
     atomic_switch: bool = True

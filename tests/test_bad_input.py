@@ -76,7 +76,10 @@ toml_values = st.recursive(
                                                                  max_size=3),
     max_leaves=6,
 )
-TEXT_SETTINGS = ["store", "target", "read_models", "upcasters", "projections", "events_table", "version_key", "cases"]
+TEXT_SETTINGS = ["store", "target", "read_models", "upcasters", "projections", "events_table", "version_key",
+                 "version_location", "layout", "cases"]
+#: settings that are TOML tables
+TABLE_SETTINGS = ["columns"]
 COUNT_SETTINGS = {
     "batch_size": MAX_BATCH_SIZE,
     "rebuild_batch_size": MAX_REBUILD_BATCH_SIZE,
@@ -94,6 +97,8 @@ def wrong_for(key: str) -> st.SearchStrategy[Any]:
         return toml_values.filter(lambda v: type(v) is not int or not 0 <= v <= MAX_RETRY_ATTEMPTS)
     if key == "retry_max_wait_s":
         return toml_values.filter(lambda v: type(v) not in (int, float) or not 0 <= v <= MAX_RETRY_MAX_WAIT_S)
+    if key in TABLE_SETTINGS:
+        return toml_values.filter(lambda v: not isinstance(v, dict))
     return toml_values.filter(lambda v: not isinstance(v, str))
 
 
@@ -106,10 +111,11 @@ def test_the_documented_ranges_are_the_code_s():
 
 
 def test_the_settings_under_test_are_all_there_are():
-    assert set(TEXT_SETTINGS) | set(COUNT_SETTINGS) | set(RETRY_SETTINGS) == {f.name for f in fields(Settings)} - {"root", "config_file"}
+    assert set(TEXT_SETTINGS) | set(TABLE_SETTINGS) | set(COUNT_SETTINGS) | set(RETRY_SETTINGS) == (
+        {f.name for f in fields(Settings)} - {"root", "config_file"})
 
 
-@pytest.mark.parametrize("key", TEXT_SETTINGS + list(COUNT_SETTINGS) + list(RETRY_SETTINGS))
+@pytest.mark.parametrize("key", TEXT_SETTINGS + TABLE_SETTINGS + list(COUNT_SETTINGS) + list(RETRY_SETTINGS))
 def test_a_wrong_typed_setting_is_a_configuration_error_naming_it(key: str, tmp_path_factory: pytest.TempPathFactory,
                                                                     monkeypatch: pytest.MonkeyPatch):
     for var in ("EVENTMIG_STORE", "EVENTMIG_TARGET", "EVENTMIG_CONFIG", "EVENTMIG_UPCASTERS", "EVENTMIG_READ_MODELS", "EVENTMIG_PROJECTIONS"):

@@ -162,3 +162,15 @@ def test_every_example_is_listed_and_tested():
     for script in sorted(EXAMPLES.glob("*.py")):
         assert f".venv/bin/python examples/{script.name}" in readme, f"{script.name} is not in examples/README.md"
         assert f'"{script.name}"' in this_file, f"{script.name} is not run by {Path(__file__).name}"
+
+
+def test_adopt_existing_store(tmp_path: Path):
+    result = run_example("adopt_existing_store.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "stored_events: eventsourcing layout, 2 events" in out
+    assert "no events table 'events' and no eventmig state: refusing to create eventmig's tables" in out
+    assert "events: columns layout, 3 events (OrderPlaced v1: 3)" in out
+    assert "migrate: read 3, wrote 3; verify: digests match" in out
+    assert 'the application reads: {"order_id":"o-1","total_cents":125}' in out
+    assert out.rstrip().endswith('the application reads: {"order_id": "o-1", "total": 1.25}')

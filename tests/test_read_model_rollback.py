@@ -99,7 +99,8 @@ def test_the_applications_own_tables_come_back(store_url, shop_registry):
     finally:
         engine.dispose()
 
-    with open_store(store_url) as store:
+    # the application's database: eventmig is set up beside its tables because it is told to (init)
+    with open_store(store_url, init=True) as store:
         seed(store, 1000)
         refused = rebuild(store, [shop.order_summary, pair, shop.customer_totals], registry=shop_registry,
                           read_models=store_url, workers=2)

@@ -43,7 +43,7 @@ def shown(line: str) -> str:
 
 
 def test_the_examples_are_marked():
-    assert sorted(examples()) == ["appending", "snapshots"]
+    assert sorted(examples()) == ["appending", "layouts", "snapshots"]
 
 
 def test_appending_events_from_service_code(tmp_path: Path):
@@ -64,7 +64,17 @@ def test_snapshots_registered_rebuilt_and_loaded(tmp_path: Path):
     assert out == [shown("2 Order(order_id='o-1', total_cents=1250, items=2) ['LineItemAdded']")]
 
 
-@pytest.mark.parametrize("name", ["appending", "snapshots"])
+def test_appending_to_a_table_of_the_applications(tmp_path: Path):
+    out = run("layouts", tmp_path).splitlines()
+    assert out == [shown("1 OrderPlaced {'order_id': 'o-1'}"), shown("2 OrderPaid {'order_id': 'o-1'}")]
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "app.db") as db:  # appended into the application's own table
+        assert db.execute("SELECT stream_id, version, event_type FROM events ORDER BY id").fetchall() == [
+            ("order-1", 1, "OrderPlaced"), ("order-1", 2, "OrderPaid")]
+
+
+@pytest.mark.parametrize("name", ["appending", "layouts", "snapshots"])
 def test_the_examples_use_the_public_names(name: str):
     """What the examples import is what eventmig documents: no private module or name."""
     for module, names in re.findall(r"^from (eventmig[\w.]*) import (.+)$", examples()[name], re.M):

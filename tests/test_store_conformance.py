@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,7 +17,26 @@ from eventmig import Busy, StreamState, WrongExpectedVersion, new_event
 from eventmig.ports import EventStore
 from eventmig.model.records import Run, TargetEvent
 from eventmig.backends import open_store
+from eventmig.backends.sql.layouts import from_columns
 from eventmig.model.records import QuarantinedEvent, StreamPartitions
+from test_columns_layout import COLUMNS, create_domain_events
+
+
+@pytest.fixture(params=["eventmig", "columns"])
+def store(request: pytest.FixtureRequest, store_url: str) -> Iterator[EventStore]:
+    """Each test runs once per SQL backend and table layout: eventmig's own table, and a hand-rolled
+    table mapped with ``layout = "columns"`` (jsonb, timestamptz and bigserial on PostgreSQL)."""
+    if request.param == "columns":
+        if not store_url.startswith(("sqlite", "postgresql")):
+            pytest.skip("the columns layout maps a SQL table")
+        create_domain_events(store_url)
+        s = open_store(store_url, table="domain_events", layout=from_columns(COLUMNS))
+    else:
+        s = open_store(store_url)
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "esdb"])
@@ -95,7 +115,7 @@ def test_event_ids_are_kept_and_unique(store: EventStore):
     if store.capabilities.unique_event_ids:
         with pytest.raises(Exception, match="duplicate event id"):
             store.append("t", [e])
-    else:  # ids are unique per stream only (EventStoreDB): another stream takes it
+    else:  # ids unique per stream only (EventStoreDB), or a table with no event id column to index
         store.append("t", [e])
         assert store.read_stream("t")[0].event_id == e.event_id
 
@@ -182,7 +202,7 @@ def test_drop_epoch_refuses_the_active_one(store: EventStore):
 
 
 def open_store_like(store: EventStore) -> EventStore:
-    return open_store(store._raw_url)  # type: ignore[attr-defined]
+    return open_store(store._raw_url, table=store.table_base, layout=store.layout)  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------- runs and batches

@@ -9,6 +9,7 @@ needed only by those who use it.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from eventmig.errors import ConfigError
 from eventmig.ports import EventStore
@@ -41,7 +42,10 @@ def backend_class(url: str) -> type[EventStore]:
     return getattr(importlib.import_module(module), name)
 
 
-def open_store(url: str, *, table: str = "events", create: bool = True, read_only: bool = False) -> EventStore:
+def open_store(
+    url: str, *, table: str = "events", create: bool = True, read_only: bool = False, init: bool = False,
+    layout: Any = None,
+) -> EventStore:
     """Open the event store at ``url``, creating eventmig's schema on first use.
 
     ``sqlite:///path.db`` and ``postgresql+psycopg://user@host/db`` are SQL
@@ -51,5 +55,17 @@ def open_store(url: str, *, table: str = "events", create: bool = True, read_onl
     rather than a new, empty store. ``read_only`` opens it for reading only
     (a SQLite file read-only, PostgreSQL sessions read-only) and creates
     nothing: a store eventmig never wrote to reads as its first epoch.
+
+    eventmig creates nothing in a database that holds other tables and no
+    eventmig state (an application's database, reached with the wrong URL or
+    table name): that is refused with a ConfigError naming what is there,
+    unless ``init`` says to set eventmig up beside those tables. ``layout``
+    (:class:`~eventmig.backends.sql.layouts.Layout`, SQL stores) says which
+    column of the events table holds what; eventmig's own table by default.
     """
-    return backend_class(url)(url, table=table, create=create, read_only=read_only)  # type: ignore[call-arg]
+    options: dict[str, Any] = {"table": table, "create": create, "read_only": read_only}
+    if init:
+        options["init"] = True
+    if layout is not None:
+        options["layout"] = layout
+    return backend_class(url)(url, **options)

@@ -21,6 +21,7 @@ EXAMPLES: dict[str, str] = {
     "status": "eventmig status --store postgresql+psycopg://app@db/events",
     "quarantine": "eventmig quarantine --accept --id 12 --id 13",
     "demo": "eventmig demo --events 1000000",
+    "inspect": "eventmig inspect postgresql+psycopg://app@db/shop   # the tables, their layouts and the settings to use",
 }
 
 APP_EXAMPLE = "eventmig init --example shop && eventmig demo"

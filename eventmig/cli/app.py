@@ -209,10 +209,11 @@ def _root(
 def init(
     directory: Annotated[Path, typer.Argument(help="The service's root directory.")] = Path("."),
     example: Annotated[str | None, typer.Option("--example", help="Write an example service instead of empty packages: shop (the reference service `eventmig demo` runs).", show_default=False)] = None,
+    store: Annotated[str | None, typer.Option("--store", help="The service's existing database: [tool.eventmig] points at the events table `eventmig inspect` recognises there, or eventmig's store is set up in it.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Scaffold [tool.eventmig], upcasters/ and projections/ in a service repository."""
-    report = command.init(directory, example=example)
+    report = command.init(directory, example=example, store=store)
     if as_json:
         return _emit_json(report)
     for item in report.created:
@@ -221,6 +222,40 @@ def init(
         out.print(f"kept    {item}")
     if report.example == "shop" and report.created:
         out.print("next: eventmig demo")
+
+
+@app.command("inspect")
+@reports_errors
+def inspect_(
+    url: Annotated[str, typer.Argument(help="The database to look at (sqlite:///PATH or postgresql://...).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """List a database's tables, recognise event-store layouts, count events by (type, version); write nothing."""
+    report = command.inspect(url)
+    if as_json:
+        return _emit_json(report)
+    table = Table(title=f"Tables of {report.store}")
+    for col in ("table", "layout", "events", "type", "version", "count"):
+        table.add_column(col, justify="right" if col in ("events", "count", "version") else "left")
+    for t in report.tables:
+        events = f"{t.events:,}" if t.events is not None else ""
+        table.add_row(t.table, t.layout or "-", events, *(("", "", "") if not t.counts else (
+            t.counts[0].type, _shown_version(t.counts[0].version), f"{t.counts[0].events:,}")))
+        for c in t.counts[1:]:
+            table.add_row("", "", "", c.type, _shown_version(c.version), f"{c.events:,}")
+    out.print(table)
+    for t in report.tables:
+        if t.problem:
+            err.print(Text(f"{t.table}: {t.problem}", style="yellow"), soft_wrap=True)
+    if report.snippet:
+        out.print("\nsettings for pyproject.toml (or `eventmig init --store URL` writes them):\n")
+        out.print(report.snippet, markup=False, highlight=False, soft_wrap=True)
+    else:
+        out.print("no events table recognised; `eventmig init --store URL` sets eventmig's own store up here")
+
+
+def _shown_version(version: int | None) -> str:
+    return str(version) if version is not None else "unreadable"
 
 
 class PlanFormat(str, Enum):
@@ -264,6 +299,8 @@ def plan(
         if report.uncovered:
             err.print(Text("no path to a head: " + ", ".join(report.uncovered), style="red"))
         _print_unreadable(report.stored, err)
+        for warning in report.warnings:
+            err.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
     if not report.ok:
         raise typer.Exit(ExitCode.CHECK_FAILED)
 
@@ -416,6 +453,7 @@ def migrate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Discard the unfinished new epoch and start over.")] = False,
     stream_map: Annotated[Path | None, typer.Option("--stream-map", help="JSON file {old stream: new stream}.", show_default=False)] = None,
+    init: Annotated[bool, typer.Option("--init", help="Set eventmig up even in a database that holds other tables and no eventmig state (refused otherwise).")] = False,
     metrics_port: MetricsPortOpt = None,
     log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
@@ -424,7 +462,7 @@ def migrate(
     with _progress(as_json) as progress:
         report = command.migrate(_settings(config, store, batch_size, workers, retry_attempts, retry_max_wait, target=target),
                                  dry_run=dry_run, restart=restart,
-                                 stream_map=stream_map, progress=progress)
+                                 stream_map=stream_map, init=init, progress=progress)
     observe.report(report)
     if as_json:
         _emit_json(report)
@@ -447,6 +485,8 @@ def migrate(
     )
     for reason, n in report.quarantine_reasons.items():
         err.print(Text(f"quarantined {n:,}: {reason}", style="yellow"))
+    for warning in report.warnings:
+        err.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
     for problem in report.problems:
         err.print(Text(f"error: {problem}", style="red"), soft_wrap=True)
     if report.problems:

@@ -53,6 +53,8 @@ class MigrateReport(msgspec.Struct):
     problems: list[str] = []
     #: worker processes started (at most one per slice); 0 when this process upcast every slice
     processes: int = 0
+    #: what is not an error but should not pass for success either (a run that read nothing)
+    warnings: list[str] = []
 
 
 def migrate(
