@@ -965,25 +965,9 @@ class Replay:
         self.keep = keep
 
     def feed(self, row: Sequence[Any]) -> None:
-        states, indexes, keep = self.states, self.indexes, self.keep
-        for route, event in _events_of(self.binding, row):
-            for slot in route.slots:
-                key = _key_of(slot, row, event, indexes[slot.index])
-                if key is None or (keep is not None and not keep(slot.index, key, row)):
-                    continue
-                table = states[slot.index]
-                projection = slot.projection
-                tracks = getattr(projection, "tracks_version", False)
-                if key in table:
-                    state = table[key]
-                else:
-                    state = [0, projection.initial()] if tracks else projection.initial()
-                current = state[1] if tracks else state
-                info = EventInfo(row[0], row[1], row[2], row[7])
-                new = slot.handler(current, event, info) if slot.wants_info else slot.handler(current, event)
-                if new is None:
-                    new = current
-                table[key] = [row[1], new] if tracks else new
+        from .projection import fold  # the fold imports this module's routing
+
+        fold.apply(fold.keyed_events(self.binding, (row,), self.indexes, self.keep), self.states)
 
     def rows(self) -> dict[str, list[tuple[Any, ...]]]:
         """The rows of every table as the states are now, keyed by table name."""
@@ -1004,12 +988,3 @@ def _events_of(binding: Binding, row: Sequence[Any]) -> list[tuple[Route, Any]]:
     if binding.is_head(type_name, version):
         return [(route, route.decode(row[5]))] if route is not None else []
     return binding.head_events(row, type_name, version)
-
-
-def _key_of(slot: Slot, row: Sequence[Any], event: Any, index: Index) -> Any:
-    kind = slot.key_kind
-    if kind == KEY_STREAM:
-        return row[0]
-    if kind == KEY_INDEXED:
-        return slot.key(event, index)  # type: ignore[misc]
-    return slot.key(event)  # type: ignore[misc]
