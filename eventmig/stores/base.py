@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import time
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Sequence
@@ -423,6 +424,27 @@ class EventStore(ABC):
     @abstractmethod
     def stream_versions(self) -> dict[str, int]:
         """Last version of every stream (a resumed migration restores its numbering from it)."""
+
+    # ----------------------------------------------------------- following
+    def wait_for_appends(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the store to announce appended events; True when it did.
+
+        A store that announces nothing sleeps: its followers poll.
+        """
+        time.sleep(timeout)
+        return False
+
+    def transactions_marker(self) -> Any:
+        """An opaque mark of the write transactions in progress now, for :meth:`transactions_ended`.
+
+        None: positions become visible in commit order, so a gap in them is
+        final when it is seen (SQLite, EventStoreDB).
+        """
+        return None
+
+    def transactions_ended(self, marker: Any) -> bool:
+        """Whether every write transaction in progress when ``marker`` was taken has ended."""
+        return True
 
     # -------------------------------------------------------------- admin
     @abstractmethod

@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection
 from ..errors import Busy, ConfigError, HeadMoved, StoreError, WrongExpectedVersion
 from ..events import NewEvent, RecordedEvent
 from ..sqlengine import SQLDatabase, first_line
+from . import pgwatch
 from .base import (
     CatchUp,
     Capabilities,
@@ -106,6 +107,7 @@ class SQLEventStore(EventStore):
         # a handle opened without an epoch follows the active one, as applications do: after a
         # switch it reads and writes the new epoch through the same table name
         self._pinned = epoch
+        self._listener: pgwatch.Listener | None = None
 
     @property
     def epoch(self) -> int:  # type: ignore[override]
@@ -272,6 +274,8 @@ class SQLEventStore(EventStore):
                 raise WrongExpectedVersion(stream, expected_version, current) if "version" in str(exc.orig) else StoreError(
                     f"duplicate event id appending to {stream!r}: {first_line(exc.orig)}"
                 ) from None
+            if self.dialect == "postgresql":
+                pgwatch.announce(c, self._table)
             return start + len(events) - 1
 
     def read_stream(self, stream: str, from_version: int | None = None, limit: int | None = None) -> list[RecordedEvent]:
@@ -774,7 +778,30 @@ class SQLEventStore(EventStore):
         with self._write() as c:
             return c.exec_driver_sql(self._q(sql), params).rowcount
 
+    # ----------------------------------------------------------- following
+    def wait_for_appends(self, timeout: float) -> bool:
+        if self.dialect != "postgresql":
+            return super().wait_for_appends(timeout)
+        if self._listener is None:
+            self._listener = pgwatch.Listener(self._raw_url)
+        return self._listener.wait(timeout)
+
+    def transactions_marker(self) -> Any:
+        if self.dialect != "postgresql":
+            return None  # one writer at a time: positions are visible in commit order
+        with self._read() as c:
+            return pgwatch.transactions_marker(c)
+
+    def transactions_ended(self, marker: Any) -> bool:
+        if marker is None:
+            return True
+        with self._read() as c:
+            return pgwatch.transactions_ended(c, marker)
+
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._owns_engine:
             self.engine.dispose()
 
