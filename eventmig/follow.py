@@ -208,8 +208,9 @@ class _Loop:
         if time.monotonic() - self._claimed_at < self.lease_s / 3:
             return
         self._claimed_at = time.monotonic()
-        if self.segments:
-            kept = self.fdb.renew(self.segments, self.holder, self.lease_s)
+        if self.segments or self.stopped:
+            # a stopped segment's lease is kept while this process lives: a standby would only fail the same way
+            kept = self.fdb.renew([*self.segments, *self.stopped], self.holder, self.lease_s)
             for key in set(self.segments) - kept:
                 del self.segments[key]  # taken over while this process stalled: it applies nothing more there
         wanted = [(name, 0) for name in self.projections if (name, 0) not in self.segments and (name, 0) not in self.stopped]
@@ -334,14 +335,15 @@ class _Loop:
         )
 
     def _release(self) -> None:
-        if self.segments:
+        if self.segments or self.stopped:
             try:
-                self.fdb.release(self.segments, self.holder)
+                self.fdb.release([*self.segments, *self.stopped], self.holder)
             except Exception:  # noqa: BLE001 - the leases expire anyway
                 pass
 
     def _report(self, reason: str) -> FollowReport:
         seconds = time.monotonic() - self.started
+        self._measure_lag()
         rows = {(r.projection, r.segment): r for r in self.fdb.followers()}
         out = []
         for name in self.projections:
@@ -353,7 +355,8 @@ class _Loop:
                 name, 0, status,
                 epoch=row.epoch if row else None, checkpoint=row.checkpoint if row else None,
                 applied=segment.applied if segment else 0, gaps=row.gaps if row else 0,
-                lag_events=row.lag_events if row else None, lag_seconds=row.lag_seconds if row else None,
+                lag_events=self._lag[key][0] if key in self._lag else None,
+                lag_seconds=self._lag[key][1] if key in self._lag else None,
                 error=self.stopped.get(key),
             ))
         return FollowReport(
