@@ -174,6 +174,8 @@ class _Loop:
     def run(self, once: bool, stop: Callable[[], bool], on_status: Callable[[FollowStatus], None] | None) -> FollowReport:
         reason = "stop"
         try:
+            if once:
+                self._await_leases(stop)
             while not stop():
                 self._claim()
                 if not self.segments:
@@ -197,6 +199,16 @@ class _Loop:
         finally:
             self._release()
         return self._report(reason)
+
+    def _await_leases(self, stop: Callable[[], bool]) -> None:
+        """``once``: a segment held by a follower that died is free within a lease; wait that long for it."""
+        deadline = time.monotonic() + self.lease_s + 1.0
+        while not stop():
+            self._claimed_at = float("-inf")
+            self._claim()
+            if len(self.segments) + len(self.stopped) == len(self.projections) or time.monotonic() >= deadline:
+                return
+            self._sleep(min(0.2, self.lease_s / 3), stop)
 
     def _sleep(self, seconds: float, stop: Callable[[], bool]) -> None:
         end = time.monotonic() + seconds
