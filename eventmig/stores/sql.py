@@ -728,6 +728,8 @@ class SQLEventStore(EventStore):
                 self._db.commit_without_flush(c)  # a batch of a new epoch, with its checkpoint: lost, it is copied again
             if events:
                 self._bulk_insert(c, table, events)
+                if epoch == active and self.dialect == "postgresql":
+                    pgwatch.announce(c, self.table_base)
             if quarantined:
                 c.exec_driver_sql(
                     self._q(f"INSERT INTO eventmig_quarantine ({_QUARANTINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
