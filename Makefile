@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/eventmig demo
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 bench: $(STAMP)

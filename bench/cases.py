@@ -20,8 +20,8 @@ def _registry() -> Any:
 
 
 def eventmig_migrate(spec: dict[str, Any]) -> dict[str, Any]:
-    from eventmig.migrate import migrate
-    from eventmig.stores import open_store
+    from eventmig.jobs.migrate import migrate
+    from eventmig.backends import open_store
 
     compiled = _registry()
     store = open_store(spec["url"])
@@ -38,8 +38,8 @@ def eventmig_migrate(spec: dict[str, Any]) -> dict[str, Any]:
 
 def eventmig_upcast_read(spec: dict[str, Any]) -> dict[str, Any]:
     """``migrate --dry-run``: read and upcast everything, write nothing."""
-    from eventmig.migrate import migrate
-    from eventmig.stores import open_store
+    from eventmig.jobs.migrate import migrate
+    from eventmig.backends import open_store
 
     compiled = _registry()
     store = open_store(spec["url"])
@@ -53,8 +53,8 @@ def eventmig_upcast_read(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def eventmig_verify(spec: dict[str, Any]) -> dict[str, Any]:
-    from eventmig.stores import open_store
-    from eventmig.verify import verify
+    from eventmig.backends import open_store
+    from eventmig.jobs.verify import verify
 
     compiled = _registry()
     store = open_store(spec["url"])
@@ -75,13 +75,13 @@ def eventmig_verify(spec: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- rebuild
 def rebuild_available() -> str | None:
-    """None if ``eventmig.rebuild`` and the reference projections are there, else why not."""
+    """None if ``eventmig.jobs.rebuild`` and the reference projections are there, else why not."""
     try:
-        module = importlib.import_module("eventmig.rebuild")
+        module = importlib.import_module("eventmig.jobs.rebuild")
     except ImportError as exc:
-        return f"not available: eventmig.rebuild cannot be imported ({exc})"
+        return f"not available: eventmig.jobs.rebuild cannot be imported ({exc})"
     if not callable(getattr(module, "rebuild", None)):
-        return "not available: eventmig.rebuild has no rebuild() function"
+        return "not available: eventmig.jobs.rebuild has no rebuild() function"
     try:
         projections = importlib.import_module("projections")
     except ImportError as exc:
@@ -99,8 +99,8 @@ ORDER_SUMMARY = "order_summary"
 
 
 def eventmig_rebuild(spec: dict[str, Any]) -> dict[str, Any]:
-    from eventmig.rebuild import rebuild
-    from eventmig.stores import open_store
+    from eventmig.jobs.rebuild import rebuild
+    from eventmig.backends import open_store
 
     import projections
 
@@ -174,10 +174,10 @@ def es_project(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 CASES = {
-    "eventmig.migrate": eventmig_migrate,
+    "eventmig.jobs.migrate": eventmig_migrate,
     "eventmig.upcast-read": eventmig_upcast_read,
-    "eventmig.verify": eventmig_verify,
-    "eventmig.rebuild": eventmig_rebuild,
+    "eventmig.jobs.verify": eventmig_verify,
+    "eventmig.jobs.rebuild": eventmig_rebuild,
     "raw.copy": raw_copy,
     "raw.write": raw_write,
     "raw.read": raw_read,

@@ -1,6 +1,6 @@
 """The benchmark data: the shop's legacy history, generated once per (N, seed) and cached.
 
-``eventmig.demo.ShopHistory`` produces N events over about N/10 streams, most
+``eventmig.jobs.seed.ShopHistory`` produces N events over about N/10 streams, most
 of them at old schema versions, with payloads of 150 to 300 bytes. The first
 time a size is asked for, it is written through eventmig's SQLite store
 (``seed``) into ``bench/data/shop-n<N>-s<seed>.db``; every benchmark run then
@@ -38,8 +38,8 @@ def cached_dataset(n: int, seed: int = DEFAULT_SEED, *, data_dir: Path = DATA_DI
     path = data_dir / f"shop-n{n}-s{seed}.db"
     if path.exists():
         return path
-    from eventmig.demo import seed as seed_store
-    from eventmig.stores import open_store
+    from eventmig.jobs.seed import seed as seed_store
+    from eventmig.backends import open_store
 
     tmp = data_dir / f".{path.name}.{os.getpid()}.tmp"
     _remove_sqlite(tmp)
@@ -156,8 +156,8 @@ def drop_schema(schema: str, url: str = POSTGRES_URL) -> None:
 
 def load_postgres(source: Path, store_url: str) -> float:
     """Load a cached data set into a fresh PostgreSQL store through ``write_batch``; return seconds."""
-    from eventmig.stores import open_store
-    from eventmig.stores.base import TargetEvent
+    from eventmig.backends import open_store
+    from eventmig.model.records import TargetEvent
 
     started = time.perf_counter()
     store = open_store(store_url)

@@ -1,7 +1,7 @@
 """``python -m bench.follow``: follow throughput and end-to-end lag at a steady append rate.
 
 A store holds ``--base`` shop events, rebuilt into read models; a follower
-(``eventmig.follow``, in a process of its own) keeps them current while this
+(``eventmig.jobs.follow``, in a process of its own) keeps them current while this
 process appends the rest of the same shop history at ``--rate`` events per
 second for ``--seconds``, in a batch every 10 ms (PostgreSQL: announced,
 so the follower hears of it by LISTEN). A sampler reads the followers'
@@ -41,8 +41,8 @@ def _follower(url: str, stop: Any, ready: Any) -> None:
     import projections as shop
     import upcasters
 
-    from eventmig.follow import follow
-    from eventmig.stores import open_store
+    from eventmig.jobs.follow import follow
+    from eventmig.backends import open_store
 
     with open_store(url) as store:
         ready.set()
@@ -56,11 +56,11 @@ def measure(url: str, rate: int, seconds: float, base: int) -> dict[str, Any]:
     import projections as shop
     import upcasters
 
-    from eventmig.demo import ShopHistory
-    from eventmig.following import FollowerDB
-    from eventmig.readmodels import ReadModelDB
-    from eventmig.rebuild import rebuild
-    from eventmig.stores import open_store
+    from eventmig.jobs.seed import ShopHistory
+    from eventmig.backends.sql.following import FollowerDB
+    from eventmig.backends.sql.readmodels import ReadModelDB
+    from eventmig.jobs.rebuild import rebuild
+    from eventmig.backends import open_store
 
     total = base + int(rate * seconds)
     events = list(ShopHistory(total, 5).events())

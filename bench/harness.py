@@ -151,14 +151,14 @@ def run_in_child(spec: dict[str, Any], *, timeout: float = 4 * 3600, workdir: Pa
 # ------------------------------------------------------------------ the plan
 TASKS = {
     # case -> (task it measures, implementation)
-    "eventmig.migrate": ("migrate", "eventmig"),
+    "eventmig.jobs.migrate": ("migrate", "eventmig"),
     "raw.copy": ("migrate", "raw"),
     "raw.write": ("migrate", "raw"),
-    "eventmig.verify": ("verify", "eventmig"),
+    "eventmig.jobs.verify": ("verify", "eventmig"),
     "raw.read": ("verify", "raw"),
     "eventmig.upcast-read": ("read+upcast", "eventmig"),
     "eventsourcing.read": ("read+upcast", "eventsourcing"),
-    "eventmig.rebuild": ("rebuild", "eventmig"),
+    "eventmig.jobs.rebuild": ("rebuild", "eventmig"),
     "raw.fold": ("rebuild", "raw"),
     "raw.fold2": ("rebuild", "raw"),
     "eventsourcing.project": ("rebuild", "eventsourcing"),
@@ -303,7 +303,7 @@ class Harness:
     # --------------------------------------------------------------- SQLite
     def _sqlite_migrate(self, n: int, source: Path, *, scaling: bool = False) -> None:
         db = self.work / "run.db"
-        result = self._start("eventmig.migrate", "sqlite", n, scaling=scaling)
+        result = self._start("eventmig.jobs.migrate", "sqlite", n, scaling=scaling)
         self._measure(result, {}, lambda i: {"url": dataset.sqlite_url(dataset.copy_dataset(source, db))}, self.o.repeats)
         dataset.remove_sqlite(db)
 
@@ -326,15 +326,15 @@ class Harness:
             migrated = self.work / "migrated.db"
             dataset.copy_dataset(source, migrated)
             self._prepare_migrated(dataset.sqlite_url(migrated))
-            self._measure(self._start("eventmig.verify", "sqlite", n), {},
+            self._measure(self._start("eventmig.jobs.verify", "sqlite", n), {},
                           lambda i: fresh(i, migrated), o.repeats)
             dataset.remove_sqlite(migrated)
         if "rebuild" in o.cases:
             for w in o.workers:
                 if self._rebuild_missing:
-                    self._skip("eventmig.rebuild", "sqlite", n, self._rebuild_missing, w)
+                    self._skip("eventmig.jobs.rebuild", "sqlite", n, self._rebuild_missing, w)
                     continue
-                self._measure(self._start("eventmig.rebuild", "sqlite", n, w), {}, fresh, o.repeats)
+                self._measure(self._start("eventmig.jobs.rebuild", "sqlite", n, w), {}, fresh, o.repeats)
         for case in ("raw.fold", "raw.fold2"):
             if self._wants(case):
                 self._measure(self._start(case, "sqlite", n), {}, fresh, o.repeats)
@@ -365,8 +365,8 @@ class Harness:
 
     def _prepare_migrated(self, url: str) -> None:
         """Migrate a store (untimed, in this process) for the verify runs to read."""
-        from eventmig.migrate import migrate
-        from eventmig.stores import open_store
+        from eventmig.jobs.migrate import migrate
+        from eventmig.backends import open_store
 
         store = open_store(url)
         try:
@@ -379,7 +379,7 @@ class Harness:
         self.log(f"PostgreSQL, {n:,} events")
         o = self.o
         if self._pg_missing:
-            for case in ("eventmig.migrate", "raw.copy", "raw.write", "raw.read", "eventmig.upcast-read", "eventmig.verify",
+            for case in ("eventmig.jobs.migrate", "raw.copy", "raw.write", "raw.read", "eventmig.upcast-read", "eventmig.jobs.verify",
                          "raw.fold", "raw.fold2"):
                 if self._wants(case):
                     self._skip(case, "postgres", n, f"not available: {self._pg_missing}")
@@ -398,7 +398,7 @@ class Harness:
                 return {"url": url, "target": libpq}
 
             if "migrate" in o.cases:
-                self._measure(self._start("eventmig.migrate", "postgres", n), {}, legacy, o.repeats)
+                self._measure(self._start("eventmig.jobs.migrate", "postgres", n), {}, legacy, o.repeats)
             for case in ("raw.copy", "raw.write", "raw.read"):
                 if self._wants(case):
                     self._measure(self._start(case, "postgres", n), {}, legacy, o.repeats)
@@ -407,16 +407,16 @@ class Harness:
             if "rebuild" in o.cases:
                 for w in o.workers:
                     if self._rebuild_missing:
-                        self._skip("eventmig.rebuild", "postgres", n, self._rebuild_missing, w)
+                        self._skip("eventmig.jobs.rebuild", "postgres", n, self._rebuild_missing, w)
                         continue
-                    self._measure(self._start("eventmig.rebuild", "postgres", n, w), {}, legacy, o.repeats)
+                    self._measure(self._start("eventmig.jobs.rebuild", "postgres", n, w), {}, legacy, o.repeats)
             for case in ("raw.fold", "raw.fold2"):
                 if self._wants(case):
                     self._measure(self._start(case, "postgres", n), {}, legacy, o.repeats)
             if "verify" in o.cases:
                 _reset_postgres(url)
                 self._prepare_migrated(url)
-                self._measure(self._start("eventmig.verify", "postgres", n), {"url": url}, None, o.repeats)
+                self._measure(self._start("eventmig.jobs.verify", "postgres", n), {"url": url}, None, o.repeats)
         finally:
             for schema in schemas:
                 dataset.drop_schema(schema, o.postgres_url)

@@ -36,8 +36,8 @@ _spool: Path | None = None
 
 def _instrument() -> None:
     """Wrap the rebuilder's phases with timers; each worker writes its totals to ``<_spool>/<pid>.json``."""
-    import eventmig.rebuild as rebuild
-    from eventmig.stores.sql import SQLEventStore
+    import eventmig.jobs.rebuild as rebuild
+    from eventmig.backends.sql.store import SQLEventStore
 
     totals: dict[str, float] = {}
 
@@ -84,8 +84,8 @@ def _instrument() -> None:
 def measure(store: str, n: int, workers: int, work: Path) -> dict[str, Any]:
     """One rebuild of the order summary with its phases, and the fold floor on the same data."""
     import projections
-    from eventmig.rebuild import rebuild
-    from eventmig.stores import open_store
+    from eventmig.jobs.rebuild import rebuild
+    from eventmig.backends import open_store
 
     from . import raw
 

@@ -38,8 +38,8 @@ def _kwargs(fn: Any, workers: int | None) -> dict[str, Any]:
 def profile(task: str, n: int, work: Path, out: Path, interval: float = 0.001, workers: int | None = 1) -> Path:
     from pyinstrument import Profiler
 
-    from eventmig.migrate import migrate
-    from eventmig.stores import open_store
+    from eventmig.jobs.migrate import migrate
+    from eventmig.backends import open_store
 
     source = dataset.cached_dataset(n)
     db = dataset.copy_dataset(source, work / "profile.db")
@@ -74,12 +74,12 @@ def profile(task: str, n: int, work: Path, out: Path, interval: float = 0.001, w
 
 def _job(task: str) -> Any:
     """The library call a task profiles: ``job(store, compiled, workers=...)``."""
-    from eventmig.migrate import migrate
-    from eventmig.verify import verify
+    from eventmig.jobs.migrate import migrate
+    from eventmig.jobs.verify import verify
 
     if task == "rebuild":
         import projections
-        from eventmig.rebuild import rebuild
+        from eventmig.jobs.rebuild import rebuild
 
         def rebuild_order_summary(store: Any, compiled: Any, workers: int | None = None) -> Any:
             return rebuild(store, projections.projections, registry=compiled, names=[cases.ORDER_SUMMARY],
@@ -106,8 +106,8 @@ def py_spy(task: str, n: int, out: Path) -> Path:
 
 def profile_plain(task: str, n: int, work: Path) -> None:
     """The same job without pyinstrument (what py-spy records)."""
-    from eventmig.migrate import migrate
-    from eventmig.stores import open_store
+    from eventmig.jobs.migrate import migrate
+    from eventmig.backends import open_store
 
     db = dataset.copy_dataset(dataset.cached_dataset(n), work / "profile.db")
     store = open_store(dataset.sqlite_url(db))

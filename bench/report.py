@@ -100,30 +100,30 @@ def targets(results: list[dict[str, Any]], size: int = 1_000_000, big: int = 5_0
 
     label = f"{size // 1_000_000}M" if size >= 1_000_000 else f"{size // 1000}k"
     for store, goal in (("sqlite", 200_000), ("postgres", 150_000)):
-        v = rate("eventmig.migrate", store)
+        v = rate("eventmig.jobs.migrate", store)
         add(f"migrate {store} {label}", f">= {goal:,} ev/s", v, v is not None and v >= goal, "ev/s",
             ("raw.write", rate("raw.write", store), goal))
     for store, goal in (("sqlite", 500_000), ("postgres", 300_000)):
-        v = rate("eventmig.rebuild", store, 2)
+        v = rate("eventmig.jobs.rebuild", store, 2)
         add(f"rebuild 2 workers {store} {label}", f">= {goal:,} ev/s", v, v is not None and v >= goal, "ev/s",
             ("raw.fold2", rate("raw.fold2", store), goal))
     es = rate("eventsourcing.project", "sqlite")
     for store in ("sqlite", "postgres"):
-        v = rate("eventmig.rebuild", store, 2)
+        v = rate("eventmig.jobs.rebuild", store, 2)
         ratio = round(v / es, 1) if v and es else None
         fold2 = rate("raw.fold2", store)
         add(f"rebuild 2 workers {store} {label} vs eventsourcing projection", ">= 50x", ratio,
             ratio is not None and ratio >= 50, "x", ("raw.fold2", round(fold2 / es, 1) if fold2 and es else None, 50))
     for store in ("sqlite", "postgres"):
-        v, m = rate("eventmig.verify", store), rate("eventmig.migrate", store)
+        v, m = rate("eventmig.jobs.verify", store), rate("eventmig.jobs.migrate", store)
         ratio = round(v / m, 2) if v and m else None
         add(f"verify {store} {label} at least as fast as migrate", ">= 1.0x migrate", ratio,
             ratio is not None and ratio >= 1.0, "x")
-    for case, what, workers in (("eventmig.migrate", "migrate", None), ("eventmig.rebuild", "rebuild 2 workers", 2)):
+    for case, what, workers in (("eventmig.jobs.migrate", "migrate", None), ("eventmig.jobs.rebuild", "rebuild 2 workers", 2)):
         for store in ("sqlite", "postgres"):
             v = rss(case, store, workers=workers)
             add(f"peak RSS {what} {store} {label}", "< 300 MB", v, v is not None and v < 300, "MB")
-    small, large = rss("eventmig.migrate", "sqlite"), rss("eventmig.migrate", "sqlite", big)
+    small, large = rss("eventmig.jobs.migrate", "sqlite"), rss("eventmig.jobs.migrate", "sqlite", big)
     growth = round(large / small, 2) if small and large else None
     add(f"peak RSS migrate sqlite flat from {label} to {big // 1_000_000}M", f"<= {FLAT_RSS_GROWTH}x", growth,
         growth is not None and growth <= FLAT_RSS_GROWTH, "x")
@@ -186,8 +186,8 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-CASE_ORDER = ["eventmig.migrate", "raw.copy", "raw.write", "raw.read", "eventmig.upcast-read", "eventmig.verify",
-              "eventmig.rebuild", "raw.fold", "raw.fold2", "eventsourcing.load", "eventsourcing.read",
+CASE_ORDER = ["eventmig.jobs.migrate", "raw.copy", "raw.write", "raw.read", "eventmig.upcast-read", "eventmig.jobs.verify",
+              "eventmig.jobs.rebuild", "raw.fold", "raw.fold2", "eventsourcing.load", "eventsourcing.read",
               "eventsourcing.project"]
 
 
@@ -226,11 +226,11 @@ def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
 
 ROWS = [
     # label, eventmig case, workers, raw floor case, eventsourcing case
-    ("migrate (copy-transform)", "eventmig.migrate", None, "raw.copy", None),
-    ("verify", "eventmig.verify", None, "raw.read", None),
+    ("migrate (copy-transform)", "eventmig.jobs.migrate", None, "raw.copy", None),
+    ("verify", "eventmig.jobs.verify", None, "raw.read", None),
     ("read + upcast (migrate --dry-run)", "eventmig.upcast-read", None, "raw.read", "eventsourcing.read"),
-    ("rebuild, 1 worker", "eventmig.rebuild", 1, "raw.fold", "eventsourcing.project"),
-    ("rebuild, 2 workers", "eventmig.rebuild", 2, "raw.fold2", "eventsourcing.project"),
+    ("rebuild, 1 worker", "eventmig.jobs.rebuild", 1, "raw.fold", "eventsourcing.project"),
+    ("rebuild, 2 workers", "eventmig.jobs.rebuild", 2, "raw.fold2", "eventsourcing.project"),
 ]
 
 
@@ -319,7 +319,7 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append("")
 
     scale = sorted(
-        (r for r in all_results if r["case"] == "eventmig.migrate" and r["store"] == "sqlite" and r["median"]),
+        (r for r in all_results if r["case"] == "eventmig.jobs.migrate" and r["store"] == "sqlite" and r["median"]),
         key=lambda r: r["n"],
     )
     if len(scale) > 1:

@@ -15,7 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .errors import (
+    from eventmig.errors import (
         Busy,
         ConfigError,
         EventmigError,
@@ -26,9 +26,17 @@ if TYPE_CHECKING:
         VerificationFailed,
         WrongExpectedVersion,
     )
-    from .events import MetadataKey, NewEvent, RecordedEvent, TypeSuffix, new_event
-    from .stores import EventStore, StreamState, open_store
-    from .upcasting import CompiledRegistry, EventContext, Registry, emit
+    from eventmig.backends import open_store
+    from eventmig.model.events import MetadataKey, NewEvent, RecordedEvent, TypeSuffix, new_event
+    from eventmig.model.records import StreamState
+    from eventmig.model.upcasting import CompiledRegistry, EventContext, Registry, emit
+    from eventmig.jobs.cutover import rollback, switch
+    from eventmig.jobs.migrate import migrate
+    from eventmig.jobs.rebuild import rebuild
+    from eventmig.jobs.verify import verify
+    from eventmig.ports import EventStore
+    from eventmig.backends.sql.snapshots import load_snapshot
+    from eventmig.projection.api import STREAM, Index, Projection, Snapshot, Snapshots
 
 __version__ = "0.1.0"
 
@@ -39,9 +47,17 @@ _LAZY = {
          "VerificationFailed", "WrongExpectedVersion"],
         "errors",
     ),
-    **dict.fromkeys(["MetadataKey", "NewEvent", "RecordedEvent", "TypeSuffix", "new_event"], "events"),
-    **dict.fromkeys(["EventStore", "StreamState", "open_store"], "stores"),
-    **dict.fromkeys(["CompiledRegistry", "EventContext", "Registry", "emit"], "upcasting"),
+    **dict.fromkeys(["MetadataKey", "NewEvent", "RecordedEvent", "TypeSuffix", "new_event"], "model.events"),
+    "EventStore": "ports",
+    "StreamState": "model.records",
+    "open_store": "backends",
+    **dict.fromkeys(["CompiledRegistry", "EventContext", "Registry", "emit"], "model.upcasting"),
+    **dict.fromkeys(["STREAM", "Index", "Projection", "Snapshot", "Snapshots"], "projection.api"),
+    "load_snapshot": "backends.sql.snapshots",
+    **dict.fromkeys(["switch", "rollback"], "jobs.cutover"),
+    "migrate": "jobs.migrate",
+    "verify": "jobs.verify",
+    "rebuild": "jobs.rebuild",
 }
 
 
@@ -58,6 +74,7 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 __all__ = [
+    "STREAM",
     "Busy",
     "CompiledRegistry",
     "ConfigError",
@@ -65,11 +82,15 @@ __all__ = [
     "EventStore",
     "EventmigError",
     "ExitCode",
+    "Index",
     "MetadataKey",
     "NewEvent",
+    "Projection",
     "RecordedEvent",
     "Registry",
     "RegistryError",
+    "Snapshot",
+    "Snapshots",
     "StoreError",
     "StreamState",
     "TypeSuffix",
@@ -77,6 +98,12 @@ __all__ = [
     "VerificationFailed",
     "WrongExpectedVersion",
     "emit",
+    "load_snapshot",
+    "migrate",
     "new_event",
     "open_store",
+    "rebuild",
+    "rollback",
+    "switch",
+    "verify",
 ]

@@ -25,7 +25,7 @@ def _interrupted_while_loading(signum: int, frame: Any) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, _interrupted_while_loading)
-    from .cli import main as run_command  # it handles Ctrl-C from here on
+    from eventmig.cli.app import main as run_command
 
     run_command()
 

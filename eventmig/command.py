@@ -17,26 +17,28 @@ from typing import Any
 
 import msgspec
 
-from . import cutover
-from . import follow as _follow
-from . import migrate as _migrate
-from . import rebuild as _rebuild
-from . import verify as _verify
-from .config import Settings, load_projections, load_registry
-from .demo import seed
-from .errors import ConfigError, UpcastError
-from .nesting import too_deep
-from .graph import Graph
-from .graph import build as build_graph
-from .timeline import TimelineEntry
-from .timeline import build as build_timeline
-from .progress import SILENT, Progress
-from .follow_segment import lag_of
-from .following import FollowerDB, FollowerRow
-from .readmodels import ReadModelDB
-from .stores import EventStore, mask_url, open_store
-from .stores.base import EpochInfo, Run, Switch
-from .upcasting import CompiledRegistry, EventContext
+from eventmig.jobs import cutover
+from eventmig.jobs import migrate as _migrate
+from eventmig.jobs import rebuild as _rebuild
+from eventmig.jobs import verify as _verify
+from eventmig.config import Settings, load_projections, load_registry
+from eventmig.jobs.seed import seed
+from eventmig.errors import ConfigError, UpcastError
+from eventmig.model.nesting import too_deep
+from eventmig.model.graph import Graph
+from eventmig.model.graph import build as build_graph
+from eventmig.jobs.timeline import TimelineEntry
+from eventmig.jobs.timeline import build as build_timeline
+from eventmig.progress import SILENT, Progress
+from eventmig.backends.sql.readmodels import ReadModelDB
+from eventmig.ports import EventStore
+from eventmig.urls import mask_url
+from eventmig.backends import open_store
+from eventmig.model.records import EpochInfo, Run, Switch
+from eventmig.model.upcasting import CompiledRegistry, EventContext
+from eventmig.jobs import follow as _follow
+from eventmig.jobs.follow_segment import lag_of
+from eventmig.backends.sql.following import FollowerDB, FollowerRow
 
 _decode = msgspec.json.Decoder().decode
 
@@ -270,7 +272,7 @@ def check(
 def _testing() -> Any:
     """eventmig.testing.checks, or a configuration error saying how to install it."""
     try:
-        from .testing import checks
+        from eventmig.testing import checks
     except ModuleNotFoundError as exc:
         if exc.name != "hypothesis":
             raise
@@ -279,7 +281,7 @@ def _testing() -> Any:
 
 
 def _pending_note(settings: Settings) -> str | None:
-    from .testing.cases import pending_path
+    from eventmig.testing.cases import pending_path
 
     pending = pending_path(settings.cases_file)
     if not pending.exists():
@@ -293,7 +295,7 @@ class RecordReport(msgspec.Struct):
     pending: str
     #: where the inputs came from: "store" (sampled stored events) or "generated"
     source: str
-    recorded: list[Any]  # eventmig.declared.Example, one per recorded case
+    recorded: list[Any]  # eventmig.model.declared.Example, one per recorded case
     skipped: list[str]
 
 
@@ -306,7 +308,7 @@ def record_cases(
         raise ConfigError("--record needs at least 1 case per (type, version)")
     compiled = load_registry(settings)
     _testing()
-    from .testing import cases
+    from eventmig.testing import cases
 
     inputs: list[Any] = []
     source = "generated"
@@ -327,13 +329,13 @@ def record_cases(
 
 class AcceptReport(msgspec.Struct):
     cases_file: str
-    accepted: list[Any]  # eventmig.declared.Example
+    accepted: list[Any]  # eventmig.model.declared.Example
 
 
 def accept_cases(settings: Settings) -> AcceptReport:
     """Move the cases ``record_cases`` wrote into the cases file, after review."""
     _testing()
-    from .testing.cases import accept_pending
+    from eventmig.testing.cases import accept_pending
 
     return AcceptReport(str(settings.cases_file), accept_pending(settings.cases_file))
 
@@ -503,7 +505,7 @@ def rebuild(
     with open_configured_store(settings) as store:
         return _rebuild.rebuild(
             store, projections, registry=compiled, read_models=settings.read_models_url, names=names,
-            workers=workers or settings.workers, batch_size=batch_size or _rebuild.DEFAULT_BATCH_SIZE,
+            workers=workers or settings.workers, batch_size=batch_size or settings.rebuild_batch_size,
             accept_changes=accept_changes, swap=swap, restart=restart, progress=progress,
         )
 
@@ -794,7 +796,7 @@ def init(directory: str | Path = ".", *, example: str | None = None) -> InitRepo
     (``shop``, the reference service ``eventmig demo`` runs) instead of the
     empty packages.
     """
-    from . import scaffold
+    from eventmig import scaffold
 
     root = Path(directory)
     if not root.is_dir():

@@ -21,12 +21,44 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, EventmigError
-from .migrate import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
-from .parallel import MAX_WORKERS, default_workers
-from .upcasting import CompiledRegistry, Registry
+from eventmig.errors import ConfigError, EventmigError
+from eventmig.model.upcasting import CompiledRegistry, Registry
 
 DEFAULT_STORE = "sqlite:///eventmig.db"
+
+# ---- jobs: one constant per setting, read by the jobs and the CLI alike
+#: the store lock migrate, switch and rollback hold: one such job at a time per store
+MIGRATE_LOCK = "migrate"
+#: the read-model database lock rebuild and the read-model swaps hold
+REBUILD_LOCK = "rebuild"
+#: events per slice of migrate and verify, and per committed checkpoint
+DEFAULT_BATCH_SIZE = 10_000
+#: a slice is read whole into a worker's memory: beyond this many events it only costs memory
+MAX_BATCH_SIZE = 1_000_000
+#: events rebuild folds between two commits of states and checkpoints: a commit writes every state
+#: touched since the previous one, which costs about as much as folding the events did, so commit
+#: seldom; a killed rebuild folds at most this many events again (seconds of work)
+DEFAULT_REBUILD_BATCH_SIZE = 1_000_000
+#: states are bounded apart from the batch (the state caches): this bounds the work a kill loses
+MAX_REBUILD_BATCH_SIZE = 100_000_000
+#: events ``follow`` reads and applies per transaction
+DEFAULT_FOLLOW_BATCH_SIZE = 10_000
+MAX_FOLLOW_BATCH_SIZE = 1_000_000
+#: seconds between two looks at the store when nothing announces appends (and the longest a stop waits)
+DEFAULT_FOLLOW_POLL_S = 0.5
+#: seconds a hole in the commit positions may stay empty before ``follow`` treats it as a rolled-back transaction
+DEFAULT_FOLLOW_GAP_WAIT_S = 3.0
+#: seconds a follower's lease lasts unless renewed: a standby takes a dead holder's segments over within this long
+DEFAULT_FOLLOW_LEASE_S = 10.0
+#: the most worker processes a job starts: each holds connections of its own (PostgreSQL allows 100 by
+#: default), and beyond the cores of one machine more processes only take turns
+MAX_WORKERS = 64
+
+
+def default_workers() -> int:
+    """One worker per core, up to :data:`MAX_WORKERS`."""
+    return min(os.cpu_count() or 1, MAX_WORKERS)
+
 #: the examples of what upcasters must produce, next to pyproject.toml unless ``cases`` says otherwise
 DEFAULT_CASES = "upcaster-cases.json"
 #: generated events per (type, version) in ``eventmig check`` and the pytest plugin's items
@@ -61,6 +93,8 @@ class Settings:
     version_key: str | None = None
     #: events per batch of migrate and verify, and per committed checkpoint
     batch_size: int = DEFAULT_BATCH_SIZE
+    #: events per partition of rebuild
+    rebuild_batch_size: int = DEFAULT_REBUILD_BATCH_SIZE
     #: worker processes of migrate, verify and rebuild (one per core, up to MAX_WORKERS)
     workers: int = field(default_factory=default_workers)
     #: the file of upcaster cases (examples of what a chain must produce), relative to the config file
@@ -137,7 +171,12 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
 
 _TEXT_SETTINGS = ("store", "read_models", "upcasters", "projections", "events_table", "version_key", "cases")
 #: settings that count something, and their largest values
-_COUNT_SETTINGS = {"batch_size": MAX_BATCH_SIZE, "workers": MAX_WORKERS, "check_examples": MAX_CHECK_EXAMPLES}
+_COUNT_SETTINGS = {
+    "batch_size": MAX_BATCH_SIZE,
+    "rebuild_batch_size": MAX_REBUILD_BATCH_SIZE,
+    "workers": MAX_WORKERS,
+    "check_examples": MAX_CHECK_EXAMPLES,
+}
 
 
 def _check_types(settings: Settings) -> None:
@@ -204,8 +243,8 @@ def load_registry(settings: Settings) -> CompiledRegistry:
 
 
 def load_projections(settings: Settings) -> list[Any]:
-    """Import the service's projections: a list (or tuple) of :class:`~eventmig.projections.Projection`."""
-    from .projections import Projection
+    """Import the service's projections: a list (or tuple) of :class:`~eventmig.projection.api.Projection`."""
+    from eventmig.projection.api import Projection
 
     if not settings.projections:
         raise ConfigError(

@@ -1,7 +1,7 @@
 """The reference shop's migration on PostgreSQL, while the shop keeps taking orders.
 
 A service's whole flow against a PostgreSQL event store: seed the shop's
-legacy history (``eventmig.demo.seed``), copy it through the shop's
+legacy history (``eventmig.jobs.seed.seed``), copy it through the shop's
 upcasters (``upcasters/``, found through ``[tool.eventmig]`` in the
 repository's ``pyproject.toml``, as the ``eventmig`` command finds them)
 into a new epoch, verify, switch, roll back.
@@ -36,13 +36,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from eventmig import RecordedEvent, StreamState, new_event, open_store
+from eventmig import RecordedEvent, StreamState, migrate, new_event, open_store, rollback, switch, verify
 from eventmig.config import load_registry, load_settings
-from eventmig.cutover import rollback, switch
-from eventmig.demo import seed
-from eventmig.migrate import migrate
-from eventmig.stores import mask_url
-from eventmig.verify import verify
+from eventmig.jobs.seed import seed
+from eventmig.urls import mask_url
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -38,10 +38,9 @@ import sqlalchemy as sa
 
 from eventmig import open_store
 from eventmig.config import load_projections, load_registry, load_settings
-from eventmig.demo import seed
-from eventmig.projections import Projection, load_snapshot
-from eventmig.rebuild import rebuild
-from eventmig.stores import mask_url
+from eventmig.jobs.seed import seed
+from eventmig import Projection, load_snapshot, rebuild
+from eventmig.urls import mask_url
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -29,9 +29,9 @@ from pathlib import Path
 import msgspec
 
 from eventmig import EventStore, Registry, new_event, open_store
-from eventmig.cutover import rollback, switch
-from eventmig.migrate import migrate
-from eventmig.verify import verify
+from eventmig.jobs.cutover import rollback, switch
+from eventmig.jobs.migrate import migrate
+from eventmig.jobs.verify import verify
 
 # ------------------------------------------------------------------ upcasters
 # Service code: one msgspec Struct per schema version, and the steps between them.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from eventmig.projections import STREAM, Projection, Snapshots
+from eventmig import STREAM, Projection, Snapshots
 from upcasters.orders import (
     LineItemAdded,
     OrderCancelled,

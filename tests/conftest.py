@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from eventmig.stores import EventStore, open_store
+from eventmig.ports import EventStore
+from eventmig.backends import open_store
 from eventmig.testing.plugin import check_reachable, fresh_schema
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ import zlib
 import psycopg
 from sqlalchemy.engine import make_url
 
-from eventmig.demo import ShopHistory
+from eventmig.jobs.seed import ShopHistory
 
 #: share of transactions rolled back (and then written again)
 ROLLBACK_SHARE = 0.25

@@ -27,6 +27,7 @@ from eventmig.errors import ConfigError
 MAX_BATCH_SIZE = 1_000_000
 MAX_WORKERS = 64
 MAX_CHECK_EXAMPLES = 1_000_000
+MAX_REBUILD_BATCH_SIZE = 100_000_000
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,7 +75,12 @@ toml_values = st.recursive(
     max_leaves=6,
 )
 TEXT_SETTINGS = ["store", "read_models", "upcasters", "projections", "events_table", "version_key", "cases"]
-COUNT_SETTINGS = {"batch_size": MAX_BATCH_SIZE, "workers": MAX_WORKERS, "check_examples": MAX_CHECK_EXAMPLES}
+COUNT_SETTINGS = {
+    "batch_size": MAX_BATCH_SIZE,
+    "rebuild_batch_size": MAX_REBUILD_BATCH_SIZE,
+    "workers": MAX_WORKERS,
+    "check_examples": MAX_CHECK_EXAMPLES,
+}
 
 
 def wrong_for(key: str) -> st.SearchStrategy[Any]:
@@ -84,7 +90,7 @@ def wrong_for(key: str) -> st.SearchStrategy[Any]:
 
 
 def test_the_documented_ranges_are_the_code_s():
-    from eventmig import migrate, parallel
+    from eventmig.jobs import migrate, parallel
 
     assert (migrate.MAX_BATCH_SIZE, parallel.MAX_WORKERS) == (MAX_BATCH_SIZE, MAX_WORKERS)
 
@@ -200,7 +206,7 @@ def assert_no_piece_of(password: str, result: subprocess.CompletedProcess[str]) 
 def test_no_piece_of_a_password_is_ever_printed(password: str, tmp_path: Path):
     from urllib.parse import quote
 
-    from eventmig.stores import open_store
+    from eventmig.backends import open_store
 
     open_store(f"sqlite:///{tmp_path}/s.db").close()  # an event store, to rebuild into read models elsewhere
     written_raw = f"postgresql+psycopg://admin:{password}@{UNREACHABLE}/db"
@@ -242,7 +248,7 @@ BLOCK_PSYCOPG = "import sys\nsys.modules['psycopg'] = None  # as if eventmig[pos
 
 
 def test_a_missing_driver_says_which_extra_to_install(tmp_path: Path):
-    from eventmig.stores import open_store
+    from eventmig.backends import open_store
 
     (tmp_path / "sitecustomize.py").write_text(BLOCK_PSYCOPG)
     without_driver = {"PYTHONPATH": str(tmp_path)}
@@ -262,7 +268,7 @@ def test_a_missing_driver_says_which_extra_to_install(tmp_path: Path):
 def stored_with_bad_metadata(url: str) -> None:
     """One good OrderPlaced v1, and one of each way its metadata can make the version unreadable."""
     from eventmig import new_event
-    from eventmig.stores import open_store
+    from eventmig.backends import open_store
 
     payload = {"order_id": "1", "customer_id": "c", "total": 2.5, "placed_at": "t", "channel": "web"}
     with open_store(url) as store:
@@ -326,7 +332,7 @@ stored_metadata = st.one_of(
 def test_plan_calls_unreadable_exactly_what_migrate_quarantines_as_such(metadata: bytes):
     from eventmig import Registry
     from eventmig.command import StoredCounts
-    from eventmig.transform import Transformer
+    from eventmig.model.transform import Transformer
 
     compiled = Registry().compile()  # every type is unknown: only the metadata can stop an event
     row = ("s-1", 1, 1, "e-1", "Anything", b"{}", metadata, 0)

@@ -17,8 +17,8 @@ from bench import harness, report  # noqa: E402
 
 N = 600
 EXPECTED = {
-    ("eventmig.migrate", None), ("eventmig.verify", None), ("eventmig.upcast-read", None),
-    ("eventmig.rebuild", 1), ("eventmig.rebuild", 2),
+    ("eventmig.jobs.migrate", None), ("eventmig.jobs.verify", None), ("eventmig.upcast-read", None),
+    ("eventmig.jobs.rebuild", 1), ("eventmig.jobs.rebuild", 2),
     ("raw.copy", None), ("raw.write", None), ("raw.read", None), ("raw.fold", None), ("raw.fold2", None),
     ("eventsourcing.load", None), ("eventsourcing.read", None), ("eventsourcing.project", None),
 }
@@ -52,8 +52,8 @@ def test_case_result_is_well_formed(results: dict, case: tuple[str, int | None])
     assert r["store"] == "sqlite" and r["n"] == N
     assert r["task"] in {"migrate", "verify", "read+upcast", "rebuild", "load"}
     assert r["impl"] in {"eventmig", "raw", "eventsourcing"}
-    if r["status"] == "not available":  # only the rebuild, while eventmig.rebuild is missing
-        assert r["case"] == "eventmig.rebuild" and r["note"].startswith("not available")
+    if r["status"] == "not available":  # only the rebuild, while eventmig.jobs.rebuild is missing
+        assert r["case"] == "eventmig.jobs.rebuild" and r["note"].startswith("not available")
         return
     assert r["status"] == "ok", r["note"]
     (run,) = r["runs"]
@@ -92,8 +92,8 @@ def test_raw_copy_writes_what_migrate_writes(tmp_path: Path) -> None:
     import sqlite3
 
     from bench import cases, dataset, raw
-    from eventmig.migrate import migrate
-    from eventmig.stores import open_store
+    from eventmig.jobs.migrate import migrate
+    from eventmig.backends import open_store
 
     source = dataset.cached_dataset(N, data_dir=tmp_path, log=lambda s: None)
     db = dataset.copy_dataset(source, tmp_path / "run.db")

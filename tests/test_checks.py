@@ -11,14 +11,9 @@ import msgspec
 import pytest
 
 from eventmig import Registry
-from eventmig.events import canonical_json
-from eventmig.upcasting import CompiledRegistry, Outcome
-from eventmig.testing.checks import (
-    CheckFailed,
-    RegistryReport,
-    assert_upcasters,
-    check_upcasters,
-)
+from eventmig.model.events import canonical_json
+from eventmig.model.upcasting import CompiledRegistry, Outcome
+from eventmig.testing.checks import CheckFailed, RegistryReport, assert_upcasters, check_upcasters
 from registries import raw_hooks, tagged_sets
 
 EXAMPLES = 60

@@ -7,7 +7,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventmig.checksums import P, R, StreamDigests, event_hash, weight
+from eventmig.model.checksums import P, R, StreamDigests, event_hash, weight
 
 # the prime factors of P - 1 = 2 * (2**63 - 1) * (2**63 + 1)
 _FACTORS_OF_P_MINUS_1 = (2, 3, 7, 19, 43, 73, 127, 337, 5419, 92737, 649657, 77158673929)
@@ -85,10 +85,10 @@ def test_a_stream_numbered_in_parts_equals_the_stream_numbered_at_once(events, c
 def test_the_flat_digest_loops_hash_what_expected_and_actual_describe(sqlite_url, shop_registry):
     """digest_source and digest_target are written flat for speed; explaining a difference reads events
     through Transformer.expected and .actual instead: both must mean the same events."""
-    from eventmig.demo import seed
-    from eventmig.migrate import migrate
-    from eventmig.stores import open_store
-    from eventmig.transform import BatchCounts, Transformer
+    from eventmig.jobs.seed import seed
+    from eventmig.jobs.migrate import migrate
+    from eventmig.backends import open_store
+    from eventmig.model.transform import BatchCounts, Transformer
 
     with open_store(sqlite_url) as store:
         seed(store, 600)

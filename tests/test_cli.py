@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from eventmig.stores import mask_url, open_store
+from eventmig.urls import mask_url
+from eventmig.backends import open_store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -391,7 +392,7 @@ def test_long_commands_draw_progress_bars_on_a_terminal(sqlite_url: str):
 def test_every_command_takes_json():
     import typer.main
 
-    from eventmig.cli import app
+    from eventmig.cli.app import app
 
     commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
     assert {"init", "plan", "migrate", "verify", "switch", "rollback", "status", "demo"} <= commands.keys()

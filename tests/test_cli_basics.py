@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import eventmig
-from eventmig.about import EXAMPLES
+from eventmig.cli.about import EXAMPLES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ def test_python_dash_m_is_the_eventmig_command():
 def commands() -> list[str]:
     import typer.main
 
-    from eventmig.cli import app
+    from eventmig.cli.app import app
 
     return sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
 
@@ -47,7 +47,7 @@ def commands() -> list[str]:
 def test_every_help_ends_with_an_example_of_its_own_command(name: str):
     from typer.testing import CliRunner
 
-    from eventmig.cli import app
+    from eventmig.cli.app import app
 
     result = CliRunner().invoke(app, [name, "--help"], prog_name="eventmig")  # in this process: a dozen helps
     assert result.exit_code == 0, result.output

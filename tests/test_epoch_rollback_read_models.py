@@ -21,11 +21,11 @@ import sqlalchemy as sa
 import projections as shop
 from eventmig import command
 from eventmig.config import Settings
-from eventmig.cutover import rollback, switch
-from eventmig.demo import seed
-from eventmig.migrate import migrate
-from eventmig.rebuild import rebuild
-from eventmig.stores import EventStore
+from eventmig.jobs.cutover import rollback, switch
+from eventmig.jobs.seed import seed
+from eventmig.jobs.migrate import migrate
+from eventmig.jobs.rebuild import rebuild
+from eventmig.ports import EventStore
 
 REPO = Path(__file__).resolve().parent.parent
 TABLES = [t for p in shop.projections for t in p.tables]

@@ -11,13 +11,8 @@ from hypothesis import strategies as st
 
 import upcasters as shop  # the reference service, on sys.path through conftest
 from eventmig import Registry, TypeSuffix
-from eventmig.events import RecordedEvent
-from eventmig.testing.events import (
-    generatable_nodes,
-    stored_events,
-    stream_histories,
-    to_new_events,
-)
+from eventmig.model.events import RecordedEvent
+from eventmig.testing.events import generatable_nodes, stored_events, stream_histories, to_new_events
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -7,15 +7,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import projections as shop
-from eventmig.cutover import switch
-from eventmig.demo import ShopHistory
-from eventmig.follow import follow
-from eventmig.following import FollowerDB
-from eventmig.migrate import migrate
-from eventmig.projections import Projection, replay
-from eventmig.readmodels import ReadModelDB, digest_table_rows
-from eventmig.rebuild import rebuild
-from eventmig.stores import open_store
+from eventmig.jobs.cutover import switch
+from eventmig.jobs.seed import ShopHistory
+from eventmig.jobs.follow import follow
+from eventmig.backends.sql.following import FollowerDB
+from eventmig.jobs.migrate import migrate
+from eventmig.projection.api import Projection
+from eventmig.projection.fold import replay
+from eventmig.backends.sql.readmodels import ReadModelDB, digest_table_rows
+from eventmig.jobs.rebuild import rebuild
+from eventmig.backends import open_store
 
 TABLES = {t.name: t for p in shop.projections for t in p.tables}
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 import projections as shop
-from eventmig.demo import ShopHistory
-from eventmig.following import FollowerDB
-from eventmig.readmodels import ReadModelDB
-from eventmig.rebuild import rebuild
-from eventmig.stores import open_store
+from eventmig.jobs.seed import ShopHistory
+from eventmig.backends.sql.following import FollowerDB
+from eventmig.backends.sql.readmodels import ReadModelDB
+from eventmig.jobs.rebuild import rebuild
+from eventmig.backends import open_store
 from test_follow import expected_digests, live_digests
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,7 +156,7 @@ def test_a_standby_takes_over_after_the_active_follower_is_killed(postgres_url: 
 def test_a_second_ctrl_c_interrupts_at_once():
     """The first Ctrl-C (or SIGTERM) asks for a stop at a transaction's end; a second Ctrl-C raises at once,
     which the command line reports as an interruption, exit 130 (as every command does)."""
-    from eventmig.cli import _StopOnSignal
+    from eventmig.cli.app import _StopOnSignal
 
     with _StopOnSignal() as stop:
         os.kill(os.getpid(), signal.SIGTERM)

@@ -16,7 +16,7 @@ import pydot
 import pytest
 
 from eventmig import Registry, emit, new_event, open_store
-from eventmig.graph import DROPPED, build, edge_label, step_kind, to_dot, to_mermaid
+from eventmig.model.graph import DROPPED, build, edge_label, step_kind, to_dot, to_mermaid
 
 REPO = Path(__file__).resolve().parent.parent
 

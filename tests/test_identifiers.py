@@ -18,16 +18,17 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from eventmig.cutover import rollback, rollback_read_models, switch
-from eventmig.demo import seed
+from eventmig.jobs.cutover import rollback, rollback_read_models, switch
+from eventmig.jobs.seed import seed
 from eventmig.errors import ConfigError
-from eventmig.identifiers import Identifiers
-from eventmig.migrate import migrate
-from eventmig.projections import STREAM, Projection, replay
-from eventmig.readmodels import ReadModelDB
-from eventmig.rebuild import rebuild
-from eventmig.stores import open_store
-from eventmig.verify import verify
+from eventmig.backends.sql.identifiers import Identifiers
+from eventmig.jobs.migrate import migrate
+from eventmig.projection.api import STREAM, Projection
+from eventmig.projection.fold import replay
+from eventmig.backends.sql.readmodels import ReadModelDB
+from eventmig.jobs.rebuild import rebuild
+from eventmig.backends import open_store
+from eventmig.jobs.verify import verify
 
 REPO = Path(__file__).resolve().parent.parent
 LONG = "e" * 63

@@ -12,10 +12,10 @@ from collections import Counter
 import msgspec
 import pytest
 
-from eventmig.demo import seed
-from eventmig.migrate import migrate
-from eventmig.stores import open_store
-from eventmig.verify import verify
+from eventmig.jobs.seed import seed
+from eventmig.jobs.migrate import migrate
+from eventmig.backends import open_store
+from eventmig.jobs.verify import verify
 
 EVENTS = 12_000
 

@@ -11,11 +11,12 @@ import msgspec
 import pytest
 
 from eventmig import Busy, ConfigError, Registry, StoreError, VerificationFailed, WrongExpectedVersion, new_event
-from eventmig.cutover import rollback, switch
-from eventmig.demo import seed
-from eventmig.migrate import current_run, migrate
-from eventmig.stores import EventStore, open_store
-from eventmig.verify import verify
+from eventmig.jobs.cutover import rollback, switch
+from eventmig.jobs.seed import seed
+from eventmig.jobs.migrate import current_run, migrate
+from eventmig.ports import EventStore
+from eventmig.backends import open_store
+from eventmig.jobs.verify import verify
 from registries import raw_hooks, tagged_sets
 
 

@@ -19,14 +19,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import projections as shop
-from eventmig.cutover import switch
-from eventmig.demo import seed
-from eventmig.events import NewEvent
-from eventmig.migrate import migrate
-from eventmig.nesting import depth
-from eventmig.rebuild import RebuildFailed, rebuild
-from eventmig.stores import EventStore
-from eventmig.verify import verify
+from eventmig.jobs.cutover import switch
+from eventmig.jobs.seed import seed
+from eventmig.model.events import NewEvent
+from eventmig.jobs.migrate import migrate
+from eventmig.model.nesting import depth
+from eventmig.jobs.rebuild import RebuildFailed, rebuild
+from eventmig.ports import EventStore
+from eventmig.jobs.verify import verify
 
 REPO = Path(__file__).resolve().parent.parent
 DEEP = b"[" * 1000 + b"]" * 1000

@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventmig import new_event, open_store
-from eventmig.logs import JsonLog
+from eventmig.cli.logs import JsonLog
 
 GATED_SERVICE = '''
 import os
@@ -134,7 +134,7 @@ def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.
 
 def test_metrics_without_the_extra_is_one_line_naming_it(tmp_path: Path):
     gated_service(tmp_path)
-    code = "import sys; sys.modules['prometheus_client'] = None; from eventmig.cli import main; main()"
+    code = "import sys; sys.modules['prometheus_client'] = None; from eventmig.cli.app import main; main()"
     result = subprocess.run([sys.executable, "-c", code, "migrate", "--metrics-port", str(free_port())],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2

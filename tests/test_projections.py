@@ -12,11 +12,12 @@ import projections as shop
 from eventmig import Registry
 from eventmig.config import Settings, load_projections
 from eventmig.errors import ConfigError
-from eventmig.projections import STREAM, Binding, EventInfo, Index, Projection, Snapshots, replay
-from eventmig.readmodels import ReadModelDB
-from eventmig.rebuild import rebuild
-from eventmig.stores import open_store
-from eventmig.stores.base import TargetEvent
+from eventmig.projection.api import STREAM, Binding, EventInfo, Index, Projection, Snapshots
+from eventmig.projection.fold import replay
+from eventmig.backends.sql.readmodels import ReadModelDB
+from eventmig.jobs.rebuild import rebuild
+from eventmig.backends import open_store
+from eventmig.model.records import TargetEvent
 from upcasters.orders import LineItemAdded, OrderPlaced, OrderPlacedV2
 
 _encode = msgspec.json.Encoder().encode
@@ -137,7 +138,7 @@ def test_global_order_index_remembers_across_keys(shop_registry):
 
 
 def test_index_mapping():
-    from eventmig.projections import _MISSING
+    from eventmig.projection.api import _MISSING
 
     loaded = {"x": 1}
     index = Index(lambda k: loaded.get(k, _MISSING))
@@ -170,7 +171,7 @@ def test_load_projections_from_settings(tmp_path):
     with pytest.raises(ConfigError, match="not a list"):
         load_projections(Settings(projections="projections:order_summary"))
     with pytest.raises(ConfigError, match="not projections"):
-        load_projections(Settings(projections="eventmig.projections:__all__"))
+        load_projections(Settings(projections="eventmig.projection.api:__all__"))
 
 
 def test_keys_may_be_ints_and_state_dicts(sqlite_url):

@@ -16,13 +16,13 @@ import pytest
 import sqlalchemy as sa
 
 import projections as shop
-from eventmig.cutover import rollback_read_models
-from eventmig.demo import seed
+from eventmig.jobs.cutover import rollback_read_models
+from eventmig.jobs.seed import seed
 from eventmig.errors import ConfigError
-from eventmig.projections import STREAM, Projection
-from eventmig.readmodels import UNMANAGED_RUN, ReadModelDB
-from eventmig.rebuild import rebuild
-from eventmig.stores import open_store
+from eventmig.projection.api import STREAM, Projection
+from eventmig.backends.sql.readmodels import UNMANAGED_RUN, ReadModelDB
+from eventmig.jobs.rebuild import rebuild
+from eventmig.backends import open_store
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -13,11 +13,11 @@ import pytest
 import sqlalchemy as sa
 
 import projections as shop
-from eventmig.demo import seed
-from eventmig.projections import Projection
-from eventmig.rebuild import rebuild
-from eventmig.stores import EventStore
-from eventmig.stores.base import TargetEvent
+from eventmig.jobs.seed import seed
+from eventmig.projection.api import Projection
+from eventmig.jobs.rebuild import rebuild
+from eventmig.ports import EventStore
+from eventmig.model.records import TargetEvent
 from upcasters.orders import OrderPlaced
 
 _encode = msgspec.json.Encoder().encode
@@ -98,10 +98,10 @@ def test_a_hand_edited_read_model_row_is_caught_after_an_unrelated_append(store:
 @pytest.mark.parametrize("one_by_one", [True, False], ids=["touched streams read one by one", "the epoch scanned"])
 def test_an_append_to_the_edited_rows_own_stream_does_not_excuse_it(store: EventStore, store_url, shop_registry,
                                                                     monkeypatch, one_by_one):
-    import eventmig.appended
+    import eventmig.jobs.appended
 
     if not one_by_one:
-        monkeypatch.setattr(eventmig.appended, "STREAMS_READ_ONE_BY_ONE", 0)
+        monkeypatch.setattr(eventmig.jobs.appended, "STREAMS_READ_ONE_BY_ONE", 0)
     seed(store, 800)
     assert rebuild(store, [shop.order_summary], registry=shop_registry, read_models=store_url, workers=2).swapped
     order_id = _some_order(store)
@@ -116,10 +116,10 @@ def test_an_append_to_the_edited_rows_own_stream_does_not_excuse_it(store: Event
 @pytest.mark.parametrize("one_by_one", [True, False], ids=["touched streams read one by one", "the epoch scanned"])
 def test_an_append_to_an_orders_own_stream_is_explained_and_swapped_in(store: EventStore, store_url, shop_registry,
                                                                       monkeypatch, one_by_one):
-    import eventmig.appended
+    import eventmig.jobs.appended
 
     if not one_by_one:
-        monkeypatch.setattr(eventmig.appended, "STREAMS_READ_ONE_BY_ONE", 0)
+        monkeypatch.setattr(eventmig.jobs.appended, "STREAMS_READ_ONE_BY_ONE", 0)
     seed(store, 800)
     assert rebuild(store, [shop.order_summary], registry=shop_registry, read_models=store_url, workers=2).swapped
     order_id = _some_order(store)

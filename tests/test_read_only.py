@@ -51,7 +51,7 @@ def eventmig(*args: str, store: str, bound: bool = False) -> subprocess.Complete
 def prepared(store: str) -> None:
     """A store with a finished migration and one event in its quarantine."""
     from eventmig import new_event
-    from eventmig.stores import open_store
+    from eventmig.backends import open_store
 
     assert eventmig("demo", "--seed-only", "--events", "400", store=store).returncode == 0
     with open_store(store) as s:

@@ -53,7 +53,7 @@ def test_appending_events_from_service_code(tmp_path: Path):
         "1 OrderPlaced {'currency': 'EUR', 'order_id': 'o-1', 'total_cents': 1250}",
         "2 LineItemAdded {'order_id': 'o-1', 'quantity': 2, 'sku': 'beans-1kg'}",
     ]
-    from eventmig.stores import open_store
+    from eventmig.backends import open_store
 
     with open_store(f"sqlite:///{tmp_path}/shop.db") as store:  # the conflicting append wrote nothing
         assert [e.decoded_metadata() for e in store.read_stream("order-1")] == [{"schema_version": 3}, {}]
@@ -94,7 +94,7 @@ def test_the_exit_code_table_is_every_code_the_command_uses():
 def test_each_exit_code_means_what_the_table_says(sqlite_url: str):
     """One case of each code in a row of the table (130: tests/test_interrupts.py)."""
     from eventmig import new_event
-    from eventmig.stores import open_store
+    from eventmig.backends import open_store
 
     table = exit_code_table()
     with open_store(sqlite_url) as store:

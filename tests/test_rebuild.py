@@ -20,15 +20,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import projections as shop
-from eventmig.cutover import rollback_read_models, switch
-from eventmig.demo import seed
+from eventmig.jobs.cutover import rollback_read_models, switch
+from eventmig.jobs.seed import seed
 from eventmig.errors import Busy, ConfigError
-from eventmig.migrate import migrate
-from eventmig.projections import STREAM, Projection, load_snapshot, replay
-from eventmig.readmodels import ReadModelDB, digest_table_rows
-from eventmig.rebuild import rebuild
-from eventmig.stores import open_store
-from eventmig.stores.base import TargetEvent
+from eventmig.jobs.migrate import migrate
+from eventmig import load_snapshot
+from eventmig.projection.api import STREAM, Projection
+from eventmig.projection.fold import replay
+from eventmig.backends.sql.readmodels import ReadModelDB, digest_table_rows
+from eventmig.jobs.rebuild import rebuild
+from eventmig.backends import open_store
+from eventmig.model.records import TargetEvent
 
 REPO = Path(__file__).resolve().parent.parent
 TABLES = {t.name: t for p in shop.projections for t in p.tables}
@@ -145,7 +147,7 @@ def test_rebuilt_tables_equal_a_sequential_fold(shop_registry, history, workers,
 @contextmanager
 def _fork_always(fork: bool) -> Iterator[None]:
     """Worker processes however small the history (no monkeypatch: hypothesis runs many examples per test)."""
-    import eventmig.rebuild as rebuild_module
+    import eventmig.jobs.rebuild as rebuild_module
 
     saved = rebuild_module.FORK_MIN_EVENTS
     rebuild_module.FORK_MIN_EVENTS = 0 if fork else saved
@@ -194,7 +196,7 @@ def test_rebuild_on_both_backends_equals_the_fold(store_url, shop_registry):
 
 def test_worker_processes_fold_what_one_process_folds(store_url, shop_registry, monkeypatch):
     """Forced into worker processes, a small rebuild gives the same tables (each worker reads its streams)."""
-    import eventmig.rebuild as rebuild_module
+    import eventmig.jobs.rebuild as rebuild_module
 
     with open_store(store_url) as store:
         seed(store, 2500)  # legacy events: upcast on the way
@@ -211,7 +213,7 @@ def test_worker_processes_fold_what_one_process_folds(store_url, shop_registry, 
 def test_stream_keyed_runs_record_how_their_streams_are_cut(store_url, shop_registry, monkeypatch):
     """SQLite cuts streams into name ranges, PostgreSQL hashes names; the workers read the ranges their run
     records."""
-    import eventmig.rebuild as rebuild_module
+    import eventmig.jobs.rebuild as rebuild_module
 
     with open_store(store_url) as store:
         seed(store, 2000)
@@ -431,7 +433,7 @@ def _start_rebuild(store_url: str, read_models: str, fork: bool = False) -> subp
 
 
 FORCED_FORK = (
-    "import runpy, sys; import eventmig.rebuild as r; r.FORK_MIN_EVENTS = 0; sys.argv[0] = 'eventmig'; "
+    "import runpy, sys; import eventmig.jobs.rebuild as r; r.FORK_MIN_EVENTS = 0; sys.argv[0] = 'eventmig'; "
     "runpy.run_module('eventmig', run_name='__main__')"
 )
 

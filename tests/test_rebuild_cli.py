@@ -13,10 +13,11 @@ import pytest
 import sqlalchemy as sa
 
 import projections as shop
-from eventmig.demo import seed
-from eventmig.projections import replay
-from eventmig.readmodels import ReadModelDB, digest_table_rows
-from eventmig.stores import mask_url, open_store
+from eventmig.jobs.seed import seed
+from eventmig.projection.fold import replay
+from eventmig.backends.sql.readmodels import ReadModelDB, digest_table_rows
+from eventmig.urls import mask_url
+from eventmig.backends import open_store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,7 +95,7 @@ def test_changed_version_is_refused_with_exit_1_then_accepted(sqlite_url: str, t
         projections = "shopv2:projections"
     """))
     (service / "shopv2" / "__init__.py").write_text(textwrap.dedent("""
-        from eventmig.projections import STREAM, Projection
+        from eventmig.projection.api import STREAM, Projection
         from projections.orders import order_summary as v1
 
         # version 2 of the order summary: cancelled orders are not listed any more
@@ -147,7 +148,7 @@ def test_busy_and_bad_configuration_exit_codes(sqlite_url: str, tmp_path: Path):
 
 
 FORCED_FORK = (
-    "import runpy, sys; import eventmig.rebuild as r; r.FORK_MIN_EVENTS = 0; sys.argv[0] = 'eventmig'; "
+    "import runpy, sys; import eventmig.jobs.rebuild as r; r.FORK_MIN_EVENTS = 0; sys.argv[0] = 'eventmig'; "
     "runpy.run_module('eventmig', run_name='__main__')"
 )
 

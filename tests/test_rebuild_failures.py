@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-import eventmig.rebuild as rebuild_module
+import eventmig.jobs.rebuild as rebuild_module
 import projections as shop
-from eventmig.demo import seed
+from eventmig.jobs.seed import seed
 from eventmig.errors import ExitCode
-from eventmig.projections import STREAM, Projection
-from eventmig.readmodels import ReadModelDB
-from eventmig.rebuild import RebuildFailed, rebuild
-from eventmig.stores import open_store
+from eventmig.projection.api import STREAM, Projection
+from eventmig.backends.sql.readmodels import ReadModelDB
+from eventmig.jobs.rebuild import RebuildFailed, rebuild
+from eventmig.backends import open_store
 from upcasters.orders import PaymentCaptured
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,7 +115,7 @@ def test_a_failing_handler_through_the_cli(sqlite_url: str, tmp_path: Path):
         projections = "broken:projections"
     """))
     (service / "broken" / "__init__.py").write_text(textwrap.dedent("""
-        from eventmig.projections import STREAM, Projection
+        from eventmig.projection.api import STREAM, Projection
         from projections.orders import order_summary as base
         from upcasters.orders import LineItemAdded
 

@@ -7,7 +7,7 @@ import multiprocessing
 import os
 from pathlib import Path
 
-from eventmig.sqlengine import SQLDatabase
+from eventmig.backends.sql.engine import SQLDatabase
 
 
 def _held_by_someone_else(path: str) -> bool:

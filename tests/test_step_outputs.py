@@ -14,12 +14,12 @@ import pytest
 import sqlalchemy as sa
 
 from eventmig import Registry, new_event
-from eventmig.migrate import migrate
-from eventmig.projections import STREAM, Projection
-from eventmig.rebuild import RebuildFailed, rebuild
-from eventmig.stores import EventStore
+from eventmig.jobs.migrate import migrate
+from eventmig.projection.api import STREAM, Projection
+from eventmig.jobs.rebuild import RebuildFailed, rebuild
+from eventmig.ports import EventStore
 from eventmig.testing.checks import check_upcasters
-from eventmig.upcasting import emit
+from eventmig.model.upcasting import emit
 
 
 class ShippedV1(msgspec.Struct):

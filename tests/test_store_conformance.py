@@ -13,8 +13,10 @@ import time
 import pytest
 
 from eventmig import Busy, StreamState, WrongExpectedVersion, new_event
-from eventmig.stores import EventStore, Run, TargetEvent, open_store
-from eventmig.stores.base import QuarantinedEvent, StreamPartitions
+from eventmig.ports import EventStore
+from eventmig.model.records import Run, TargetEvent
+from eventmig.backends import open_store
+from eventmig.model.records import QuarantinedEvent, StreamPartitions
 
 
 def events(n: int, type_: str = "Happened", start: int = 0) -> list:

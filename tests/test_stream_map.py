@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from eventmig import ConfigError, new_event
-from eventmig.cutover import switch
-from eventmig.migrate import migrate
-from eventmig.stores import EventStore
+from eventmig.jobs.cutover import switch
+from eventmig.jobs.migrate import migrate
+from eventmig.ports import EventStore
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from eventmig.readmodels import RebuildRun, SwapRecord
-from eventmig.stores.base import EpochInfo, Run, Switch
-from eventmig.timeline import build
+from eventmig.backends.sql.readmodels import RebuildRun, SwapRecord
+from eventmig.model.records import EpochInfo, Run, Switch
+from eventmig.jobs.timeline import build
 
 REPO = Path(__file__).resolve().parent.parent
 

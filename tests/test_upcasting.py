@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from eventmig import EventContext, Registry, RegistryError, TypeSuffix, UpcastError, emit
-from eventmig.events import MetadataKey, version_location
+from eventmig.model.events import MetadataKey, version_location
 from registries import raw_hooks, tagged_sets
 
 

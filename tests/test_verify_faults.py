@@ -19,12 +19,12 @@ import msgspec
 import pytest
 
 from eventmig import VerificationFailed, new_event
-from eventmig.cutover import switch
-from eventmig.demo import seed
-from eventmig.migrate import migrate
-from eventmig.stores import EventStore
-from eventmig.stores.base import TargetEvent
-from eventmig.verify import verify
+from eventmig.jobs.cutover import switch
+from eventmig.jobs.seed import seed
+from eventmig.jobs.migrate import migrate
+from eventmig.ports import EventStore
+from eventmig.model.records import TargetEvent
+from eventmig.jobs.verify import verify
 
 _encode = msgspec.json.Encoder().encode
 REPO = Path(__file__).resolve().parent.parent
@@ -154,7 +154,7 @@ def test_a_source_event_that_no_longer_upcasts_and_is_not_in_the_quarantine_is_a
 
 def test_malformed_rows_found_by_worker_processes_are_reported_the_same(sqlite_url, shop_registry):
     """Worker processes send back what they could not read; a stream version SQLite holds as text, too."""
-    from eventmig.stores import open_store
+    from eventmig.backends import open_store
 
     with open_store(sqlite_url) as store:
         target = migrated(store, shop_registry)
@@ -199,7 +199,7 @@ def test_verify_json_names_each_differing_stream_its_first_version_and_field(sto
 
 
 def test_verify_lists_differing_streams_up_to_a_cap_and_counts_them_all(store: EventStore, store_url, shop_registry):
-    from eventmig.verify import MAX_LISTED
+    from eventmig.jobs.verify import MAX_LISTED
 
     target = migrated(store, shop_registry)
     streams = len(set(target.list_streams()))
@@ -215,9 +215,9 @@ def test_verify_lists_differing_streams_up_to_a_cap_and_counts_them_all(store: E
 def test_the_switchs_locked_catch_up_verifies_the_last_events_stream_versions(store: EventStore, shop_registry):
     """The last events a switch migrates inside its transaction are verified with the same digests: written
     back with their versions swapped, they refuse the switch; as numbered, they pass."""
-    from eventmig.cutover import _LockedCatchUp
-    from eventmig.migrate import current_run
-    from eventmig.verify import Verification
+    from eventmig.jobs.cutover import _LockedCatchUp
+    from eventmig.jobs.migrate import current_run
+    from eventmig.jobs.verify import Verification
 
     target = migrated(store, shop_registry, 600)
     stream = stream_with(store.at_epoch(1), 2)[0][0]

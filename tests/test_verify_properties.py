@@ -25,13 +25,14 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
-from eventmig.events import RecordedEvent
-from eventmig.migrate import migrate
-from eventmig.stores import EventStore, open_store
-from eventmig.stores.base import TargetEvent
+from eventmig.model.events import RecordedEvent
+from eventmig.jobs.migrate import migrate
+from eventmig.ports import EventStore
+from eventmig.backends import open_store
+from eventmig.model.records import TargetEvent
 from eventmig.testing.events import stream_histories
 from eventmig.testing.plugin import fresh_schema
-from eventmig.verify import verify
+from eventmig.jobs.verify import verify
 from registries import raw_hooks, tagged_sets
 
 _encode = msgspec.json.Encoder().encode

@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import projections as shop
-from eventmig.demo import seed
-from eventmig.readmodels import ReadModelDB, WrittenDigest
-from eventmig.rebuild import rebuild
-from eventmig.stores import open_store
+from eventmig.jobs.seed import seed
+from eventmig.backends.sql.readmodels import ReadModelDB, WrittenDigest
+from eventmig.jobs.rebuild import rebuild
+from eventmig.backends import open_store
 
 _names = itertools.count()
 

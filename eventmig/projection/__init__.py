@@ -1,1 +1,1 @@
-"""The fold shared by rebuild, replay and follow (see :mod:`eventmig.projection.fold`)."""
+"""Projections: the API a service writes read models and snapshots with, and their fold."""

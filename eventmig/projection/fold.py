@@ -1,7 +1,7 @@
 """The one sequential fold: stored events in commit order, routed to projections, applied to keys' states.
 
-Pure: no I/O. :class:`~eventmig.projections.Replay` (the reference a
-rebuild must equal), ``follow`` and the rebuilder's general applier all
+Pure: no I/O. :class:`Replay` (below: the reference a rebuild must
+equal), ``follow`` and the rebuilder's general applier all
 evolve a key's state with :func:`evolve`; ``follow`` and ``Replay`` also
 split a batch into keyed events with :func:`keyed_events` and apply them
 with :func:`apply`. What a caller brings is where states live: ``Replay``
@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from ..projections import KEY_INDEXED, KEY_STREAM, Binding, EventInfo, Index, Slot, _events_of
+from eventmig.model.upcasting import CompiledRegistry
+from eventmig.projection.api import KEY_INDEXED, KEY_STREAM, Binding, EventInfo, Index, Projection, Slot, _events_of
 
 #: ``keep(projection index, key, row)``: whether an event is folded into that key's state
 Keep = Callable[[int, Any, Sequence[Any]], bool]
@@ -96,3 +97,49 @@ def apply(keyed: Iterable[KeyedEvent], states: Sequence[dict[Any, Any]]) -> None
         if current is None and key not in table:
             current = initial_state(projection)
         table[key] = evolve(slot, tracks, current, row, event)
+
+
+# ====================================================================== replay
+def replay(
+    projections: Sequence[Projection], compiled: CompiledRegistry, rows: Iterable[Sequence[Any]]
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Fold events into rows, sequentially and all in memory: the reference a rebuild must equal.
+
+    ``rows`` are stored events as tuples in :class:`~eventmig.RecordedEvent`
+    field order (what ``EventStore.read_all_rows`` yields), in commit order.
+    Returns the rows of every table, keyed by table name. Meant for tests of
+    projections and of the rebuilder, not for large stores.
+    """
+    folding = Replay(projections, compiled)
+    for row in rows:
+        folding.feed(row)
+    return folding.rows()
+
+
+class Replay:
+    """The sequential fold behind :func:`replay`, fed one event at a time, its rows read at any point.
+
+    ``keep(projection index, key, row)``, when given, says whether the
+    event is folded into that key's state: the key function still runs on
+    every event (a ``global_order`` projection's ``Index`` must see them
+    all), but only kept keys hold a state, so a fold of a few keys over a
+    whole epoch holds only theirs.
+    """
+
+    def __init__(self, projections: Sequence[Projection], compiled: CompiledRegistry, keep: Keep | None = None) -> None:
+        self.binding = Binding(projections, compiled)
+        self.states: list[dict[Any, Any]] = [{} for _ in self.binding.projections]
+        self.indexes = [Index() for _ in self.binding.projections]
+        self.keep = keep
+
+    def feed(self, row: Sequence[Any]) -> None:
+        apply(keyed_events(self.binding, (row,), self.indexes, self.keep), self.states)
+
+    def rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        """The rows of every table as the states are now, keyed by table name."""
+        out: dict[str, list[tuple[Any, ...]]] = {t.name: [] for p in self.binding.projections for t in p.tables}
+        for projection, table in zip(self.binding.projections, self.states):
+            for key, state in table.items():
+                for name, produced in projection.rows_of(key, state).items():
+                    out[name].extend(produced)
+        return out

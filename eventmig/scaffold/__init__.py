@@ -13,7 +13,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from ..errors import ConfigError
+from eventmig.errors import ConfigError
 
 #: the service's packages an example consists of, in the order they are written
 PACKAGES = ("upcasters", "projections")

@@ -170,7 +170,7 @@ _building: set[Any] = set()
 
 
 def _registered(node: mi.Type) -> bool:
-    from . import strategies
+    from eventmig.testing import strategies
 
     return strategies._identity(node) in strategies._registry
 
@@ -179,7 +179,7 @@ def _minimal(node: mi.Type) -> list[Any]:
     """The value hypothesis shrinks to for this type (deterministic), or [] if it cannot build one."""
     from hypothesis import HealthCheck, Phase, find, settings
 
-    from . import strategies
+    from eventmig.testing import strategies
 
     try:
         strategy = strategies._strategy(node, root=True).map(strategies._to_builtins)

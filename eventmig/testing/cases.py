@@ -1,7 +1,7 @@
 """Examples of what the chains must produce: running them, a file of cases, and recording new ones.
 
 An example is an event at an old version and the head events it must
-become (:class:`~eventmig.declared.Example`). Service code registers them
+become (:class:`~eventmig.model.declared.Example`). Service code registers them
 next to its steps with ``registry.example(...)``; a file of cases holds more
 (``upcaster-cases.json`` next to ``pyproject.toml``, or ``cases = "..."`` in
 ``[tool.eventmig]``)::
@@ -29,9 +29,9 @@ from typing import Annotated, Any
 import msgspec
 import msgspec.structs
 
-from ..declared import Example
-from ..errors import ConfigError, UpcastError
-from ..upcasting import CompiledRegistry, EventContext, Node
+from eventmig.model.declared import Example
+from eventmig.errors import ConfigError, UpcastError
+from eventmig.model.upcasting import CompiledRegistry, EventContext, Node
 
 __all__ = [
     "CASES_FILE",
@@ -142,7 +142,7 @@ def diff_outputs(
     Payloads compare as the JSON written, where a field left out equals its
     schema default (``0`` is not ``0.0``, and ``-0.0`` is not ``0.0``).
     """
-    from .laws import same
+    from eventmig.testing.laws import same
 
     lines: list[str] = []
     for i in range(max(len(expected), len(got))):
@@ -221,9 +221,9 @@ def generated_inputs(compiled: CompiledRegistry, per_node: int) -> list[tuple[st
     boundary payload and the first generated ones (derandomized: the same on every run)."""
     from hypothesis import Phase, given, settings
 
-    from .boundaries import boundary_payloads
-    from .events import payloads, schema_for
-    from .profile import check_settings
+    from eventmig.testing.boundaries import boundary_payloads
+    from eventmig.testing.events import payloads, schema_for
+    from eventmig.testing.profile import check_settings
 
     inputs = []
     for node, step in sorted(compiled.registry.steps.items()):

@@ -65,15 +65,15 @@ from hypothesis import given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import FailedHealthCheck, Flaky, Unsatisfiable
 
-from ..declared import Example
-from ..errors import UpcastError
-from ..events import RecordedEvent, canonical_json
-from ..upcasting import CompiledRegistry, EventContext, Node, Outcome, Registry
-from . import laws
-from .cases import load_cases, run_example
-from .coverage import Gap, schema_gaps
-from .events import boundary_events, schema_for, stored_events
-from .profile import DEFAULT_EXAMPLES, check_settings
+from eventmig.model.declared import Example
+from eventmig.errors import UpcastError
+from eventmig.model.events import RecordedEvent, canonical_json
+from eventmig.model.upcasting import CompiledRegistry, EventContext, Node, Outcome, Registry
+from eventmig.testing import laws
+from eventmig.testing.cases import load_cases, run_example
+from eventmig.testing.coverage import Gap, schema_gaps
+from eventmig.testing.events import boundary_events, schema_for, stored_events
+from eventmig.testing.profile import DEFAULT_EXAMPLES, check_settings
 
 __all__ = ["CheckFailed", "Failure", "NodeReport", "RegistryReport", "assert_upcasters", "check_upcasters"]
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from ..config import DEFAULT_CHECK_EXAMPLES, Settings, import_object, load_registry, load_settings
-from ..declared import Example
-from ..errors import ConfigError
-from ..upcasting import CompiledRegistry, Node, Registry
-from .suite import UpcasterTests
+from eventmig.config import DEFAULT_CHECK_EXAMPLES, Settings, import_object, load_registry, load_settings
+from eventmig.model.declared import Example
+from eventmig.errors import ConfigError
+from eventmig.model.upcasting import CompiledRegistry, Node, Registry
+from eventmig.testing.suite import UpcasterTests
 
 
 class ItemFailed(Exception):
@@ -35,7 +35,7 @@ class UpcasterSuite(pytest.Collector):
             compiled, cases, budget = self._resolve()
         except ConfigError as exc:
             raise self.CollectError(f"eventmig: {exc}") from None
-        from .checks import all_examples
+        from eventmig.testing.checks import all_examples
 
         examples = all_examples(compiled, cases)
         for e in examples:
@@ -73,7 +73,7 @@ class UpcasterSuite(pytest.Collector):
 
 def _project_settings(config: pytest.Config) -> Settings | None:
     """The ``[tool.eventmig]`` settings the plugin's fixtures use too, if there are any."""
-    from ..config import find_config
+    from eventmig.config import find_config
 
     path: str | Path | None = config.getoption("eventmig_config") or os.environ.get("EVENTMIG_CONFIG")
     if not path:
@@ -96,7 +96,7 @@ class ExampleItem(_Item):
         self.example, self.compiled = example, compiled
 
     def runtest(self) -> None:
-        from .cases import run_example
+        from eventmig.testing.cases import run_example
 
         found = run_example(self.compiled, self.example)
         if found is not None:
@@ -118,7 +118,7 @@ class NodeItem(_Item):
         self.node, self.compiled, self.budget, self.strict = node, compiled, budget, strict
 
     def runtest(self) -> None:
-        from .checks import check_upcasters
+        from eventmig.testing.checks import check_upcasters
 
         report = check_upcasters(self.compiled, examples=self.budget, nodes=[self.node], strict=self.strict,
                                  include_examples=False)

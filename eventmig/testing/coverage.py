@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import msgspec
 import msgspec.structs
 
-from ..upcasting import CompiledRegistry, Node, Step, is_rename
+from eventmig.model.upcasting import CompiledRegistry, Node, Step, is_rename
 
 __all__ = ["Gap", "edit_distance", "schema_code", "schema_gaps"]
 

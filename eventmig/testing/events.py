@@ -1,6 +1,6 @@
 """Hypothesis strategies for stored events of a registry's schemas, and for stream histories.
 
-An event as a store holds it (:class:`~eventmig.events.RecordedEvent`) is
+An event as a store holds it (:class:`~eventmig.model.events.RecordedEvent`) is
 more than a payload: its schema version lives in its metadata or its type
 name, according to the registry's version location; it belongs to a stream,
 at a stream version; it has an id and a time. The strategies here build all
@@ -32,10 +32,10 @@ import msgspec.inspect as mi
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-from ..events import NewEvent, RecordedEvent, VersionLocation
-from ..upcasting import CompiledRegistry, Node, Registry
-from .boundaries import boundary_payloads
-from .strategies import builtins_from_type
+from eventmig.model.events import NewEvent, RecordedEvent, VersionLocation
+from eventmig.model.upcasting import CompiledRegistry, Node, Registry
+from eventmig.testing.boundaries import boundary_payloads
+from eventmig.testing.strategies import builtins_from_type
 
 __all__ = [
     "boundary_events",

@@ -18,13 +18,13 @@ import uuid
 
 import msgspec
 
-from ..events import NewEvent
-from ..migrate import MigrateReport, migrate
-from ..stores import EventStore
-from ..upcasting import CompiledRegistry, Registry
-from ..verify import verify
-from .events import stream_histories
-from .profile import draw
+from eventmig.model.events import NewEvent
+from eventmig.jobs.migrate import MigrateReport, migrate
+from eventmig.ports import EventStore
+from eventmig.model.upcasting import CompiledRegistry, Registry
+from eventmig.jobs.verify import verify
+from eventmig.testing.events import stream_histories
+from eventmig.testing.profile import draw
 
 __all__ = ["assert_histories_migrate"]
 

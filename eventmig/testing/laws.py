@@ -44,7 +44,7 @@ import msgspec
 import msgspec.inspect as mi
 import msgspec.structs
 
-from ..upcasting import CompiledRegistry, Node, Registry, Step
+from eventmig.model.upcasting import CompiledRegistry, Node, Registry, Step
 
 __all__ = ["Broken", "FieldPlan", "StepPlan", "check_outputs", "plan_step", "same"]
 
@@ -441,7 +441,7 @@ _KIND = {mi.ListType: "list", mi.VarTupleType: "tuple", mi.SetType: "set", mi.Fr
 
 
 def _identity(t: mi.Type) -> Any:
-    from .strategies import _identity as identity
+    from eventmig.testing.strategies import _identity as identity
 
     return identity(t)
 

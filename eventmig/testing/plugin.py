@@ -45,9 +45,9 @@ from typing import TYPE_CHECKING, NoReturn
 import pytest
 
 if TYPE_CHECKING:
-    from ..config import Settings
-    from ..stores import EventStore
-    from ..upcasting import CompiledRegistry
+    from eventmig.config import Settings
+    from eventmig.ports import EventStore
+    from eventmig.model.upcasting import CompiledRegistry
 
 POSTGRES_ENV = "EVENTMIG_TEST_POSTGRES"
 
@@ -69,11 +69,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> pytest.Collector | None:
     """Collect ``test_upcasters = upcaster_tests()`` into its items (see eventmig.testing.suite)."""
-    from .suite import UpcasterTests
+    from eventmig.testing.suite import UpcasterTests
 
     if not isinstance(obj, UpcasterTests):
         return None
-    from .collect import UpcasterSuite
+    from eventmig.testing.collect import UpcasterSuite
 
     return UpcasterSuite.from_parent(collector, name=name, spec=obj)
 
@@ -82,8 +82,8 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
 @pytest.fixture(scope="session")
 def eventmig_settings(pytestconfig: pytest.Config) -> Settings:
     """Settings from the ``[tool.eventmig]`` of the project under test."""
-    from ..config import find_config, load_settings
-    from ..errors import ConfigError
+    from eventmig.config import find_config, load_settings
+    from eventmig.errors import ConfigError
 
     path: str | Path | None = pytestconfig.getoption("eventmig_config") or os.environ.get("EVENTMIG_CONFIG")
     if not path:
@@ -103,8 +103,8 @@ def eventmig_settings(pytestconfig: pytest.Config) -> Settings:
 @pytest.fixture(scope="session")
 def eventmig_registry(eventmig_settings: Settings) -> CompiledRegistry:
     """The service's upcaster registry, imported as ``eventmig`` commands do, and compiled."""
-    from ..config import load_registry
-    from ..errors import ConfigError
+    from eventmig.config import load_registry
+    from eventmig.errors import ConfigError
 
     try:
         return load_registry(eventmig_settings)
@@ -122,7 +122,7 @@ def eventmig_sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def eventmig_make_sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], EventStore]]:
     """A factory of fresh, empty SQLite stores; all are closed after the test."""
-    from ..stores import open_store
+    from eventmig.backends import open_store
 
     opened: list[EventStore] = []
     directory = tmp_path_factory.mktemp("eventmig-stores")
@@ -142,7 +142,7 @@ def eventmig_make_sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> Iter
 @pytest.fixture
 def eventmig_sqlite_store(eventmig_sqlite_url: str) -> Iterator[EventStore]:
     """An empty SQLite event store, closed after the test."""
-    from ..stores import open_store
+    from eventmig.backends import open_store
 
     store = open_store(eventmig_sqlite_url)
     try:
@@ -161,7 +161,7 @@ def check_reachable(url: str) -> str:
     """Return ``url`` if the server answers; otherwise skip, or fail when ``CI=true``."""
     import sqlalchemy as sa
 
-    from ..stores import mask_url
+    from eventmig.urls import mask_url
 
     try:
         engine = sa.create_engine(url)
@@ -222,7 +222,7 @@ def eventmig_postgres_url(eventmig_postgres_server: str) -> Iterator[str]:
 @pytest.fixture
 def eventmig_postgres_store(eventmig_postgres_url: str) -> Iterator[EventStore]:
     """An empty PostgreSQL event store in a schema of its own, closed and dropped after the test."""
-    from ..stores import open_store
+    from eventmig.backends import open_store
 
     store = open_store(eventmig_postgres_url)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from eventmig.projections import Index, Projection
+from eventmig import Index, Projection
 from upcasters.customers import CustomerRegistered
 from upcasters.orders import OrderCancelled, OrderPlaced, OrderShipped, PaymentCaptured
 

@@ -1,0 +1,49 @@
+"""Event store backends behind one interface; :func:`open_store` picks one by URL scheme.
+
+Each backend is a package of its own under ``eventmig.backends``, found by
+the scheme of the store's URL through :data:`BACKENDS` and imported only
+when a URL asks for it, so a backend's driver (psycopg, a gRPC client) is
+needed only by those who use it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from eventmig.errors import ConfigError
+from eventmig.ports import EventStore
+from eventmig.urls import url_shown_unparsed
+
+__all__ = ["BACKENDS", "open_store"]
+
+#: URL scheme (before any ``+driver``) -> ``"module:class"`` of the store that serves it
+BACKENDS: dict[str, str] = {
+    "sqlite": "eventmig.backends.sql.store:SQLEventStore",
+    "postgresql": "eventmig.backends.sql.store:SQLEventStore",
+    "postgres": "eventmig.backends.sql.store:SQLEventStore",
+}
+
+
+def backend_class(url: str) -> type[EventStore]:
+    """The store class that serves ``url``, or a configuration error naming the supported schemes."""
+    scheme = url.partition(":")[0].split("+")[0].lower()
+    target = BACKENDS.get(scheme)
+    if target is None:
+        raise ConfigError(
+            f"unknown store URL {url_shown_unparsed(url)!r}: expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+        )
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def open_store(url: str, *, table: str = "events", create: bool = True, read_only: bool = False) -> EventStore:
+    """Open the event store at ``url``, creating eventmig's schema on first use.
+
+    ``sqlite:///path.db`` and ``postgresql+psycopg://user@host/db`` are SQL
+    stores; anything else is refused with a message naming what is supported.
+    With ``create=False`` a SQLite file that does not exist is an error
+    rather than a new, empty store. ``read_only`` opens it for reading only
+    (a SQLite file read-only, PostgreSQL sessions read-only) and creates
+    nothing: a store eventmig never wrote to reads as its first epoch.
+    """
+    return backend_class(url)(url, table=table, create=create, read_only=read_only)  # type: ignore[call-arg]

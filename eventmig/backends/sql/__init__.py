@@ -1,0 +1,1 @@
+"""SQLite and PostgreSQL through SQLAlchemy: the events tables, eventmig's state tables and read models."""

@@ -1,0 +1,345 @@
+"""The one interface every event store implements, in terms of streams, events and positions.
+
+Nothing here speaks SQL: a store is a set of *epochs* (generations of
+streams), one of them active; each epoch holds streams of events, numbered
+within their stream and ordered globally by an opaque commit position.
+Backends differ in ways that matter to callers (EventStoreDB numbers stream
+versions from 0, has gaps in its commit positions and appends atomically to
+one stream at a time), so each declares :class:`Capabilities` up front and
+callers branch on those, never on the backend's class. The records that
+cross this interface live in :mod:`eventmig.model.records`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, Protocol
+
+import msgspec
+
+from eventmig.model.events import NewEvent, RecordedEvent
+from eventmig.model.records import (
+    EpochInfo,
+    ExpectedVersion,
+    QuarantinedEvent,
+    Run,
+    StreamPartitions,
+    StreamState,
+    Switch,
+    TargetEvent,
+)
+
+
+class Capabilities(msgspec.Struct, frozen=True):
+    """What a backend guarantees, declared so callers and tests need no special cases."""
+
+    #: version of the first event of a stream (SQL stores: 1, EventStoreDB: 0)
+    first_stream_version: int
+    #: commit positions are consecutive integers (no gaps)
+    contiguous_positions: bool
+    #: ``write_batch`` commits events of many streams and the checkpoint in one transaction;
+    #: otherwise it appends stream by stream with deterministic event ids and checkpoints after
+    atomic_batches: bool
+    #: the store holds several epochs side by side and can switch the active one
+    epochs: bool = True
+
+
+class CatchUp(Protocol):
+    """The last events of a migration, migrated inside the switch transaction.
+
+    While the switch holds its locks no application can append; events that
+    arrived between the last catch-up and that moment are handed to
+    :meth:`prepare`, written, read back and handed to :meth:`check`. Raising
+    from either aborts the switch with nothing changed.
+    """
+
+    source_epoch: int
+
+    def prepare(self, rows: list[tuple[Any, ...]]) -> tuple[list[TargetEvent], Run]:
+        """Target events (numbered) for the source rows, and the run record to commit with them."""
+
+    def check(self, source_rows: list[tuple[Any, ...]], written: list[tuple[Any, ...]]) -> None:
+        """Verify the written target rows against the source rows; raise if they differ."""
+
+
+class EventStore(ABC):
+    """A connection to one event store. Stream methods act on the epoch of this handle."""
+
+    capabilities: ClassVar[Capabilities]
+
+    #: the store's URL with any password masked: safe to print
+    url: str
+    #: the epoch this handle reads and writes: :func:`~eventmig.backends.open_store` gives a
+    #: handle that follows the active epoch (as applications do), :meth:`at_epoch` one pinned
+    epoch: int
+
+    # ------------------------------------------------------------- streams
+    @abstractmethod
+    def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = StreamState.ANY
+    ) -> int:
+        """Append atomically; return the stream's new version.
+
+        Raises :class:`~eventmig.errors.WrongExpectedVersion` when
+        ``expected_version`` does not hold.
+        """
+
+    @abstractmethod
+    def read_stream(self, stream: str, from_version: int | None = None, limit: int | None = None) -> list[RecordedEvent]:
+        """Events of one stream in order (empty if it does not exist)."""
+
+    @abstractmethod
+    def read_all(
+        self, after: int | None = None, *, until: int | None = None, batch_size: int = 1000
+    ) -> Iterator[list[RecordedEvent]]:
+        """All events in commit order, in batches, after position ``after`` up to ``until`` included."""
+
+    def read_all_rows(
+        self,
+        after: int | None = None,
+        *,
+        until: int | None = None,
+        batch_size: int = 1000,
+        streams: StreamPartitions | None = None,
+        types: Collection[str] | None = None,
+        lean: bool = False,
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """:meth:`read_all` as plain tuples in :class:`RecordedEvent` field order.
+
+        Bulk jobs use this form: tuples are cheap to build and to send to worker
+        processes. Backends override it when their driver already yields tuples.
+
+        ``streams`` keeps only the events of streams in those partitions, and
+        ``types`` only events whose stored type name is one of them; batches
+        then hold at most ``batch_size`` events, still in commit order. This
+        default filters what :meth:`read_all` returns; backends filter where the
+        events are, so a reader pays only for what it keeps.
+
+        ``lean`` says the reader needs neither event ids nor record times: a
+        backend may put None in their places (fields 3 and 7) and save building
+        them, which is a tenth of a replay's reading (this default keeps them).
+        """
+        if streams is None and types is None:
+            for batch in self.read_all(after, until=until, batch_size=batch_size):
+                yield [msgspec.structs.astuple(e) for e in batch]
+            return
+        wanted = frozenset(types) if types is not None else None
+        partition_of = self.stream_partition
+        if streams is not None and streams.bounds:
+            bounds = streams.bounds
+
+            def partition_of(stream: str, count: int) -> int:  # noqa: ARG001 - the bounds say
+                return bisect.bisect_right(bounds, stream)
+
+        for batch in self.read_all(after, until=until, batch_size=batch_size):
+            kept = [
+                msgspec.structs.astuple(e)
+                for e in batch
+                if (wanted is None or e.type in wanted)
+                and (streams is None or partition_of(e.stream, streams.count) in streams.indexes)
+            ]
+            if kept:
+                yield kept
+
+    def stream_partition(self, stream: str, count: int) -> int:
+        """Which of ``count`` partitions ``stream`` falls into: what ``read_all_rows(streams=...)`` keeps.
+
+        Deterministic, and the same in every process and on every run, for a
+        given store (this default: CRC-32 of the name in UTF-8, modulo ``count``).
+        """
+        return zlib.crc32(stream.encode()) % count
+
+    @property
+    def stream_partitioning(self) -> str:
+        """Names how :meth:`stream_partition` cuts streams: work split by partitions is resumed only
+        under the same scheme."""
+        return "crc32"
+
+    def stream_bounds(self, count: int) -> tuple[str, ...]:
+        """``count - 1`` stream names that cut the streams into ``count`` name ranges of about as many
+        events each, for :class:`StreamPartitions` ``bounds``; or ``()``: this
+        store filters its hash partitions as cheaply as it would ranges, so use those (this default).
+
+        A store answers with bounds when it can keep a range of names where
+        the events are but would have to call back into Python to hash each
+        name (SQLite).
+        """
+        return ()
+
+    def position_after(self, after: int | None, count: int, *, until: int | None = None) -> int | None:
+        """The position of the ``count``-th event after ``after`` (or the last one up to ``until``).
+
+        Splits an epoch into slices that worker processes read on their own;
+        None when there is no event in ``(after, until]``.
+        """
+        last = None
+        seen = 0
+        for batch in self.read_all(after, until=until, batch_size=min(count, 10_000)):
+            for event in batch:
+                seen += 1
+                last = event.position
+                if seen == count:
+                    return last
+        return last
+
+    def refresh_statistics(self) -> None:
+        """Bring the backend's planner statistics up to date before a long scan (default: nothing)."""
+
+    def reopen(self, *, for_scans: bool = False) -> EventStore:
+        """A new handle on the same store and epoch with connections of its own.
+
+        Worker processes call it after forking, since connections must never
+        be shared across processes. ``for_scans``: the handle will mostly read
+        long runs of events (a rebuild's reads), and backends may tune it for
+        that.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot be reopened in a worker process")
+
+    @abstractmethod
+    def list_streams(self) -> Iterator[str]:
+        """Names of the streams of this epoch."""
+
+    @abstractmethod
+    def stream_version(self, stream: str) -> int | None:
+        """Version of the last event of ``stream``, or None if it has none."""
+
+    @abstractmethod
+    def head_position(self) -> int | None:
+        """Position of the last committed event, or None if the epoch is empty."""
+
+    @abstractmethod
+    def count_events(self, after: int | None = None, until: int | None = None) -> int:
+        """How many events lie in ``(after, until]``; progress bars use it for their total."""
+
+    # -------------------------------------------------------------- epochs
+    @abstractmethod
+    def epochs(self) -> list[EpochInfo]:
+        """All epochs, oldest first."""
+
+    @abstractmethod
+    def active_epoch(self) -> int:
+        """The epoch applications read and write."""
+
+    @abstractmethod
+    def at_epoch(self, epoch: int) -> EventStore:
+        """A handle on the same store bound to another epoch."""
+
+    def check_new_epoch(self) -> None:
+        """Refuse (ConfigError) what would stop the next epoch from being created, before anything is written.
+
+        SQL stores check the names the new epoch's tables and indexes would
+        get against the database's limit; the default has nothing to check.
+        """
+
+    @abstractmethod
+    def create_epoch(self, source_epoch: int) -> int:
+        """Create an empty epoch (status "building") to receive a migration; return its number."""
+
+    @abstractmethod
+    def finish_epoch(self, epoch: int) -> None:
+        """Mark a fully migrated epoch "ready" (SQL stores build its indexes here)."""
+
+    @abstractmethod
+    def drop_epoch(self, epoch: int) -> None:
+        """Delete an epoch that is not active, with its streams."""
+
+    @abstractmethod
+    def switch_epoch(
+        self, to_epoch: int, *, kind: str, expect_heads: dict[int, int | None], catch_up: CatchUp | None = None
+    ) -> Switch:
+        """Make ``to_epoch`` active, atomically.
+
+        With ``catch_up``, events appended to the active (source) epoch after
+        its expected head are migrated inside the same transaction, while
+        writers are held off, instead of making the switch refuse.
+
+        ``expect_heads`` maps epochs to the head position the caller verified;
+        if any epoch's head moved since (events appended meanwhile), nothing
+        changes and :class:`~eventmig.errors.HeadMoved` is raised, so no event
+        written after verification can be left behind.
+        """
+
+    @abstractmethod
+    def switches(self) -> list[Switch]:
+        """The history of switches and rollbacks, oldest first."""
+
+    # ------------------------------------------------ migration bookkeeping
+    @abstractmethod
+    def lock(self, name: str) -> AbstractContextManager[None]:
+        """Hold an exclusive lock across processes; raise :class:`~eventmig.errors.Busy` if taken.
+
+        The lock must die with its holder: a job killed with SIGKILL must not
+        leave it behind.
+        """
+
+    @abstractmethod
+    def save_run(self, run: Run) -> None:
+        """Insert or update a run record."""
+
+    @abstractmethod
+    def runs(self, kind: str | None = None) -> list[Run]:
+        """Run records, oldest first."""
+
+    @abstractmethod
+    def write_batch(
+        self, events: Sequence[TargetEvent], *, run: Run | None = None, quarantined: Sequence[QuarantinedEvent] = ()
+    ) -> None:
+        """Write events with their stream versions into this handle's epoch, with the run's checkpoint.
+
+        The bulk path for migrations (and for importing history: pass no run).
+        Versions are the caller's to get right; there is no expected-version check.
+
+        With ``capabilities.atomic_batches`` the events, the quarantined
+        events and the run record commit together. Otherwise events are
+        appended stream by stream with their deterministic ids, so a retried
+        batch is recognised and not written twice, and the run is saved last.
+        """
+
+    @abstractmethod
+    def quarantine(self, run_id: str | None = None) -> list[QuarantinedEvent]:
+        """Quarantined events, of one run or all."""
+
+    @abstractmethod
+    def accept_quarantine(self, run_id: str, ids: Sequence[int] | None = None) -> int:
+        """Mark quarantined events as knowingly left behind; return how many."""
+
+    @abstractmethod
+    def stream_versions(self) -> dict[str, int]:
+        """Last version of every stream (a resumed migration restores its numbering from it)."""
+
+    # ----------------------------------------------------------- following
+    def wait_for_appends(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the store to announce appended events; True when it did.
+
+        A store that announces nothing sleeps: its followers poll.
+        """
+        time.sleep(timeout)
+        return False
+
+    def transactions_marker(self) -> Any:
+        """An opaque mark of the write transactions in progress now, for :meth:`transactions_ended`.
+
+        None: positions become visible in commit order, so a gap in them is
+        final when it is seen (SQLite, EventStoreDB).
+        """
+        return None
+
+    def transactions_ended(self, marker: Any) -> bool:
+        """Whether every write transaction in progress when ``marker`` was taken has ended."""
+        return True
+
+    # -------------------------------------------------------------- admin
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
