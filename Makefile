@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-.PHONY: install demo test bench example-copy
+.PHONY: install demo test bench bench-follow example-copy
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -24,6 +24,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# follow's throughput and end-to-end lag at a steady 1,000 and 10,000 appended events/s
+bench-follow: $(STAMP)
+	$(BIN)/python -m bench.follow --rates 1000,10000 --store sqlite
+	$(BIN)/python -m bench.follow --rates 1000,10000 --store postgres
 
 # the wheel's copy of the reference service, for `eventmig init --example shop`;
 # tests/test_scaffold.py fails when it differs from upcasters/ and projections/

@@ -11,6 +11,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ from eventmig.backends import open_store
 from eventmig.model.records import EpochInfo, Run, Switch
 from eventmig.model.upcasting import CompiledRegistry, EventContext
 from eventmig.retry import retry_policy
+from eventmig.jobs import follow as _follow
+from eventmig.jobs.follow_segment import lag_of
+from eventmig.backends.sql.following import FollowerDB, FollowerRow
 
 _decode = msgspec.json.Decoder().decode
 
@@ -549,7 +553,48 @@ def rebuild(
         )
 
 
+def follow(
+    settings: Settings,
+    *,
+    names: list[str] | None = None,
+    once: bool = False,
+    batch_size: int | None = None,
+    poll_s: float = _follow.DEFAULT_POLL_S,
+    gap_wait_s: float = _follow.DEFAULT_GAP_WAIT_S,
+    lease_s: float = _follow.DEFAULT_LEASE_S,
+    stop: Callable[[], bool] = lambda: False,
+    on_status: Callable[[_follow.FollowStatus], None] | None = None,
+) -> _follow.FollowReport:
+    """Keep the projections' live read models current from the active epoch (``once``: catch up and return)."""
+    compiled = load_registry(settings)
+    projections = load_projections(settings)
+    with open_configured_store(settings) as store:
+        return _follow.follow(
+            store, projections, registry=compiled, read_models=settings.read_models_url, names=names, once=once,
+            batch_size=batch_size or _follow.DEFAULT_BATCH_SIZE, poll_s=poll_s, gap_wait_s=gap_wait_s,
+            lease_s=lease_s, stop=stop, on_status=on_status,
+        )
+
+
 # ---------------------------------------------------------------------- status
+class FollowerStatus(msgspec.Struct):
+    """A projection segment's follower: where it is, how far behind the active epoch, who holds it."""
+
+    projection: str
+    segment: int
+    epoch: int | None
+    checkpoint: int | None
+    #: events of the active epoch after the checkpoint now (None: it follows another epoch)
+    lag_events: int | None
+    #: seconds since the oldest of them was recorded
+    lag_seconds: float | None
+    holder: str | None  # None, or a holder whose lease expired: nobody follows it now
+    lease_expired: bool
+    events: int
+    gaps: int
+    error: str | None
+
+
 class EpochStatus(msgspec.Struct):
     epoch: int
     status: str
@@ -596,6 +641,7 @@ class StatusReport(msgspec.Struct):
     read_models: list[ReadModelStatus] = []
     #: epochs, runs, switches, rollbacks, rebuilds and swaps, oldest first
     timeline: list[TimelineEntry] = []
+    followers: list[FollowerStatus] = []
 
 
 def status(settings: Settings) -> StatusReport:
@@ -613,23 +659,40 @@ def status(settings: Settings) -> StatusReport:
         if current is not None:
             pending = store.at_epoch(current.source_epoch).count_events(after=current.checkpoint)
         switches = store.switches()
-        live, rebuilds, swaps = _read_model_bookkeeping(settings)
+        live, rebuilds, swaps, followers = _read_model_bookkeeping(settings)
         history = build_timeline(store.epochs(), store.runs(), switches, rebuilds, swaps)
         return StatusReport(store.url, active, epochs, runs, switches, pending,
-                            _read_model_status(live, rebuilds, active, switches), history)
+                            _read_model_status(live, rebuilds, active, switches), history,
+                            _follower_status(store, active, followers))
 
 
-def _read_model_bookkeeping(settings: Settings) -> tuple[dict[str, Any], list[Any], list[Any]]:
-    """Live read models, rebuild runs and swaps of the read-model database, read once through a read-only
-    handle; all empty when it does not exist yet or eventmig never rebuilt into it."""
+def _read_model_bookkeeping(settings: Settings) -> tuple[dict[str, Any], list[Any], list[Any], list[FollowerRow]]:
+    """Live read models, rebuild runs, swaps and followers of the read-model database, read once through a
+    read-only handle; all empty when it does not exist yet or eventmig never rebuilt into it."""
     try:
         db = ReadModelDB(settings.read_models_url, create=False, read_only=True)
     except ConfigError:  # no read-model database yet
-        return {}, [], []
+        return {}, [], [], []
     with db:
         if not db.table_exists("eventmig_read_models"):  # one eventmig never rebuilt into
-            return {}, [], []
-        return db.live_models(), db.runs(), db.swaps()
+            return {}, [], [], []
+        return db.live_models(), db.runs(), db.swaps(), FollowerDB(db).followers()
+
+
+def _follower_status(store: EventStore, active: int, followers: list[FollowerRow]) -> list[FollowerStatus]:
+    """Each follower's checkpoint, and its lag measured now against the active epoch's head."""
+    source = store.at_epoch(active)
+    now = time.time()  # leases are by the database's clock; a host's is close enough to say "expired"
+    out = []
+    for f in followers:
+        lag: tuple[int | None, float | None] = (None, None)
+        if f.epoch == active:
+            lag = lag_of(source, f.checkpoint)
+        out.append(FollowerStatus(
+            f.projection, f.segment, f.epoch, f.checkpoint, lag[0], lag[1], f.holder,
+            f.holder is not None and (f.lease_until or 0) < now, f.events, f.gaps, f.error,
+        ))
+    return out
 
 
 def _read_model_status(

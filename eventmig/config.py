@@ -41,6 +41,15 @@ MAX_BATCH_SIZE = 1_000_000
 DEFAULT_REBUILD_BATCH_SIZE = 1_000_000
 #: states are bounded apart from the batch (the state caches): this bounds the work a kill loses
 MAX_REBUILD_BATCH_SIZE = 100_000_000
+#: events ``follow`` reads and applies per transaction
+DEFAULT_FOLLOW_BATCH_SIZE = 10_000
+MAX_FOLLOW_BATCH_SIZE = 1_000_000
+#: seconds between two looks at the store when nothing announces appends (and the longest a stop waits)
+DEFAULT_FOLLOW_POLL_S = 0.5
+#: seconds a hole in the commit positions may stay empty before ``follow`` treats it as a rolled-back transaction
+DEFAULT_FOLLOW_GAP_WAIT_S = 3.0
+#: seconds a follower's lease lasts unless renewed: a standby takes a dead holder's segments over within this long
+DEFAULT_FOLLOW_LEASE_S = 10.0
 #: the most worker processes a job starts: each holds connections of its own (PostgreSQL allows 100 by
 #: default), and beyond the cores of one machine more processes only take turns
 MAX_WORKERS = 64

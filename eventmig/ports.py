@@ -13,6 +13,7 @@ cross this interface live in :mod:`eventmig.model.records`.
 from __future__ import annotations
 
 import bisect
+import time
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -344,6 +345,27 @@ class EventStore(ABC):
         """Give this epoch's streams the settings of the same-named streams in ``settings``; return how many
         streams got some (a store without stream settings keeps none: this default)."""
         return 0
+
+    # ----------------------------------------------------------- following
+    def wait_for_appends(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the store to announce appended events; True when it did.
+
+        A store that announces nothing sleeps: its followers poll.
+        """
+        time.sleep(timeout)
+        return False
+
+    def transactions_marker(self) -> Any:
+        """An opaque mark of the write transactions in progress now, for :meth:`transactions_ended`.
+
+        None: positions become visible in commit order, so a gap in them is
+        final when it is seen (SQLite, EventStoreDB).
+        """
+        return None
+
+    def transactions_ended(self, marker: Any) -> bool:
+        """Whether every write transaction in progress when ``marker`` was taken has ended."""
+        return True
 
     # -------------------------------------------------------------- admin
     @abstractmethod

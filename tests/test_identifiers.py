@@ -23,7 +23,8 @@ from eventmig.jobs.seed import seed
 from eventmig.errors import ConfigError
 from eventmig.backends.sql.identifiers import Identifiers
 from eventmig.jobs.migrate import migrate
-from eventmig.projection.api import STREAM, Projection, replay
+from eventmig.projection.api import STREAM, Projection
+from eventmig.projection.fold import replay
 from eventmig.backends.sql.readmodels import ReadModelDB
 from eventmig.jobs.rebuild import rebuild
 from eventmig.backends import open_store

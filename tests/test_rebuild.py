@@ -25,7 +25,8 @@ from eventmig.jobs.seed import seed
 from eventmig.errors import Busy, ConfigError
 from eventmig.jobs.migrate import migrate
 from eventmig import load_snapshot
-from eventmig.projection.api import STREAM, Projection, replay
+from eventmig.projection.api import STREAM, Projection
+from eventmig.projection.fold import replay
 from eventmig.backends.sql.readmodels import ReadModelDB, digest_table_rows
 from eventmig.jobs.rebuild import rebuild
 from eventmig.backends import open_store

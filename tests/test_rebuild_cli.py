@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 import projections as shop
 from eventmig.jobs.seed import seed
-from eventmig.projection.api import replay
+from eventmig.projection.fold import replay
 from eventmig.backends.sql.readmodels import ReadModelDB, digest_table_rows
 from eventmig.urls import mask_url
 from eventmig.backends import open_store

@@ -7,7 +7,7 @@ kind of step (typed, dict, context-taking, split, drop, a step returning a
 dict for a Struct) and each kind of key (stream, field with an EventInfo,
 function, global order, snapshots), with the schema version in metadata and
 in the type name, in one process and in worker processes, against
-:func:`eventmig.projection.api.replay`.
+:func:`eventmig.projection.fold.replay`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import sqlalchemy as sa
 
 import eventmig.jobs.rebuild as rebuild_module
 from eventmig import EventContext, Registry, emit
-from eventmig.projection.api import STREAM, EventInfo, Index, Projection, Snapshots, replay
+from eventmig.projection.api import STREAM, EventInfo, Index, Projection, Snapshots
+from eventmig.projection.fold import replay
 from eventmig.backends.sql.readmodels import digest_table_rows
 from eventmig.jobs.rebuild import rebuild
 from eventmig.backends import open_store

@@ -18,6 +18,7 @@ EXAMPLES: dict[str, str] = {
     "switch": "eventmig switch --attempts 10",
     "rollback": "eventmig rollback --read-models order_summary",
     "rebuild": "eventmig rebuild order_summary --workers 8 --read-models postgresql+psycopg://app@db/read",
+    "follow": "eventmig follow --read-models postgresql+psycopg://app@db/read --lease 10",
     "status": "eventmig status --store postgresql+psycopg://app@db/events",
     "quarantine": "eventmig quarantine --accept --id 12 --id 13",
     "demo": "eventmig demo --events 1000000",

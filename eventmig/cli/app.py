@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +47,8 @@ from eventmig.model.graph import RENDERERS
 from eventmig.cli.interrupts import Interrupts, exit_with, quiet_library_logs
 from eventmig.progress import SILENT, FanOut, Progress
 from eventmig.urls import mask_url
+from eventmig.config import DEFAULT_FOLLOW_GAP_WAIT_S, DEFAULT_FOLLOW_LEASE_S, DEFAULT_FOLLOW_POLL_S
+from eventmig.config import MAX_FOLLOW_BATCH_SIZE
 
 app = typer.Typer(
     name="eventmig",
@@ -717,6 +720,98 @@ def status(config: ConfigOpt = None, store: StoreOpt = None, target: TargetOpt =
         for m in report.read_models:
             if m.stale:
                 err.print(Text(f"stale: {m.projection} {m.stale}", style="yellow"), soft_wrap=True)
+    if report.followers:
+        _print_followers(report.followers)
+
+
+def _print_followers(followers: list[Any]) -> None:
+    table = Table(title="Followers")
+    for col in ("projection", "epoch", "checkpoint", "behind", "holder", "applied", "gaps"):
+        table.add_column(col)
+    for f in followers:
+        behind = f"{f.lag_events:,} events, {f.lag_seconds:.1f} s" if f.lag_events is not None else "-"
+        holder = f"{f.holder} (lease expired)" if f.lease_expired else f.holder or "-"
+        table.add_row(f.projection, str(f.epoch) if f.epoch is not None else "-", str(f.checkpoint), behind, holder,
+                      f"{f.events:,}", str(f.gaps), style="red" if f.error else None)
+    out.print(table)
+    for f in followers:
+        if f.error:
+            err.print(Text(f"stopped: {f.error}", style="red"), soft_wrap=True)
+
+
+@app.command()
+@reports_errors
+def follow(
+    names: Annotated[list[str] | None, typer.Argument(help="Projections to follow (default: all).", show_default=False)] = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    read_models: ReadModelsOpt = None,
+    once: Annotated[bool, typer.Option("--once", help="Catch up with the head and exit (cron, tests).")] = False,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=MAX_FOLLOW_BATCH_SIZE, help=f"Events applied per transaction (1 to {MAX_FOLLOW_BATCH_SIZE:,}; default 10,000).", show_default=False)] = None,
+    poll: Annotated[float, typer.Option("--poll", min=0.01, max=3600, help="Seconds between looks at the store when no append is announced.")] = DEFAULT_FOLLOW_POLL_S,
+    gap_wait: Annotated[float, typer.Option("--gap-wait", min=0.01, max=3600, help="Seconds a hole in the positions may stay empty before it is treated as a rolled-back transaction.")] = DEFAULT_FOLLOW_GAP_WAIT_S,
+    lease: Annotated[float, typer.Option("--lease", min=0.1, max=3600, help="Seconds a follower's lease lasts unless renewed; a standby takes over within about this long.")] = DEFAULT_FOLLOW_LEASE_S,
+    as_json: JsonOpt = False,
+) -> None:
+    """Keep the live read models current from the active epoch: SIGTERM or Ctrl-C stop at a transaction's end."""
+    stop = _StopOnSignal()
+    started = time.monotonic()
+
+    def status_line(s: Any) -> None:
+        if not as_json:
+            err.print(f"[{time.monotonic() - started:7.1f} s] applied {s.applied:,} ({s.events_per_second:,.0f} events/s), "
+                      f"behind {s.lag_events:,} events / {s.lag_seconds:.1f} s; {s.segments} following, "
+                      f"{s.standby} standby", soft_wrap=True)
+
+    with stop:
+        report = command.follow(
+            _settings(config, store, read_models=read_models), names=names, once=once, batch_size=batch_size,
+            poll_s=poll, gap_wait_s=gap_wait, lease_s=lease, stop=stop, on_status=status_line,
+        )
+    if as_json:
+        _emit_json(report)
+    else:
+        _print_follow(report)
+    if not report.ok:
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _print_follow(report: Any) -> None:
+    table = Table(title=f"Follow ({report.stopped_by})")
+    for col in ("projection", "status", "epoch", "checkpoint", "applied", "gaps"):
+        table.add_column(col)
+    for s in report.segments:
+        table.add_row(s.projection, s.status, str(s.epoch) if s.epoch is not None else "-", str(s.checkpoint),
+                      f"{s.applied:,}", str(s.gaps), style="red" if s.status == "stopped" else None)
+    out.print(table)
+    out.print(f"applied {report.applied:,} events in {report.seconds:.2f} s ({report.events_per_second:,.0f} events/s)")
+    for s in report.segments:
+        if s.error:
+            err.print(Text(f"stopped: {s.error}", style="red"), soft_wrap=True)
+
+
+class _StopOnSignal:
+    """SIGTERM and a first Ctrl-C ask ``follow`` to stop at the end of its transaction (exit 0); a second
+    Ctrl-C interrupts at once (130), as for every other command."""
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def __call__(self) -> bool:
+        return self.asked
+
+    def _ask(self, signum: int, frame: Any) -> None:
+        if self.asked and signum == signal.SIGINT:
+            Interrupts.handler(signum, frame)
+        self.asked = True
+
+    def __enter__(self) -> _StopOnSignal:
+        self._previous = {s: signal.signal(s, self._ask) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
 
 @app.command()

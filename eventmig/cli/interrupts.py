@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 #: commands whose work is committed as it goes: run again, they resume where an interruption left them
-RESUMABLE = frozenset({"migrate", "rebuild", "switch"})
+RESUMABLE = frozenset({"follow", "migrate", "rebuild", "switch"})
 
 
 class Interrupts:

@@ -35,7 +35,8 @@ from typing import Any
 
 import msgspec
 
-from eventmig.projection.api import STREAM, Projection, Replay
+from eventmig.projection.api import STREAM, Projection
+from eventmig.projection.fold import Replay
 from eventmig.ports import EventStore
 from eventmig.model.upcasting import CompiledRegistry
 

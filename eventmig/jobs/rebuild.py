@@ -80,13 +80,13 @@ from eventmig.projection.api import (
     SLOW,
     STREAM,
     Binding,
-    EventInfo,
     Index,
     Projection,
     _MISSING,
     _DELETED,
 )
 from eventmig.jobs.appended import Touched, touched_rows
+from eventmig.projection.fold import evolve
 from eventmig.model.nesting import deepest
 from eventmig.backends.sql.readmodels import (
     RUN_ID_LENGTH,
@@ -1368,7 +1368,7 @@ class _Folder:
         self, slot: Any, ps: _ProjectionSlots, owned: dict[int, _UnitState], *, stream: bool
     ) -> Callable[[Any, Any], None]:
         """Any key kind, partitioned or not, with or without an :class:`EventInfo`."""
-        handler, wants_info, tracks = slot.handler, slot.wants_info, ps.tracks
+        tracks = ps.tracks
         kind, keyfn, partitions = slot.key_kind, slot.key, ps.partitions
         single = next(iter(owned.values())) if stream or partitions == 1 else None
         fresh = self._fresh
@@ -1392,16 +1392,9 @@ class _Folder:
             current = cache.get(key, _MISSING)
             if current is _MISSING:
                 current = fresh(state, key)
-            info = EventInfo(row[0], row[1], row[2], row[7]) if wants_info else None
-            if tracks:
-                new = handler(current[1], event, info) if wants_info else handler(current[1], event)
-                if new is not None:
-                    current[1] = new
-                current[0] = row[1]
-            else:
-                new = handler(current, event, info) if wants_info else handler(current, event)
-                if new is not None:
-                    cache[key] = new
+            new = evolve(slot, tracks, current, row, event)
+            if new is not current:
+                cache[key] = new
             state.dirty.add(key)
 
         return apply

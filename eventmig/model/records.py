@@ -135,3 +135,12 @@ class StreamPartitions(NamedTuple):
             else:
                 out.append((low, high))
         return out
+
+
+class Gap(msgspec.Struct, frozen=True):
+    """Positions ``first..last`` that held no event when a follower moved past them."""
+
+    first: int
+    last: int
+    how: str  # "ended": every transaction that could fill them had ended; "waited": the bounded wait ran out
+    waited: float

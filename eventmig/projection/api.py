@@ -84,7 +84,6 @@ __all__ = [
     "Snapshot",
     "Snapshots",
     "load_snapshot",
-    "replay",
 ]
 
 
@@ -901,73 +900,6 @@ def _state_label(state_type: Any) -> str:
     return repr(state_type)
 
 
-# ====================================================================== replay
-def replay(
-    projections: Sequence[Projection], compiled: CompiledRegistry, rows: Iterable[Sequence[Any]]
-) -> dict[str, list[tuple[Any, ...]]]:
-    """Fold events into rows, sequentially and all in memory: the reference a rebuild must equal.
-
-    ``rows`` are stored events as tuples in :class:`~eventmig.RecordedEvent`
-    field order (what ``EventStore.read_all_rows`` yields), in commit order.
-    Returns the rows of every table, keyed by table name. Meant for tests of
-    projections and of the rebuilder, not for large stores.
-    """
-    folding = Replay(projections, compiled)
-    for row in rows:
-        folding.feed(row)
-    return folding.rows()
-
-
-class Replay:
-    """The sequential fold behind :func:`replay`, fed one event at a time, its rows read at any point.
-
-    ``keep(projection index, key, row)``, when given, says whether the
-    event is folded into that key's state: the key function still runs on
-    every event (a ``global_order`` projection's ``Index`` must see them
-    all), but only kept keys hold a state, so a fold of a few keys over a
-    whole epoch holds only theirs.
-    """
-
-    def __init__(
-        self, projections: Sequence[Projection], compiled: CompiledRegistry,
-        keep: Callable[[int, Any, Sequence[Any]], bool] | None = None,
-    ) -> None:
-        self.binding = Binding(projections, compiled)
-        self.states: list[dict[Any, Any]] = [{} for _ in self.binding.projections]
-        self.indexes = [Index() for _ in self.binding.projections]
-        self.keep = keep
-
-    def feed(self, row: Sequence[Any]) -> None:
-        states, indexes, keep = self.states, self.indexes, self.keep
-        for route, event in _events_of(self.binding, row):
-            for slot in route.slots:
-                key = _key_of(slot, row, event, indexes[slot.index])
-                if key is None or (keep is not None and not keep(slot.index, key, row)):
-                    continue
-                table = states[slot.index]
-                projection = slot.projection
-                tracks = getattr(projection, "tracks_version", False)
-                if key in table:
-                    state = table[key]
-                else:
-                    state = [0, projection.initial()] if tracks else projection.initial()
-                current = state[1] if tracks else state
-                info = EventInfo(row[0], row[1], row[2], row[7])
-                new = slot.handler(current, event, info) if slot.wants_info else slot.handler(current, event)
-                if new is None:
-                    new = current
-                table[key] = [row[1], new] if tracks else new
-
-    def rows(self) -> dict[str, list[tuple[Any, ...]]]:
-        """The rows of every table as the states are now, keyed by table name."""
-        out: dict[str, list[tuple[Any, ...]]] = {t.name: [] for p in self.binding.projections for t in p.tables}
-        for projection, table in zip(self.binding.projections, self.states):
-            for key, state in table.items():
-                for name, produced in projection.rows_of(key, state).items():
-                    out[name].extend(produced)
-        return out
-
-
 def _events_of(binding: Binding, row: Sequence[Any]) -> list[tuple[Route, Any]]:
     resolved = binding.resolve(row[4], row[6])
     if resolved is None:
@@ -977,12 +909,3 @@ def _events_of(binding: Binding, row: Sequence[Any]) -> list[tuple[Route, Any]]:
     if binding.is_head(type_name, version):
         return [(route, route.decode(row[5]))] if route is not None else []
     return binding.head_events(row, type_name, version)
-
-
-def _key_of(slot: Slot, row: Sequence[Any], event: Any, index: Index) -> Any:
-    kind = slot.key_kind
-    if kind == KEY_STREAM:
-        return row[0]
-    if kind == KEY_INDEXED:
-        return slot.key(event, index)  # type: ignore[misc]
-    return slot.key(event)  # type: ignore[misc]

@@ -41,6 +41,7 @@ from eventmig.backends.sql import catalog, ddl, guard, table_sql
 from eventmig.backends.sql.engine import SQLDatabase, first_line, is_driver_error, store_error
 from eventmig.backends.sql.layouts import EVENTMIG, Layout
 from eventmig.backends.sql.lease import DEFAULT_LEASE_TTL_S, SQLLease
+from eventmig.backends.sql import pgwatch
 from eventmig.ports import CatchUp, Capabilities, EventStore
 from eventmig.model.records import (
     EpochInfo,
@@ -118,6 +119,7 @@ class SQLEventStore(EventStore):
         # a handle opened without an epoch follows the active one, as applications do: after a
         # switch it reads and writes the new epoch through the same table name
         self._pinned = epoch
+        self._listener: pgwatch.Listener | None = None
 
     @property
     def epoch(self) -> int:  # type: ignore[override]
@@ -310,6 +312,8 @@ class SQLEventStore(EventStore):
                 raise WrongExpectedVersion(stream, expected_version, current) if "version" in str(exc.orig) else StoreError(
                     f"duplicate event id appending to {stream!r}: {first_line(exc.orig)}"
                 ) from None
+            if self.dialect == "postgresql":
+                pgwatch.announce(c, self._table)
             return start + len(events) - 1
 
     def read_stream(self, stream: str, from_version: int | None = None, limit: int | None = None) -> list[RecordedEvent]:
@@ -758,6 +762,8 @@ class SQLEventStore(EventStore):
                 self._db.commit_without_flush(c)  # a batch of a new epoch, with its checkpoint: lost, it is copied again
             if events:
                 self._bulk_insert(c, table, events)
+                if epoch == active and self.dialect == "postgresql":
+                    pgwatch.announce(c, self.table_base)
             if quarantined:
                 c.exec_driver_sql(
                     self._q(f"INSERT INTO eventmig_quarantine ({_QUARANTINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
@@ -814,7 +820,30 @@ class SQLEventStore(EventStore):
         with self._write() as c:
             return c.exec_driver_sql(self._q(sql), params).rowcount
 
+    # ----------------------------------------------------------- following
+    def wait_for_appends(self, timeout: float) -> bool:
+        if self.dialect != "postgresql":
+            return super().wait_for_appends(timeout)
+        if self._listener is None:
+            self._listener = pgwatch.Listener(self._raw_url)
+        return self._listener.wait(timeout)
+
+    def transactions_marker(self) -> Any:
+        if self.dialect != "postgresql":
+            return None  # one writer at a time: positions are visible in commit order
+        with self._read() as c:
+            return pgwatch.transactions_marker(c)
+
+    def transactions_ended(self, marker: Any) -> bool:
+        if marker is None:
+            return True
+        with self._read() as c:
+            return pgwatch.transactions_ended(c, marker)
+
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._owns_engine:
             self.engine.dispose()
 
