@@ -24,7 +24,7 @@ from eventmig.progress import SILENT, Progress, announce_run, count_written
 from eventmig.ports import EventStore
 from eventmig.model.records import QuarantinedEvent, Run, TargetEvent
 from eventmig.model.transform import BatchCounts, Prepared, Transformer
-from eventmig.model.upcasting import CompiledRegistry
+from eventmig.model.chains import CompiledRegistry
 
 
 
