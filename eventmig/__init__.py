@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from eventmig.backends import open_store
     from eventmig.model.events import MetadataKey, NewEvent, RecordedEvent, TypeSuffix, new_event
     from eventmig.model.records import StreamState
-    from eventmig.model.upcasting import CompiledRegistry, EventContext, Registry, emit
+    from eventmig.model.chains import CompiledRegistry
+    from eventmig.model.registry import Registry, emit
+    from eventmig.model.steps import EventContext
     from eventmig.jobs.cutover import rollback, switch
     from eventmig.jobs.migrate import migrate
     from eventmig.jobs.rebuild import rebuild
@@ -51,7 +53,9 @@ _LAZY = {
     "EventStore": "ports",
     "StreamState": "model.records",
     "open_store": "backends",
-    **dict.fromkeys(["CompiledRegistry", "EventContext", "Registry", "emit"], "model.upcasting"),
+    "CompiledRegistry": "model.chains",
+    "EventContext": "model.steps",
+    **dict.fromkeys(["Registry", "emit"], "model.registry"),
     **dict.fromkeys(["STREAM", "Index", "Projection", "Snapshot", "Snapshots"], "projection.api"),
     "load_snapshot": "backends.sql.snapshots",
     **dict.fromkeys(["switch", "rollback"], "jobs.cutover"),

@@ -35,7 +35,8 @@ from eventmig.ports import EventStore
 from eventmig.urls import mask_url
 from eventmig.backends import open_store
 from eventmig.model.records import EpochInfo, Run, Switch
-from eventmig.model.upcasting import CompiledRegistry, EventContext
+from eventmig.model.chains import CompiledRegistry
+from eventmig.model.steps import EventContext
 from eventmig.retry import retry_policy
 from eventmig.jobs import follow as _follow
 from eventmig.jobs.follow_segment import lag_of

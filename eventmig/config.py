@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from eventmig.errors import ConfigError, EventmigError
-from eventmig.model.upcasting import CompiledRegistry, Registry
+from eventmig.model.chains import CompiledRegistry
+from eventmig.model.registry import Registry
 
 DEFAULT_STORE = "sqlite:///eventmig.db"
 

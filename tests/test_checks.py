@@ -12,7 +12,7 @@ import pytest
 
 from eventmig import Registry
 from eventmig.model.events import canonical_json
-from eventmig.model.upcasting import CompiledRegistry, Outcome
+from eventmig.model.chains import CompiledRegistry, Outcome
 from eventmig.testing.checks import CheckFailed, RegistryReport, assert_upcasters, check_upcasters
 from registries import raw_hooks, tagged_sets
 

@@ -19,7 +19,7 @@ from eventmig.projection.api import STREAM, Projection
 from eventmig.jobs.rebuild import RebuildFailed, rebuild
 from eventmig.ports import EventStore
 from eventmig.testing.checks import check_upcasters
-from eventmig.model.upcasting import emit
+from eventmig.model.registry import emit
 
 
 class ShippedV1(msgspec.Struct):

@@ -49,7 +49,7 @@ def test_eventmig_check_passes_in_the_example_without_creating_its_store(tmp_pat
 def test_loading_the_plugin_imports_nothing_heavy(tmp_path: Path) -> None:
     code = (
         "import sys, eventmig.testing.plugin\n"
-        "heavy = ['msgspec', 'sqlalchemy', 'hypothesis', 'eventmig.model.upcasting', 'eventmig.backends', 'eventmig.config']\n"
+        "heavy = ['msgspec', 'sqlalchemy', 'hypothesis', 'eventmig.model.registry', 'eventmig.model.chains', 'eventmig.backends', 'eventmig.config']\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
     result = subprocess.run([sys.executable, "-c", code], env=clean_env(tmp_path), capture_output=True, text=True, check=False)

@@ -38,7 +38,7 @@ import msgspec
 from eventmig.projection.api import STREAM, Projection
 from eventmig.projection.fold import Replay
 from eventmig.ports import EventStore
-from eventmig.model.upcasting import CompiledRegistry
+from eventmig.model.chains import CompiledRegistry
 
 #: up to this many touched streams are read one by one; more, and one read of the epoch is cheaper
 STREAMS_READ_ONE_BY_ONE = 1000

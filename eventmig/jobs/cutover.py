@@ -33,7 +33,7 @@ from eventmig.retry import RetryPolicy, held, with_retries
 from eventmig.ports import EventStore
 from eventmig.model.records import Run, Switch
 from eventmig.model.transform import BatchCounts
-from eventmig.model.upcasting import CompiledRegistry
+from eventmig.model.chains import CompiledRegistry
 from eventmig.jobs.verify import Verification, VerifyReport
 
 #: at most this many events are migrated inside the switch transaction, while writers wait

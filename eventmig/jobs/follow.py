@@ -50,7 +50,8 @@ from eventmig.errors import ConfigError
 from eventmig.jobs.follow_gaps import GapWatch
 from eventmig.jobs.follow_segment import Segment, SegmentStopped, epoch_move, lag_of
 from eventmig.jobs.rebuild import select_projections
-from eventmig.model.upcasting import CompiledRegistry, Registry
+from eventmig.model.chains import CompiledRegistry
+from eventmig.model.registry import Registry
 from eventmig.ports import EventStore
 from eventmig.projection.api import Projection
 

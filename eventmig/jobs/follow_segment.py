@@ -20,7 +20,7 @@ from eventmig.backends.sql.following import FollowerDB, FollowerRow
 from eventmig.backends.sql.readmodels import ReadModelDB
 from eventmig.jobs.rebuild import decode_key, encode_key
 from eventmig.model.records import Gap, Switch
-from eventmig.model.upcasting import CompiledRegistry
+from eventmig.model.chains import CompiledRegistry
 from eventmig.ports import EventStore
 from eventmig.projection import fold
 from eventmig.projection.api import _DELETED, Binding, Index, Projection

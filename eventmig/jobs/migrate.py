@@ -25,7 +25,7 @@ from eventmig.retry import RetryPolicy, held, with_retries
 from eventmig.ports import EventStore
 from eventmig.model.records import QuarantinedEvent, Run, TargetEvent
 from eventmig.model.transform import BatchCounts, Prepared, Transformer
-from eventmig.model.upcasting import CompiledRegistry
+from eventmig.model.chains import CompiledRegistry
 
 
 

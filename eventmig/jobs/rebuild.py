@@ -101,7 +101,8 @@ from eventmig.backends.sql.readmodels import (
 from eventmig.backends.sql.engine import first_line
 from eventmig.ports import EventStore
 from eventmig.model.records import StreamPartitions
-from eventmig.model.upcasting import CompiledRegistry, Registry
+from eventmig.model.chains import CompiledRegistry
+from eventmig.model.registry import Registry
 
 #: a run's ``stream_partitioning`` when its streams are cut into the name ranges its ``stream_bounds`` give
 RANGES = "ranges"

@@ -29,7 +29,7 @@ from eventmig.progress import SILENT, Progress, announce_run
 from eventmig.ports import EventStore
 from eventmig.model.records import Run
 from eventmig.model.transform import DigestedBatch, Transformer
-from eventmig.model.upcasting import CompiledRegistry
+from eventmig.model.chains import CompiledRegistry
 
 MAX_LISTED = 50
 

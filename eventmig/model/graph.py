@@ -15,7 +15,8 @@ from collections.abc import Mapping
 
 import msgspec
 
-from eventmig.model.upcasting import CompiledRegistry, Node, Step
+from eventmig.model.chains import CompiledRegistry
+from eventmig.model.steps import Node, Step
 
 #: the id of the node every drop leads to
 DROPPED = "dropped"
@@ -52,7 +53,7 @@ class Graph(msgspec.Struct):
 def step_kind(step: Step) -> tuple[str, str]:
     """(kind, how) of a step: what it does, and whether a helper, a typed or a dict function does it."""
     qualname = getattr(step.fn, "__qualname__", "")
-    helper = getattr(step.fn, "__module__", "") == "eventmig.model.upcasting" and (
+    helper = getattr(step.fn, "__module__", "") == "eventmig.model.registry" and (
         qualname in ("_identity", "_drop", "Registry.fields.<locals>.evolve_fields")
     ) or step.name.startswith("split ")
     how = "helper" if helper else ("typed" if step.input_type is not None else "dict")

@@ -24,7 +24,8 @@ from eventmig.model.checksums import P, Malformed, weight, weights
 from eventmig.errors import UpcastError
 from eventmig.model.events import LINEAGE_KEY, canonical_json
 from eventmig.model.nesting import too_deep
-from eventmig.model.upcasting import CompiledRegistry, EventContext, Node
+from eventmig.model.chains import CompiledRegistry
+from eventmig.model.steps import EventContext, Node
 
 Row = tuple[Any, ...]
 StreamMap = Mapping[str, str] | Callable[[str], str] | None

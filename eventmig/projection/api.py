@@ -74,7 +74,8 @@ import sqlalchemy as sa
 
 from eventmig.errors import ConfigError, UpcastError
 from eventmig.model.events import MetadataKey, TypeSuffix
-from eventmig.model.upcasting import CompiledRegistry, EventContext, declared_fields, undeclared
+from eventmig.model.chains import CompiledRegistry, run_step
+from eventmig.model.steps import EventContext, declared_fields, undeclared
 
 __all__ = [
     "STREAM",
@@ -257,7 +258,7 @@ class Projection:
 
     def fingerprint(self) -> str:
         """Identifies the projection's code: a resumed rebuild must run the same code."""
-        from eventmig.model.upcasting import _code_fingerprint
+        from eventmig.model.registry import _code_fingerprint
 
         parts = [self.name, str(self.version), repr(self.global_order), _state_label(self.state_type)]
         parts += [_code_fingerprint(self.key) if callable(self.key) else repr(self.key)]
@@ -705,18 +706,11 @@ class Binding:
         step = registry.steps.get(node)
         if step is None or step.takes_context:
             return None
-        fn, name = step.fn, step.name
-        path = (*path, name)
-        label = f"{node[0]} v{node[1]}"
+        path = (*path, step.name)
         if not step.targets:
 
             def dropped(payload: Any) -> Any:
-                try:
-                    result = fn(payload)
-                except UpcastError:
-                    raise
-                except Exception as exc:  # as the registry's chains report a failing step
-                    raise UpcastError(f"upcaster {name} failed on {label}: {type(exc).__name__}: {exc}") from exc
+                result = run_step(step, payload)
                 return [] if result is None else SLOW
 
             return None, dropped
@@ -733,12 +727,7 @@ class Binding:
                 head_struct = declared
 
                 def single_head(payload: Any) -> Any:
-                    try:
-                        result = fn(payload)
-                    except UpcastError:
-                        raise
-                    except Exception as exc:
-                        raise UpcastError(f"upcaster {name} failed on {label}: {type(exc).__name__}: {exc}") from exc
+                    result = run_step(step, payload)
                     if result.__class__ is head_struct:
                         return result
                     return cont(result) if result.__class__ is dict else SLOW
@@ -746,12 +735,7 @@ class Binding:
                 return out_type, single_head
 
             def single(payload: Any) -> Any:
-                try:
-                    result = fn(payload)
-                except UpcastError:
-                    raise
-                except Exception as exc:
-                    raise UpcastError(f"upcaster {name} failed on {label}: {type(exc).__name__}: {exc}") from exc
+                result = run_step(step, payload)
                 cls = result.__class__
                 return cont(result) if cls is declared or cls is dict else SLOW
 
@@ -764,12 +748,7 @@ class Binding:
             by_class[declared] = (out_type, cont)
 
         def split(payload: Any) -> Any:
-            try:
-                result = fn(payload)
-            except UpcastError:
-                raise
-            except Exception as exc:
-                raise UpcastError(f"upcaster {name} failed on {label}: {type(exc).__name__}: {exc}") from exc
+            result = run_step(step, payload)
             if result.__class__ is not list:
                 return SLOW
             out: list[tuple[str, Any]] = []

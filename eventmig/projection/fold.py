@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from eventmig.model.upcasting import CompiledRegistry
+from eventmig.model.chains import CompiledRegistry
 from eventmig.projection.api import KEY_INDEXED, KEY_STREAM, Binding, EventInfo, Index, Projection, Slot, _events_of
 
 #: ``keep(projection index, key, row)``: whether an event is folded into that key's state

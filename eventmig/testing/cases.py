@@ -31,7 +31,8 @@ import msgspec.structs
 
 from eventmig.model.declared import Example
 from eventmig.errors import ConfigError, UpcastError
-from eventmig.model.upcasting import CompiledRegistry, EventContext, Node
+from eventmig.model.chains import CompiledRegistry
+from eventmig.model.steps import EventContext, Node
 
 __all__ = [
     "CASES_FILE",

@@ -68,7 +68,9 @@ from hypothesis.errors import FailedHealthCheck, Flaky, Unsatisfiable
 from eventmig.model.declared import Example
 from eventmig.errors import UpcastError
 from eventmig.model.events import RecordedEvent, canonical_json
-from eventmig.model.upcasting import CompiledRegistry, EventContext, Node, Outcome, Registry
+from eventmig.model.chains import CompiledRegistry, Outcome
+from eventmig.model.registry import Registry
+from eventmig.model.steps import EventContext, Node
 from eventmig.testing import laws
 from eventmig.testing.cases import load_cases, run_example
 from eventmig.testing.coverage import Gap, schema_gaps

@@ -15,7 +15,9 @@ import pytest
 from eventmig.config import DEFAULT_CHECK_EXAMPLES, Settings, import_object, load_registry, load_settings
 from eventmig.model.declared import Example
 from eventmig.errors import ConfigError
-from eventmig.model.upcasting import CompiledRegistry, Node, Registry
+from eventmig.model.chains import CompiledRegistry
+from eventmig.model.registry import Registry
+from eventmig.model.steps import Node
 from eventmig.testing.suite import UpcasterTests
 
 

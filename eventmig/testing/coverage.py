@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import msgspec
 import msgspec.structs
 
-from eventmig.model.upcasting import CompiledRegistry, Node, Step, is_rename
+from eventmig.model.chains import CompiledRegistry
+from eventmig.model.registry import is_rename
+from eventmig.model.steps import Node, Step
 
 __all__ = ["Gap", "edit_distance", "schema_code", "schema_gaps"]
 

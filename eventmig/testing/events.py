@@ -33,7 +33,9 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from eventmig.model.events import NewEvent, RecordedEvent, VersionLocation
-from eventmig.model.upcasting import CompiledRegistry, Node, Registry
+from eventmig.model.chains import CompiledRegistry
+from eventmig.model.registry import Registry
+from eventmig.model.steps import Node
 from eventmig.testing.boundaries import boundary_payloads
 from eventmig.testing.strategies import builtins_from_type
 

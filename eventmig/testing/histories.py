@@ -21,7 +21,8 @@ import msgspec
 from eventmig.model.events import NewEvent
 from eventmig.jobs.migrate import MigrateReport, migrate
 from eventmig.ports import EventStore
-from eventmig.model.upcasting import CompiledRegistry, Registry
+from eventmig.model.chains import CompiledRegistry
+from eventmig.model.registry import Registry
 from eventmig.jobs.verify import verify
 from eventmig.testing.events import stream_histories
 from eventmig.testing.profile import draw

@@ -44,7 +44,9 @@ import msgspec
 import msgspec.inspect as mi
 import msgspec.structs
 
-from eventmig.model.upcasting import CompiledRegistry, Node, Registry, Step
+from eventmig.model.chains import CompiledRegistry
+from eventmig.model.registry import Registry
+from eventmig.model.steps import Node, Step
 
 __all__ = ["Broken", "FieldPlan", "StepPlan", "check_outputs", "plan_step", "same"]
 

@@ -47,7 +47,7 @@ import pytest
 if TYPE_CHECKING:
     from eventmig.config import Settings
     from eventmig.ports import EventStore
-    from eventmig.model.upcasting import CompiledRegistry
+    from eventmig.model.chains import CompiledRegistry
 
 POSTGRES_ENV = "EVENTMIG_TEST_POSTGRES"
 
