@@ -192,6 +192,47 @@ def test_transient_errors_are_classified_for_the_retry_policy():
     assert not is_transient(ValueError("x"))
 
 
+def test_an_unavailable_node_is_retried_by_the_jobs_and_a_bad_certificate_is_not():
+    """The jobs' one retry policy knows this backend's transient errors once the backend is loaded."""
+    from eventmig import retry
+
+    calls: list[int] = []
+
+    def work(attempt: int) -> str:
+        calls.append(attempt)
+        if attempt < 3:
+            raise ServiceUnavailableError("node restarting")  # escaped the backend unwrapped
+        return "done"
+
+    quick = retry.RetryPolicy(attempts=5, max_wait_s=0.01)
+    assert retry.with_retries(work, job="migrate", store_url="esdb://node", resume="eventmig migrate",
+                              policy=quick) == "done"
+    assert calls == [1, 2, 3]
+
+    def bad_certificate(attempt: int) -> str:
+        calls.append(attempt)
+        raise SSLError("certificate verify failed")
+
+    calls.clear()
+    with pytest.raises(Exception):
+        retry.with_retries(bad_certificate, job="migrate", store_url="esdb://node", resume="eventmig migrate",
+                           policy=quick)
+    assert calls == [1]
+
+
+def test_a_node_lost_during_a_job_fails_in_a_way_the_jobs_retry(esdb_node):
+    from eventmig import retry
+
+    store = open_store(esdb_node.url)
+    try:
+        esdb_node.stop()
+        with pytest.raises(Exception) as failure:
+            store.head_position()
+        assert retry.is_transient(failure.value), repr(failure.value)
+    finally:
+        store.close()
+
+
 def test_credentials_come_from_the_environment_and_are_never_shown(esdb_node, monkeypatch):
     monkeypatch.setenv(ENV_USERNAME, "admin")
     monkeypatch.setenv(ENV_PASSWORD, "s3cr@t")

@@ -8,8 +8,14 @@
 which of the server's behaviours it guards against.
 """
 
+from eventmig.retry import register_transient
+
 from .names import SCHEMES
 from .pointer import EpochPointer
 from .transient import is_transient
+
+# the client's errors that escape the backend unwrapped (a deadline inside a read, a leader change)
+# are retried by the jobs like the SQL backends' lost connections
+register_transient(is_transient)
 
 __all__ = ["SCHEMES", "EpochPointer", "is_transient"]

@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from eventmig.errors import HeadMoved, StoreError, WrongExpectedVersion
+from eventmig.errors import ConfigError, HeadMoved, StoreError, TransientStoreError, WrongExpectedVersion
 from eventmig.model.events import NewEvent, RecordedEvent
 from eventmig.model.records import (
     EpochInfo,
@@ -45,11 +45,14 @@ class ESDBEventStore(EventStore):
                                 unique_event_ids=False, atomic_switch=False, stream_metadata=True)
 
     def __init__(self, url: str, *, table: str = "events", create: bool = True, read_only: bool = False,
-                 epoch: int | None = None, client: Any = None) -> None:
-        """``table`` and ``create`` are accepted for :func:`~eventmig.backends.open_store`'s sake (SQL stores'
-        settings): there is no table here and nothing to create
+                 epoch: int | None = None, client: Any = None, init: bool = False, layout: Any = None) -> None:
+        """``table``, ``create``, ``init`` and the default ``layout`` are accepted for
+        :func:`~eventmig.backends.open_store`'s sake (SQL stores' settings; a table layout other than
+        eventmig's own is refused): there is no table here and nothing to create
         up front (a cluster eventmig never wrote to reads as epoch 1, its bookkeeping streams come with
         the first write). ``client``: share another handle's connection (:meth:`at_epoch`)."""
+        if layout is not None and getattr(layout, "name", "eventmig") != "eventmig":
+            raise ConfigError(f"layout {layout.name!r} maps a SQL events table; an EventStoreDB store has none")
         self._raw_url = url
         self.url = mask_url(url)
         self.read_only = read_only
@@ -354,13 +357,19 @@ class ESDBEventStore(EventStore):
             raise StoreError(f"{self.url} is open read-only")
 
     def _call(self, fn: Any) -> Any:
-        """Run a client call, turning an unreachable cluster into one masked line."""
+        """Run a client call, turning an unreachable cluster into one masked line.
+
+        A node that is down, restarting or electing a leader is a
+        :class:`TransientStoreError`: the jobs' retry policy resumes from the
+        last checkpoint (a repeated append is a no-op on the server).
+        """
         from kurrentdbclient.exceptions import DiscoveryFailedError, ServiceUnavailableError
 
         try:
             return fn()
         except (ServiceUnavailableError, DiscoveryFailedError) as exc:
-            raise StoreError(f"{self.url}: {type(exc).__name__}: {mask_url(str(exc)).splitlines()[0] if str(exc) else 'unavailable'}") from exc
+            reason = mask_url(str(exc)).splitlines()[0] if str(exc) else "unavailable"
+            raise TransientStoreError(f"{self.url}: {type(exc).__name__}: {reason}") from exc
 
 
 def _partition_filter(store: EventStore, streams: StreamPartitions | None) -> Any:
