@@ -46,7 +46,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from eventmig.errors import ConfigError, StoreError
+from eventmig.errors import ConfigError, StoreError, first_line
 from eventmig.backends.sql.identifiers import Identifiers
 from eventmig.urls import mask_url, url_shown_unparsed
 
@@ -82,12 +82,6 @@ def parse_sql_url(url: str, what: str) -> sa.URL:
         if "@" in after_password:
             raise ConfigError(f"invalid {what} URL {url_shown_unparsed(url)}: {_ENCODE_HINT}")
     return parsed
-
-
-def first_line(exc: BaseException | None) -> str:
-    """A driver's error message, first line only: what fits a one-line error."""
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 class SQLDatabase:
