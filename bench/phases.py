@@ -36,7 +36,7 @@ _spool: Path | None = None
 
 def _instrument() -> None:
     """Wrap the rebuilder's phases with timers; each worker writes its totals to ``<_spool>/<pid>.json``."""
-    import eventmig.jobs.rebuild as rebuild
+    from eventmig.jobs.rebuild import folder, workers
     from eventmig.backends.sql.store import SQLEventStore
 
     totals: dict[str, float] = {}
@@ -52,7 +52,7 @@ def _instrument() -> None:
         return wrapper
 
     for name in ("fold", "commit", "finish"):
-        setattr(rebuild._Folder, name, timed(name, getattr(rebuild._Folder, name)))
+        setattr(folder.Folder, name, timed(name, getattr(folder.Folder, name)))
     read_all_rows = SQLEventStore.read_all_rows
 
     def timed_reads(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -66,7 +66,7 @@ def _instrument() -> None:
             yield page
 
     SQLEventStore.read_all_rows = timed_reads  # type: ignore[method-assign]
-    fold_units = rebuild._fold_units
+    fold_units = workers.fold_units
 
     def timed_fold_units(*args: Any, **kwargs: Any) -> Any:
         totals.clear()
@@ -78,7 +78,7 @@ def _instrument() -> None:
             if _spool is not None:
                 (_spool / f"{os.getpid()}.json").write_text(json.dumps(totals))
 
-    rebuild._fold_units = timed_fold_units
+    workers.fold_units = timed_fold_units
 
 
 def measure(store: str, n: int, workers: int, work: Path) -> dict[str, Any]:

@@ -102,3 +102,9 @@ class VerificationFailed(EventmigError):
 
 class UpcastError(EventmigError):
     """A step failed on one event; the migrate runner quarantines the event with this reason."""
+
+
+def first_line(exc: BaseException | None) -> str:
+    """A driver's (or a user's code's) error message, first line only: what fits a one-line error."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

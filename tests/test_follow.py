@@ -14,7 +14,8 @@ from eventmig.backends.sql.following import FollowerDB
 from eventmig.jobs.migrate import migrate
 from eventmig.projection.api import Projection
 from eventmig.projection.fold import replay
-from eventmig.backends.sql.readmodels import ReadModelDB, digest_table_rows
+from eventmig.backends.sql.readmodels import ReadModelDB
+from eventmig.backends.sql.rowdigests import digest_table_rows
 from eventmig.jobs.rebuild import rebuild
 from eventmig.backends import open_store
 

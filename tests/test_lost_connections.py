@@ -24,13 +24,14 @@ import pytest
 import sqlalchemy as sa
 
 import projections as shop
-from eventmig.jobs import rebuild as rebuild_module
+import eventmig.jobs.rebuild.workers as rebuild_workers
 from eventmig.jobs.cutover import switch
 from eventmig.jobs.seed import seed
 from eventmig.errors import Busy, ExitCode, LeaseLost, StoreUnavailable
 from eventmig.jobs.migrate import migrate
-from eventmig.backends.sql.readmodels import ReadModelDB, digest_table_rows
-from eventmig.projection.api import replay
+from eventmig.backends.sql.readmodels import ReadModelDB
+from eventmig.backends.sql.rowdigests import digest_table_rows
+from eventmig.projection.fold import replay
 from eventmig.jobs.rebuild import rebuild
 from eventmig.retry import RetryPolicy
 from eventmig.backends import open_store
@@ -150,7 +151,7 @@ def test_migrate_survives_five_terminations(postgres_server: str, postgres_url: 
 def test_rebuild_survives_five_terminations_of_its_workers(
     postgres_server: str, postgres_url: str, shop_registry, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
 ):
-    monkeypatch.setattr(rebuild_module, "FORK_MIN_EVENTS", 0)  # worker processes, however small the history
+    monkeypatch.setattr(rebuild_workers, "FORK_MIN_EVENTS", 0)  # worker processes, however small the history
     url, app = _named(postgres_url)
     with open_store(url) as store:
         seed(store, 6000)

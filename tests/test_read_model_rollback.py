@@ -20,7 +20,8 @@ from eventmig.jobs.cutover import rollback_read_models
 from eventmig.jobs.seed import seed
 from eventmig.errors import ConfigError
 from eventmig.projection.api import STREAM, Projection
-from eventmig.backends.sql.readmodels import UNMANAGED_RUN, ReadModelDB
+from eventmig.backends.sql.readmodels import ReadModelDB
+from eventmig.ports_readmodels import UNMANAGED_RUN
 from eventmig.jobs.rebuild import rebuild
 from eventmig.backends import open_store
 

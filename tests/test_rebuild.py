@@ -27,7 +27,8 @@ from eventmig.jobs.migrate import migrate
 from eventmig import load_snapshot
 from eventmig.projection.api import STREAM, Projection
 from eventmig.projection.fold import replay
-from eventmig.backends.sql.readmodels import ReadModelDB, digest_table_rows
+from eventmig.backends.sql.readmodels import ReadModelDB
+from eventmig.backends.sql.rowdigests import digest_table_rows
 from eventmig.jobs.rebuild import rebuild
 from eventmig.backends import open_store
 from eventmig.model.records import TargetEvent
@@ -147,14 +148,14 @@ def test_rebuilt_tables_equal_a_sequential_fold(shop_registry, history, workers,
 @contextmanager
 def _fork_always(fork: bool) -> Iterator[None]:
     """Worker processes however small the history (no monkeypatch: hypothesis runs many examples per test)."""
-    import eventmig.jobs.rebuild as rebuild_module
+    import eventmig.jobs.rebuild.workers as rebuild_workers
 
-    saved = rebuild_module.FORK_MIN_EVENTS
-    rebuild_module.FORK_MIN_EVENTS = 0 if fork else saved
+    saved = rebuild_workers.FORK_MIN_EVENTS
+    rebuild_workers.FORK_MIN_EVENTS = 0 if fork else saved
     try:
         yield
     finally:
-        rebuild_module.FORK_MIN_EVENTS = saved
+        rebuild_workers.FORK_MIN_EVENTS = saved
 
 
 @contextmanager
@@ -196,14 +197,14 @@ def test_rebuild_on_both_backends_equals_the_fold(store_url, shop_registry):
 
 def test_worker_processes_fold_what_one_process_folds(store_url, shop_registry, monkeypatch):
     """Forced into worker processes, a small rebuild gives the same tables (each worker reads its streams)."""
-    import eventmig.jobs.rebuild as rebuild_module
+    import eventmig.jobs.rebuild.workers as rebuild_workers
 
     with open_store(store_url) as store:
         seed(store, 2500)  # legacy events: upcast on the way
         expected = _expected_digests(store, shop_registry)
         alone = rebuild(store, shop.projections, registry=shop_registry, read_models=store_url, workers=2, swap=False)
         assert alone.ok and alone.processes == 0 and alone.workers == 2 and _digests(alone) == expected
-        monkeypatch.setattr(rebuild_module, "FORK_MIN_EVENTS", 0)
+        monkeypatch.setattr(rebuild_workers, "FORK_MIN_EVENTS", 0)
         forked = rebuild(store, shop.projections, registry=shop_registry, read_models=store_url, workers=2,
                          batch_size=300, restart=True)
         assert forked.ok and forked.processes == 2 and forked.events_read == store.count_events()
@@ -213,7 +214,7 @@ def test_worker_processes_fold_what_one_process_folds(store_url, shop_registry, 
 def test_stream_keyed_runs_record_how_their_streams_are_cut(store_url, shop_registry, monkeypatch):
     """SQLite cuts streams into name ranges, PostgreSQL hashes names; the workers read the ranges their run
     records."""
-    import eventmig.jobs.rebuild as rebuild_module
+    import eventmig.jobs.rebuild.workers as rebuild_workers
 
     with open_store(store_url) as store:
         seed(store, 2000)
@@ -231,7 +232,7 @@ def test_stream_keyed_runs_record_how_their_streams_are_cut(store_url, shop_regi
         assert "stream_bounds" not in runs["customer_totals"].stats  # one partition: nothing to cut
         # ranges other than the store's own (on PostgreSQL too, which compares names in code point order)
         monkeypatch.setattr(type(store), "stream_bounds", lambda self, count: ("order-8",) if count == 2 else ())
-        monkeypatch.setattr(rebuild_module, "FORK_MIN_EVENTS", 0)
+        monkeypatch.setattr(rebuild_workers, "FORK_MIN_EVENTS", 0)
         interrupted = rebuild(store, shop.projections, registry=shop_registry, read_models=store_url, workers=2,
                               restart=True, swap=False, names=["order_summary"])
         assert interrupted.ok and _digests(interrupted) == {k: v for k, v in expected.items() if k == "order_summary"}
@@ -433,7 +434,7 @@ def _start_rebuild(store_url: str, read_models: str, fork: bool = False) -> subp
 
 
 FORCED_FORK = (
-    "import runpy, sys; import eventmig.jobs.rebuild as r; r.FORK_MIN_EVENTS = 0; sys.argv[0] = 'eventmig'; "
+    "import runpy, sys; import eventmig.jobs.rebuild.workers as r; r.FORK_MIN_EVENTS = 0; sys.argv[0] = 'eventmig'; "
     "runpy.run_module('eventmig', run_name='__main__')"
 )
 

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 import projections as shop
 from eventmig.jobs.seed import seed
 from eventmig.projection.fold import replay
-from eventmig.backends.sql.readmodels import ReadModelDB, digest_table_rows
+from eventmig.backends.sql.readmodels import ReadModelDB
+from eventmig.backends.sql.rowdigests import digest_table_rows
 from eventmig.urls import mask_url
 from eventmig.backends import open_store
 
@@ -148,7 +149,7 @@ def test_busy_and_bad_configuration_exit_codes(sqlite_url: str, tmp_path: Path):
 
 
 FORCED_FORK = (
-    "import runpy, sys; import eventmig.jobs.rebuild as r; r.FORK_MIN_EVENTS = 0; sys.argv[0] = 'eventmig'; "
+    "import runpy, sys; import eventmig.jobs.rebuild.workers as r; r.FORK_MIN_EVENTS = 0; sys.argv[0] = 'eventmig'; "
     "runpy.run_module('eventmig', run_name='__main__')"
 )
 

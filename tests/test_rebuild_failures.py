@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-import eventmig.jobs.rebuild as rebuild_module
+import eventmig.jobs.rebuild.workers as rebuild_workers
 import projections as shop
 from eventmig.jobs.seed import seed
 from eventmig.errors import ExitCode
@@ -89,7 +89,7 @@ def test_failing_projection_code_is_named_and_loses_nothing(store_url, shop_regi
         seed(store, 1200)
         assert rebuild(store, [shop.order_summary], registry=shop_registry, read_models=store_url, workers=2).ok
         before = _live(store_url)
-        monkeypatch.setattr(rebuild_module, "FORK_MIN_EVENTS", 0 if fork else 10**9)
+        monkeypatch.setattr(rebuild_workers, "FORK_MIN_EVENTS", 0 if fork else 10**9)
         options, message = FAULTS[fault]
         with pytest.raises(RebuildFailed, match=message) as failed:
             rebuild(store, [_summary(**options)], registry=shop_registry, read_models=store_url, workers=2,

@@ -18,11 +18,11 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-import eventmig.jobs.rebuild as rebuild_module
+import eventmig.jobs.rebuild.workers as rebuild_workers
 from eventmig import EventContext, Registry, emit
 from eventmig.projection.api import STREAM, EventInfo, Index, Projection, Snapshots
 from eventmig.projection.fold import replay
-from eventmig.backends.sql.readmodels import digest_table_rows
+from eventmig.backends.sql.rowdigests import digest_table_rows
 from eventmig.jobs.rebuild import rebuild
 from eventmig.backends import open_store
 from eventmig.model.records import TargetEvent
@@ -217,7 +217,7 @@ def test_rebuilt_tables_equal_the_reference_fold_on_every_path(store_url, locati
                     for name, produced in replay(projections, compiled, rows).items()}
         assert all(replay(projections, compiled, rows).values())  # every projection produced rows
         for workers, fork in ((1, False), (3, False), (2, True)):
-            monkeypatch.setattr(rebuild_module, "FORK_MIN_EVENTS", 0 if fork else 10**9)
+            monkeypatch.setattr(rebuild_workers, "FORK_MIN_EVENTS", 0 if fork else 10**9)
             report = rebuild(store, projections, registry=registry, read_models=f"sqlite:///{tmp_path}/rm-{workers}.db",
                              workers=workers, batch_size=37)
             assert report.ok, report.problems

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from eventmig.backends.sql.readmodels import RebuildRun, SwapRecord
+from eventmig.ports_readmodels import RebuildRun, SwapRecord
 from eventmig.model.records import EpochInfo, Run, Switch
 from eventmig.jobs.timeline import build
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 import projections as shop
 from eventmig.jobs.seed import seed
-from eventmig.backends.sql.readmodels import ReadModelDB, WrittenDigest
+from eventmig.backends.sql.readmodels import ReadModelDB
+from eventmig.backends.sql.rowdigests import WrittenDigest
 from eventmig.jobs.rebuild import rebuild
 from eventmig.backends import open_store
 

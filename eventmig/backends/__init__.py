@@ -13,9 +13,10 @@ from typing import Any
 
 from eventmig.errors import ConfigError
 from eventmig.ports import EventStore
+from eventmig.ports_readmodels import ReadModelSink, register_opener
 from eventmig.urls import url_shown_unparsed
 
-__all__ = ["BACKENDS", "open_store"]
+__all__ = ["BACKENDS", "READ_MODELS", "open_read_models", "open_store"]
 
 #: URL scheme (before any ``+driver``) -> ``"module:class"`` of the store that serves it
 BACKENDS: dict[str, str] = {
@@ -69,3 +70,28 @@ def open_store(
     if layout is not None:
         options["layout"] = layout
     return backend_class(url)(url, **options)
+
+
+#: URL scheme -> ``"module:class"`` of the read-model database that serves it
+READ_MODELS: dict[str, str] = {
+    "sqlite": "eventmig.backends.sql.readmodels:ReadModelDB",
+    "postgresql": "eventmig.backends.sql.readmodels:ReadModelDB",
+    "postgres": "eventmig.backends.sql.readmodels:ReadModelDB",
+}
+
+
+def open_read_models(url: str, *, create: bool = True) -> ReadModelSink:
+    """Open the read-model database at ``url`` (shadow tables, rebuild bookkeeping, swaps)."""
+    scheme = url.partition(":")[0].split("+")[0].lower()
+    target = READ_MODELS.get(scheme)
+    if target is None:
+        raise ConfigError(
+            f"unknown read-model database URL {url_shown_unparsed(url)!r}: "
+            "expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+        )
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)(url, create=create)
+
+
+# jobs given a URL open read models through the port, which knows no backend
+register_opener(open_read_models)

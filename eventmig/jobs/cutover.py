@@ -31,6 +31,7 @@ from eventmig.jobs.migrate import _migrate, _number, current_run
 from eventmig.progress import SILENT, Progress, announce_run
 from eventmig.retry import RetryPolicy, held, with_retries
 from eventmig.ports import EventStore
+from eventmig.ports_readmodels import UNMANAGED_RUN, LiveModel, ReadModelSink, RebuildRun, open_read_models
 from eventmig.model.records import Run, Switch
 from eventmig.model.transform import BatchCounts
 from eventmig.model.chains import CompiledRegistry
@@ -41,7 +42,6 @@ LOCKED_CATCH_UP = 2000
 
 if TYPE_CHECKING:
     from eventmig.projection.api import Projection
-    from eventmig.backends.sql.readmodels import LiveModel, ReadModelDB, RebuildRun
 
 
 class ReadModelSwap(msgspec.Struct):
@@ -224,7 +224,7 @@ class _LockedCatchUp:
 
 
 def rollback(
-    store: EventStore, *, force: bool = False, read_models: str | ReadModelDB | None = None,
+    store: EventStore, *, force: bool = False, read_models: str | ReadModelSink | None = None,
     retry: RetryPolicy = RetryPolicy(), progress: Progress = SILENT,
 ) -> SwitchReport:
     """Make the epoch that was active before the last switch active again.
@@ -279,13 +279,11 @@ def _rollback(store: EventStore, seen: _History, force: bool) -> SwitchReport:
     return SwitchReport("rollback", flip.from_epoch, flip.to_epoch, flip.at, hidden_events=appended)
 
 
-def _read_models_after_rollback(report: SwitchReport, read_models: str | ReadModelDB) -> None:
+def _read_models_after_rollback(report: SwitchReport, read_models: str | ReadModelSink) -> None:
     """The read-model half of an epoch rollback, in a database of its own: the epochs have flipped already,
     so a failure here is a note (the read models are then stale, which ``status`` and ``rebuild`` know)."""
-    from eventmig.backends.sql.readmodels import ReadModelDB
-
     try:
-        db = read_models if isinstance(read_models, ReadModelDB) else ReadModelDB(read_models, create=False)
+        db = open_read_models(read_models, create=False) if isinstance(read_models, str) else read_models
     except ConfigError:  # no read-model database (a SQLite file never created): no read models
         return
     try:
@@ -340,11 +338,10 @@ class ReadModelRollbackReport(msgspec.Struct):
     notes: list[str] = []
 
 
-def swap_read_models(db: ReadModelDB, runs: Sequence[RebuildRun], projections: Mapping[str, Projection]) -> list[ReadModelSwap]:
+def swap_read_models(db: ReadModelSink, runs: Sequence[RebuildRun], projections: Mapping[str, Projection]) -> list[ReadModelSwap]:
     """Make verified shadow tables live, all in one transaction; the replaced tables are kept as ``__prev``."""
     now = time.time()
     done: list[ReadModelSwap] = []
-    quote = db.names.quote
     with db.write() as conn:
         live = db.live_models(conn)
         for run in runs:
@@ -354,14 +351,10 @@ def swap_read_models(db: ReadModelDB, runs: Sequence[RebuildRun], projections: M
             for table, shadow in run.tables.items():
                 if not db.table_exists(shadow, conn):
                     raise StoreError(f"shadow table {shadow} of run {run.id} is missing; rebuild {run.projection} again")
-                previous = quote(db.previous_name(table))
-                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {previous}")
-                if db.table_exists(table, conn):
-                    conn.exec_driver_sql(f"ALTER TABLE {quote(table)} RENAME TO {previous}")
-                conn.exec_driver_sql(f"ALTER TABLE {quote(shadow)} RENAME TO {quote(table)}")
+                db.swap_in(conn, table, shadow)
             db.drop_tables(conn, [db.state_table(run.id, p) for p in range(run.partitions)])
-            _record_read_model(
-                db, conn, run.projection, version=run.version, run_id=run.id, tables=list(run.tables),
+            db.record_live(
+                conn, run.projection, version=run.version, run_id=run.id, tables=list(run.tables),
                 previous=model, at=now, kind="swap",
             )
             run.status = "swapped"
@@ -371,7 +364,7 @@ def swap_read_models(db: ReadModelDB, runs: Sequence[RebuildRun], projections: M
     return done
 
 
-def rollback_read_models(db: ReadModelDB, names: Sequence[str] | None = None) -> ReadModelRollbackReport:
+def rollback_read_models(db: ReadModelSink, names: Sequence[str] | None = None) -> ReadModelRollbackReport:
     """Put back the read-model tables the last swap replaced (or, given names, those projections' last swap).
 
     The last swap is the last rebuild's swap, or the last rollback: the
@@ -379,8 +372,6 @@ def rollback_read_models(db: ReadModelDB, names: Sequence[str] | None = None) ->
     rollback undoes the first. A projection whose first swap replaced no
     table has nothing to go back to and is left as it is.
     """
-    from eventmig.backends.sql.readmodels import UNMANAGED_RUN
-
     now = time.time()
     swaps: list[ReadModelSwap] = []
     notes: list[str] = []
@@ -418,7 +409,7 @@ def rollback_read_models(db: ReadModelDB, names: Sequence[str] | None = None) ->
     return ReadModelRollbackReport("rollback", db.url, swaps, now, notes)
 
 
-def restore_read_models(db: ReadModelDB, epoch: int, left: int) -> tuple[list[ReadModelSwap], list[str]]:
+def restore_read_models(db: ReadModelSink, epoch: int, left: int) -> tuple[list[ReadModelSwap], list[str]]:
     """After an epoch rollback from ``left`` to ``epoch``: the read models built from ``left`` go back to their
     previous tables, in one transaction, where those were built from ``epoch``; the others are returned by name,
     stale until rebuilt (a rebuild replaces a stale model's rows without --accept-changes)."""
@@ -441,20 +432,12 @@ def restore_read_models(db: ReadModelDB, epoch: int, left: int) -> tuple[list[Re
     return back, stale
 
 
-def _put_back(db: ReadModelDB, conn: Any, model: LiveModel, present: set[str], at: float) -> ReadModelSwap:
+def _put_back(db: ReadModelSink, conn: Any, model: LiveModel, present: set[str], at: float) -> ReadModelSwap:
     """Exchange a projection's live tables with its ``__prev`` ones (either may be absent), and record it."""
-    quote = db.names.quote
     for table in model.tables:
-        live_name, previous, aside = quote(table), quote(db.previous_name(table)), quote(db.rollback_name(table))
-        is_live = db.table_exists(table, conn)
-        if is_live:
-            conn.exec_driver_sql(f"ALTER TABLE {live_name} RENAME TO {aside}")
-        if table in present:
-            conn.exec_driver_sql(f"ALTER TABLE {previous} RENAME TO {live_name}")
-        if is_live:
-            conn.exec_driver_sql(f"ALTER TABLE {aside} RENAME TO {previous}")
-    _record_read_model(
-        db, conn, model.projection, version=model.previous_version, run_id=model.previous_run_id,  # type: ignore[arg-type]
+        db.exchange_previous(conn, table, has_previous=table in present)
+    db.record_live(
+        conn, model.projection, version=model.previous_version, run_id=model.previous_run_id,  # type: ignore[arg-type]
         tables=model.tables, previous=model, at=at, kind="rollback",
     )
     return ReadModelSwap(model.projection, model.version, model.previous_version, model.previous_run_id or "", model.tables)
@@ -462,34 +445,4 @@ def _put_back(db: ReadModelDB, conn: Any, model: LiveModel, present: set[str], a
 
 def _unmanaged(projection: str, tables: list[str], at: float) -> LiveModel:
     """The record of live tables eventmig did not build, so that a rollback can put them back."""
-    from eventmig.backends.sql.readmodels import UNMANAGED_RUN, LiveModel
-
     return LiveModel(projection, None, UNMANAGED_RUN, tables, None, None, at)
-
-
-def _record_read_model(
-    db: ReadModelDB, conn: Any, projection: str, *, version: int | None, run_id: str, tables: list[str],
-    previous: LiveModel | None, at: float, kind: str,
-) -> None:
-    """Record which tables are live now (version None, tables eventmig did not build, is stored as 0)."""
-    version = version or 0
-    from_version = (previous.version or 0) if previous else None
-    conn.exec_driver_sql(
-        db.q(
-            "INSERT INTO eventmig_read_models (projection, version, run_id, tables, previous_version, previous_run_id, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (projection) DO UPDATE SET version = excluded.version, "
-            "run_id = excluded.run_id, tables = excluded.tables, previous_version = excluded.previous_version, "
-            "previous_run_id = excluded.previous_run_id, updated_at = excluded.updated_at"
-        ),
-        (
-            projection, version, run_id, msgspec.json.encode(tables).decode(),
-            from_version, previous.run_id if previous else None, at,
-        ),
-    )
-    conn.exec_driver_sql(
-        db.q(
-            "INSERT INTO eventmig_read_model_swaps (kind, projection, from_version, to_version, run_id, at) "
-            "VALUES (?, ?, ?, ?, ?, ?)"
-        ),
-        (kind, projection, from_version, version, run_id, at),
-    )

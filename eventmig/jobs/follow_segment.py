@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from eventmig.backends.sql.following import FollowerDB, FollowerRow
 from eventmig.backends.sql.readmodels import ReadModelDB
-from eventmig.jobs.rebuild import decode_key, encode_key
+from eventmig.jobs.rebuild.units import decode_key, encode_key
 from eventmig.model.records import Gap, Switch
 from eventmig.model.chains import CompiledRegistry
 from eventmig.ports import EventStore

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 import msgspec
 
-from eventmig.backends.sql.readmodels import RebuildRun, SwapRecord
 from eventmig.model.records import EpochInfo, Run, Switch
+from eventmig.ports_readmodels import RebuildRun, SwapRecord
 
 #: the order of entries recorded at the same instant: an epoch before the migration that fills it
 _RANK = {"epoch": 0, "migrate": 1, "switch": 2, "rollback": 2, "rebuild": 3, "swap": 4, "read-model rollback": 4}

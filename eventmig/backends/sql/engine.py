@@ -46,7 +46,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from eventmig.errors import ConfigError, StoreError, TransientStoreError
+from eventmig.errors import ConfigError, StoreError, TransientStoreError, first_line
 from eventmig.backends.sql.identifiers import Identifiers
 from eventmig.urls import mask_url, url_shown_unparsed
 from eventmig.retry import register_transient
@@ -126,12 +126,6 @@ def store_error(exc: BaseException, url: str) -> StoreError:
 
 
 register_transient(is_transient)
-
-
-def first_line(exc: BaseException | None) -> str:
-    """A driver's error message, first line only: what fits a one-line error."""
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 class SQLDatabase:

@@ -27,7 +27,6 @@ on PostgreSQL.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -36,87 +35,31 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from eventmig.errors import Busy, ConfigError
+from sqlalchemy.schema import CreateIndex, CreateTable
+
 from eventmig.backends.sql.engine import SQLDatabase
+from eventmig.backends.sql.rowdigests import (
+    WrittenDigest,
+    _needs_plain,
+    digest_rows,
+    merge_compare,
+    replace_in_digest,
+)
+from eventmig.errors import Busy, ConfigError
+from eventmig.ports_readmodels import (
+    RUN_ID_LENGTH,
+    LiveModel,
+    Partition,
+    RebuildRun,
+    SwapRecord,
+    TableDiff,
+)
 
 _json = msgspec.json.Encoder()
-_encode_row = msgspec.json.Encoder(order="sorted").encode
-_blake2b = hashlib.blake2b
 
 PREVIOUS_SUFFIX = "__prev"
 #: what a live table is renamed to for the moment a rollback exchanges it with its ``__prev``
 ROLLBACK_SUFFIX = "__rollback"
-#: characters of a rebuild run's id, the suffix of its shadow tables' names (``<table>__<run id>``)
-RUN_ID_LENGTH = 12
-#: the run id standing for tables eventmig did not build: the live tables a projection's first swap replaced
-#: (their version is stored as 0 and read back as None)
-UNMANAGED_RUN = "-"
-
-
-class RebuildRun(msgspec.Struct):
-    """One projection's rebuild: which code, into which shadow tables, up to where."""
-
-    id: str
-    projection: str
-    version: int
-    fingerprint: str
-    status: str  # "running" | "folded" | "verified" | "swapped" | "abandoned"
-    partitions: int
-    epoch: int
-    until: int | None  # the last commit position replayed (None: the epoch was empty)
-    started_at: float
-    updated_at: float
-    tables: dict[str, str]  # live name -> shadow name
-    stats: dict[str, Any] = {}
-
-
-class Partition(msgspec.Struct):
-    run_id: str
-    partition: int
-    checkpoint: int | None  # position of the last event folded, None before the first batch
-    events: int
-    keys: int
-    status: str  # "folding" | "folded" | "done"
-
-
-class LiveModel(msgspec.Struct):
-    projection: str
-    version: int | None  # None: tables eventmig did not build (run_id is UNMANAGED_RUN)
-    run_id: str
-    tables: list[str]
-    previous_version: int | None
-    previous_run_id: str | None
-    updated_at: float
-
-
-class SwapRecord(msgspec.Struct):
-    id: int
-    kind: str  # "swap" | "rollback"
-    projection: str
-    from_version: int | None
-    to_version: int | None  # None: back to the tables the projection's first swap replaced
-    run_id: str
-    at: float
-
-
-class TableDiff(msgspec.Struct):
-    """How a shadow table differs from the live one, by primary key."""
-
-    table: str
-    live_rows: int
-    rows: int
-    live_digest: str | None
-    digest: str
-    added: int = 0
-    removed: int = 0
-    changed: int = 0
-    sample: list[str] = []  # primary keys of some differing rows, as JSON
-
-    @property
-    def differs(self) -> bool:
-        return bool(self.added or self.removed or self.changed)
-
-
 class ReadModelDB(SQLDatabase):
     """A connection to the read-model database (SQLite or PostgreSQL)."""
 
@@ -274,6 +217,29 @@ class ReadModelDB(SQLDatabase):
             RebuildRun(*row[:10], tables=msgspec.json.decode(row[10]), stats=msgspec.json.decode(row[11])) for row in rows
         ]
 
+    def save_partition(
+        self, tx: Connection, run_id: str, partition: int, *, status: str | None = None,
+        progress: tuple[int | None, int, int] | None = None,
+    ) -> None:
+        """Set a partition's status and/or its progress (checkpoint, events, keys), in the caller's transaction:
+        a checkpoint commits with the states (or rows) it covers."""
+        sets: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            sets.append("status = ?")
+            params.append(status)
+        if progress is not None:
+            sets.append("checkpoint = ?, events = ?, keys = ?")
+            params.extend(progress)
+        sql = f"UPDATE eventmig_rebuild_partitions SET {', '.join(sets)} WHERE run_id = ? AND partition = ?"
+        tx.exec_driver_sql(self.q(sql), (*params, run_id, partition))
+
+    def partition_status(self, tx: Connection, run_id: str, partition: int) -> str:
+        return tx.exec_driver_sql(
+            self.q("SELECT status FROM eventmig_rebuild_partitions WHERE run_id = ? AND partition = ?"),
+            (run_id, partition),
+        ).scalar()
+
     def create_partitions(self, run_id: str, partitions: int, conn: Connection) -> None:
         conn.exec_driver_sql(
             self.q("INSERT INTO eventmig_rebuild_partitions VALUES (?, ?, NULL, 0, 0, 'folding')"),
@@ -351,7 +317,80 @@ class ReadModelDB(SQLDatabase):
             self._inserts[(table, columns)] = sql
         return sql
 
+    # ------------------------------------------------------- shadow tables
+    def shadow_table(self, table: sa.Table, name: str, run_id: str) -> sa.Table:
+        """A copy of ``table`` named ``name``, its named indexes and constraints named ``<name>__<run id>`` (names
+        are per schema: the live table's own keep theirs). Constraints without a name get one from the database."""
+        copy = table.to_metadata(sa.MetaData(), name=name)
+        for item in (*copy.indexes, *copy.constraints):
+            if isinstance(item.name, str) and item.name:
+                item.name = self.shadow_name(str(item.name), run_id)
+        return copy
+
+    def create_shadow(self, tx: Connection, table: sa.Table, name: str, run_id: str) -> None:
+        """Create the shadow copy of ``table``, without its secondary indexes: they come after the bulk load."""
+        tx.execute(CreateTable(self.shadow_table(table, name, run_id)))
+
+    def index_shadow(self, tx: Connection, table: sa.Table, name: str, run_id: str) -> None:
+        """Build a loaded shadow table's secondary indexes."""
+        for index in self.shadow_table(table, name, run_id).indexes:
+            tx.execute(CreateIndex(index, if_not_exists=True))
+
+    def swap_in(self, tx: Connection, table: str, shadow: str) -> None:
+        """Make ``shadow`` the live ``table``; the live one (if any) becomes ``<table>__prev``, replacing it."""
+        quote = self.names.quote
+        previous = quote(self.previous_name(table))
+        tx.exec_driver_sql(f"DROP TABLE IF EXISTS {previous}")
+        if self.table_exists(table, tx):
+            tx.exec_driver_sql(f"ALTER TABLE {quote(table)} RENAME TO {previous}")
+        tx.exec_driver_sql(f"ALTER TABLE {quote(shadow)} RENAME TO {quote(table)}")
+
+    def exchange_previous(self, tx: Connection, table: str, *, has_previous: bool) -> None:
+        """Exchange a live table with its ``__prev`` one (either may be absent)."""
+        quote = self.names.quote
+        live_name, previous, aside = quote(table), quote(self.previous_name(table)), quote(self.rollback_name(table))
+        is_live = self.table_exists(table, tx)
+        if is_live:
+            tx.exec_driver_sql(f"ALTER TABLE {live_name} RENAME TO {aside}")
+        if has_previous:
+            tx.exec_driver_sql(f"ALTER TABLE {previous} RENAME TO {live_name}")
+        if is_live:
+            tx.exec_driver_sql(f"ALTER TABLE {aside} RENAME TO {previous}")
+
+    def record_live(
+        self, tx: Connection, projection: str, *, version: int | None, run_id: str, tables: list[str],
+        previous: LiveModel | None, at: float, kind: str,
+    ) -> None:
+        """Record which tables are live now, and the swap (or rollback) in the history (version None, tables
+        eventmig did not build, is stored as 0)."""
+        version = version or 0
+        from_version = (previous.version or 0) if previous else None
+        tx.exec_driver_sql(
+            self.q(
+                "INSERT INTO eventmig_read_models (projection, version, run_id, tables, previous_version, "
+                "previous_run_id, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (projection) DO UPDATE SET "
+                "version = excluded.version, run_id = excluded.run_id, tables = excluded.tables, "
+                "previous_version = excluded.previous_version, previous_run_id = excluded.previous_run_id, "
+                "updated_at = excluded.updated_at"
+            ),
+            (
+                projection, version, run_id, _json.encode(tables).decode(),
+                from_version, previous.run_id if previous else None, at,
+            ),
+        )
+        tx.exec_driver_sql(
+            self.q(
+                "INSERT INTO eventmig_read_model_swaps (kind, projection, from_version, to_version, run_id, at) "
+                "VALUES (?, ?, ?, ?, ?, ?)"
+            ),
+            (kind, projection, from_version, version, run_id, at),
+        )
+
     # ------------------------------------------------------- state tables
+    def state_reader(self) -> StateReader:
+        """Point reads of state tables on a connection of their own (see :class:`StateReader`)."""
+        return StateReader(self)
+
     @staticmethod
     def state_table(run_id: str, partition: int) -> str:
         return f"eventmig_rbs_{run_id}_{partition}"
@@ -448,6 +487,24 @@ class ReadModelDB(SQLDatabase):
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.names.quote(name)}")
 
     # ------------------------------------------------------------- digests
+    def new_digest(self) -> WrittenDigest:
+        return WrittenDigest()
+
+    def replace_in_digest(self, digest: str, removed: str, added: str) -> str:
+        return replace_in_digest(digest, removed, added)
+
+    def scratch_digest(
+        self, tx: Connection, table: sa.Table, scratch_id: str, rows: list[tuple[Any, ...]]
+    ) -> tuple[str, int]:
+        """The digest and count of ``rows`` as this database gives them back (a float column, a date), from a
+        scratch copy of ``table`` (``<table>__<scratch id>``) written, read and dropped again."""
+        name = self.shadow_name(table.name, scratch_id)
+        tx.execute(CreateTable(self.shadow_table(table, name, scratch_id)))
+        self.bulk_insert(tx, name, [c.name for c in table.columns], rows)
+        digest = self.table_digest(tx, table, name)
+        self.drop_tables(tx, [name])
+        return digest
+
     def compare(
         self, conn: Connection, table: sa.Table, live: str | None, shadow: str, sample: int = 10, *,
         written: WrittenDigest | None = None,
@@ -509,176 +566,43 @@ class ReadModelDB(SQLDatabase):
             cursor.close()
 
 
-# ------------------------------------------------------------------ digests
-# A table's digest combines, independently of row order, the hash of each
-# row (as :func:`eventmig.model.checksums.combine` does for streams); rows are
-# hashed over their JSON encoding, primary key included, so a row's part
-# names its key too.
-_MOD = 1 << 128
+class StateReader:
+    """Point reads of a worker's state tables: a connection and a cursor kept for the purpose (one prepared
+    statement per table), closed before the worker writes (SQLite: an open read would block its own write)."""
 
+    def __init__(self, db: ReadModelDB) -> None:
+        self.db = db
+        self._conn: Connection | None = None
+        self._cursor: Any = None
+        self._sql: dict[str, str] = {}
 
-def _plain(value: Any) -> Any:
-    """One representation per value whichever side it came from (SQLite has no booleans)."""
-    if value.__class__ is bool:
-        return int(value)
-    if value.__class__ is memoryview:
-        return bytes(value)
-    return value
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self.db.engine.connect()
+        return self._conn
 
+    def get(self, table: str, key: str) -> bytes | None:
+        """One state by key."""
+        if self._cursor is None:
+            self._cursor = self.db.raw(self._connection()).cursor()
+        self._cursor.execute(self._sql.get(table) or self._sql.setdefault(
+            table, self.db.q(f"SELECT state FROM {self.db.names.quote(table)} WHERE key = ?")), (key,))
+        row = self._cursor.fetchone()
+        return bytes(row[0]) if row is not None else None
 
-def _needs_plain(table: sa.Table) -> bool:
-    return any(isinstance(c.type, (sa.Boolean, sa.LargeBinary)) for c in table.columns)
+    def keys(self, table: str) -> Iterator[str]:
+        """Every key a state table holds."""
+        for batch in self.db.scan_states(self._connection(), table, keys_only=True):
+            for (text,) in batch:
+                yield text
 
-
-def _row_part(row: Sequence[Any], plain: bool) -> int:
-    """A row's part of its table's digest."""
-    if plain:
-        row = [_plain(v) for v in row]
-    return int.from_bytes(_blake2b(_encode_row(row), digest_size=16).digest(), "big")
-
-
-def _key_text(row: Sequence[Any], pk: Sequence[int], plain: bool) -> str:
-    """A row's primary key as JSON (the samples of differing rows)."""
-    return _encode_row([_plain(row[i]) if plain else row[i] for i in pk]).decode()
-
-
-def digest_rows(rows: Iterable[Sequence[Any]], pk: Sequence[int], *, plain: bool = True) -> tuple[str, int]:
-    """Order-independent digest of rows keyed by their primary key, and their count."""
-    total = n = 0
-    encode, blake2b, from_bytes = _encode_row, _blake2b, int.from_bytes
-    for row in rows:
-        if plain:
-            row = [_plain(v) for v in row]
-        total += from_bytes(blake2b(encode(row), digest_size=16).digest(), "big")
-        n += 1
-    return f"{total % _MOD:032x}", n
-
-
-class WrittenDigest(msgspec.Struct):
-    """The digest of the rows a rebuild wrote into one shadow table, summed as they were written.
-
-    Equal to what :meth:`ReadModelDB.compare` computes by reading the table
-    back, because it is only kept while every value written is of the one
-    Python class its column gives back (``str`` for text, ``int`` for
-    integers, ``bool``, ``bytes``, None): a value the database would convert
-    on the way in (an int into a text column, a Decimal, a date) makes it
-    ``exact = False``, and the table is read back instead.
-    """
-
-    total: int = 0
-    rows: int = 0
-    exact: bool = True
-    #: partitions whose rows are all in it
-    partitions: list[int] = []
-
-    def add(self, table: sa.Table, rows: Sequence[Sequence[Any]]) -> None:
-        if not self.exact or not rows:
-            return
-        for values, allowed in zip(zip(*rows), _written_classes(table)):
-            if not set(map(type, values)) <= allowed:
-                self.exact = False
-                return
-        plain = _needs_plain(table)
-        self.total += sum(_row_part(row, plain) for row in rows)
-        self.rows += len(rows)
-
-    def merge(self, other: WrittenDigest) -> None:
-        self.total += other.total
-        self.rows += other.rows
-        self.exact = self.exact and other.exact
-        self.partitions = sorted({*self.partitions, *other.partitions})
-
-    @property
-    def digest(self) -> str:
-        return f"{self.total % _MOD:032x}"
-
-
-_NONE = type(None)
-
-
-def _written_classes(table: sa.Table) -> list[frozenset[type]]:
-    """Per column, the classes a value may have to come back from the database as it went in."""
-    out = []
-    for column in table.columns:
-        kind = column.type
-        if isinstance(kind, sa.Boolean):
-            allowed: frozenset[type] = frozenset((bool, _NONE))
-        elif isinstance(kind, sa.Integer):
-            allowed = frozenset((int, _NONE))
-        elif isinstance(kind, sa.String) and not isinstance(kind, (sa.Enum, sa.CHAR)):  # CHAR(n) pads
-            allowed = frozenset((str, _NONE))
-        elif isinstance(kind, sa.LargeBinary):
-            allowed = frozenset((bytes, _NONE))
-        else:  # floats (a 4-byte REAL), decimals, dates, JSON...: read back to be sure
-            allowed = frozenset((_NONE,))
-        out.append(allowed)
-    return out
-
-
-def replace_in_digest(digest: str, removed: str, added: str) -> str:
-    """A table's digest once the rows digested as ``removed`` are taken out and those digested as ``added``
-    put in: digests are sums, so that is arithmetic (the rows' primary keys must not collide)."""
-    return f"{(int(digest, 16) - int(removed, 16) + int(added, 16)) % _MOD:032x}"
-
-
-def digest_table_rows(table: sa.Table, rows: Iterable[Sequence[Any]]) -> str:
-    """The digest :meth:`ReadModelDB.compare` computes, of rows given in memory (tests, replays)."""
-    columns = [c.name for c in table.columns]
-    return digest_rows(rows, [columns.index(c.name) for c in table.primary_key.columns])[0]
-
-
-def merge_compare(
-    name: str, live: Iterator[Sequence[Any]], shadow: Iterator[Sequence[Any]], pk: Sequence[int], sample: int = 10,
-    *, plain: bool = True,
-) -> TableDiff:
-    """Merge two row streams ordered by primary key: counts of added, removed, changed rows, and digests."""
-    diff = TableDiff(name, 0, 0, None, "")
-    live_total = shadow_total = 0
-    single = pk[0] if len(pk) == 1 else None
-
-    def pk_of(row: Sequence[Any] | None) -> Any:
-        if row is None:
-            return None
-        return row[single] if single is not None else tuple(row[i] for i in pk)
-
-    def note(row: Sequence[Any]) -> None:
-        if len(diff.sample) < sample:
-            diff.sample.append(_key_text(row, pk, plain))
-
-    a = next(live, None)
-    b = next(shadow, None)
-    ka, kb = pk_of(a), pk_of(b)
-    while a is not None or b is not None:
-        if b is None or (a is not None and ka < kb):
-            live_total += _row_part(a, plain)  # type: ignore[arg-type]
-            diff.live_rows += 1
-            diff.removed += 1
-            note(a)  # type: ignore[arg-type]
-            a = next(live, None)
-            ka = pk_of(a)
-        elif a is None or kb < ka:
-            shadow_total += _row_part(b, plain)
-            diff.rows += 1
-            diff.added += 1
-            note(b)
-            b = next(shadow, None)
-            kb = pk_of(b)
-        else:
-            va = _row_part(a, plain)
-            vb = _row_part(b, plain)
-            live_total += va
-            shadow_total += vb
-            diff.live_rows += 1
-            diff.rows += 1
-            if va != vb:
-                diff.changed += 1
-                note(a)
-            a = next(live, None)
-            b = next(shadow, None)
-            ka, kb = pk_of(a), pk_of(b)
-    diff.live_digest = f"{live_total % _MOD:032x}"
-    diff.digest = f"{shadow_total % _MOD:032x}"
-    return diff
+    def close(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

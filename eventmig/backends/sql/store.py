@@ -38,7 +38,8 @@ from sqlalchemy.engine import Connection
 from eventmig.errors import Busy, ConfigError, HeadMoved, StoreError, WrongExpectedVersion
 from eventmig.model.events import NewEvent, RecordedEvent
 from eventmig.backends.sql import catalog, ddl, guard, table_sql
-from eventmig.backends.sql.engine import SQLDatabase, first_line, is_driver_error, store_error
+from eventmig.backends.sql.engine import SQLDatabase, is_driver_error, store_error
+from eventmig.errors import first_line
 from eventmig.backends.sql.layouts import EVENTMIG, Layout
 from eventmig.backends.sql.lease import DEFAULT_LEASE_TTL_S, SQLLease
 from eventmig.backends.sql import pgwatch
