@@ -170,6 +170,10 @@ class SQLDatabase:
                     yield conn
         except sa.exc.DBAPIError as exc:
             raise StoreError(f"{self.url}: {first_line(exc.orig)}") from None
+        except Exception as exc:  # the bulk paths use the driver's cursor, outside SQLAlchemy's wrapping
+            if type(exc).__module__.split(".")[0] in ("sqlite3", "psycopg"):
+                raise StoreError(f"{self.url}: {first_line(exc)}") from None
+            raise
 
     def commit_without_flush(self, conn: Connection) -> None:
         """Within a write transaction: make it a ``durable=False`` one (see :meth:`write`)."""
