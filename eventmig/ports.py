@@ -81,6 +81,8 @@ class Capabilities(msgspec.Struct, frozen=True):
     atomic_batches: bool
     #: the store holds several epochs side by side and can switch the active one
     epochs: bool = True
+    #: an event id is unique in the whole store (EventStoreDB: only within a stream)
+    unique_event_ids: bool = True
     #: re-appending events whose ids the stream already holds at those versions succeeds and
     #: writes nothing (EventStoreDB); otherwise such an append is refused, also writing nothing
     idempotent_appends: bool = False

@@ -32,7 +32,8 @@ class CapabilityConformance(StoreFixtures):
         caps = store.capabilities
         assert caps.first_stream_version in (0, 1)
         assert all(isinstance(flag, bool) for flag in (caps.atomic_batches, caps.contiguous_positions, caps.epochs,
-                                                       caps.idempotent_appends, caps.settable_record_times))
+                                                       caps.idempotent_appends, caps.settable_record_times,
+                                                       caps.unique_event_ids))
         assert caps.lineage <= LINEAGE_PLACES
         for limit in (caps.max_stream_name_bytes, caps.max_identifier_bytes):
             assert limit is None or (isinstance(limit, int) and limit > 0)
@@ -55,7 +56,7 @@ class CapabilityConformance(StoreFixtures):
         with pytest.raises(WrongExpectedVersion):
             store.append("a", events(3), StreamState.NO_STREAM)
         with pytest.raises(StoreError):  # refused after the store tried to write it
-            store.append("b", [*events(2), sent[0]])
+            store.append("a", [*events(2), sent[0]], StreamState.ANY)
         store.append("b", events(1))
         store.append("a", events(2))
         positions = [e.position for e in flat(store.read_all(batch_size=2))]
