@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import time
 from typing import Any
 
 import pytest
 
 from eventmig.model.records import StreamPartitions
 from eventmig.ports import EventSource, EventStore
-from eventmig.testing.conformance_support import StoreFixtures, events, first, flat
+from eventmig.testing.conformance_support import StoreFixtures, append_many, events, first, flat
+
+#: writer processes, and the events each appends, while a reader follows them by checkpoint
+WRITERS, WRITES = 3, 40
 
 
 class ReadConformance(StoreFixtures):
@@ -52,6 +57,28 @@ class ReadConformance(StoreFixtures):
             everything = [e.decoded_data()["n"] for e in flat(store.read_all())]
             assert seen == everything, batch_size
         assert [e.decoded_data()["n"] for e in flat(store.read_all(store.head_position()))] == []
+
+    def test_a_reader_following_concurrent_writers_misses_nothing(self, store: EventStore, store_url: str) -> None:
+        """Writers in other processes append while a reader reads after its last checkpoint, again and again:
+        a position is never handed out before an event with a smaller one can still commit, so the reader
+        sees every event once, in each stream in version order."""
+        ctx = multiprocessing.get_context("spawn")
+        seen: list[tuple[str, int]] = []
+        checkpoint = store.head_position()
+        with ctx.Pool(WRITERS) as pool:
+            pending = pool.starmap_async(append_many, [(self, store_url, f"w-{i}", WRITES) for i in range(WRITERS)])
+            while True:
+                done = pending.ready()  # read once more after the writers finished
+                for event in flat(store.read_all(checkpoint, batch_size=7)):
+                    seen.append((event.stream, event.decoded_data()["n"]))
+                    checkpoint = event.position
+                if done:
+                    break
+                time.sleep(0.01)
+            assert pending.get(60) == [WRITES] * WRITERS
+        assert len(seen) == len(set(seen)) == WRITERS * WRITES
+        for i in range(WRITERS):
+            assert [n for stream, n in seen if stream == f"w-{i}"] == list(range(WRITES))
 
     def test_resuming_a_partition_after_a_checkpoint(self, store: EventStore) -> None:
         for i in range(60):

@@ -95,3 +95,11 @@ def hold_lock(suite: StoreFixtures, url: str, ready: Any, release: Any) -> None:
         with s.lock("migrate"):
             ready.set()
             release.wait(60)
+
+
+def append_many(suite: StoreFixtures, url: str, stream: str, count: int) -> int:
+    """Append ``count`` events to ``stream`` one append at a time; return how many were appended."""
+    with suite.open_another(url) as s:
+        for i in range(count):
+            s.append(stream, [new_event("Written", {"stream": stream, "n": i})])
+    return count
