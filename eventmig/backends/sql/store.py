@@ -72,9 +72,7 @@ class SQLEventStore(EventStore):
 
     #: PostgreSQL's identity column leaves gaps (appends that fail after taking a position); each handle
     #: adds the name limit of its database (PostgreSQL cuts names at 63 bytes; SQLite has none)
-    capabilities = Capabilities(
-        first_stream_version=1, contiguous_positions=False, atomic_batches=True, idempotent_appends=True
-    )
+    capabilities = Capabilities(first_stream_version=1, contiguous_positions=False, atomic_batches=True)
 
     def __init__(
         self, url: str, *, table: str = "events", epoch: int | None = None, create: bool = True,
@@ -256,48 +254,6 @@ class SQLEventStore(EventStore):
     def append(
         self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = StreamState.ANY
     ) -> int:
-        try:
-            return self._append(stream, events, expected_version)
-        except StoreError:  # a conflict, or ids the store holds: a retry of an append that went through?
-            version = self._already_appended(stream, events, expected_version)
-            if version is None:
-                raise
-            return version
-
-    def _already_appended(self, stream: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> int | None:
-        """The version the append returned if ``events`` are already the stream's, all of them, where it
-        put them (a writer retrying an append it could not tell went through); None otherwise.
-
-        With an expected version the events must sit right after it; with
-        ``ANY`` or ``EXISTS`` they must be the stream's last events, so an old
-        event sent again is refused as a duplicate. Only asked after an append
-        failed: a successful one pays nothing.
-        """
-        ids = [e.event_id for e in events]
-        if not ids or not all(ids):
-            return None
-        with self._read() as c:
-            found = dict(c.exec_driver_sql(
-                self._q(f"SELECT event_id, version FROM {self._sql_table} WHERE stream = ? "
-                        f"AND event_id IN ({', '.join('?' * len(ids))})"),
-                (stream, *ids),
-            ).fetchall())
-            current = c.exec_driver_sql(
-                self._q(f"SELECT max(version) FROM {self._sql_table} WHERE stream = ?"), (stream,)
-            ).scalar()
-        versions = [found.get(i) for i in ids]
-        if None in versions or versions != list(range(versions[0], versions[0] + len(ids))):
-            return None
-        start, first = versions[0], self.capabilities.first_stream_version
-        if expected is StreamState.NO_STREAM:
-            ok = start == first
-        elif isinstance(expected, int):
-            ok = start == expected + 1
-        else:
-            ok = versions[-1] == current and (expected is StreamState.ANY or start > first)
-        return versions[-1] if ok else None
-
-    def _append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion) -> int:
         table = self._sql_table
         with self._write() as c:
             self._lock_table(c, table)
