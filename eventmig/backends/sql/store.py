@@ -71,6 +71,8 @@ _json = msgspec.json.Encoder()
 class SQLEventStore(EventStore):
     """An event store in a SQLite file or a PostgreSQL database."""
 
+    #: PostgreSQL's identity column leaves gaps (appends that fail after taking a position); each handle
+    #: adds the name limit of its database (PostgreSQL cuts names at 63 bytes; SQLite has none)
     capabilities = Capabilities(first_stream_version=1, contiguous_positions=False, atomic_batches=True)
 
     def __init__(
@@ -93,6 +95,8 @@ class SQLEventStore(EventStore):
         self.url, self.dialect, self.engine = self._db.url, self._db.dialect, self._db.engine
         self._sqlite_path = self._db.sqlite_path
         self._names = self._db.names
+        if self.dialect == "postgresql":
+            self.capabilities = msgspec.structs.replace(self.capabilities, max_identifier_bytes=self._names.limit)
         self.table_base = self._names.check(table, "events table name")
         self._sql_base = self._names.quote(table)
         #: which column holds what (the events table's layout); eventmig's own by default
