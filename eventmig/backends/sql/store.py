@@ -120,6 +120,10 @@ class SQLEventStore(EventStore):
             self._ensure_schema()
         #: the SQL text of this layout's events table (eventmig's own: the statements as they always were)
         self._sql = self._table_sql()
+        if not self._sql.exact_times:
+            self.capabilities = msgspec.structs.replace(self.capabilities, settable_record_times=False)
+        if not self._sql.exact_metadata:  # lineage would come back as other bytes than were checksummed
+            self.capabilities = msgspec.structs.replace(self.capabilities, lineage=frozenset())
         # a handle opened without an epoch follows the active one, as applications do: after a
         # switch it reads and writes the new epoch through the same table name
         self._pinned = epoch
