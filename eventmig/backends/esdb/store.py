@@ -42,7 +42,8 @@ class ESDBEventStore(EventStore):
     """A connection to one EventStoreDB cluster, bound to one epoch (by default the active one)."""
 
     capabilities = Capabilities(first_stream_version=0, contiguous_positions=False, atomic_batches=False,
-                                unique_event_ids=False, atomic_switch=False, stream_metadata=True)
+                                unique_event_ids=False, atomic_switch=False, stream_metadata=True,
+                                idempotent_appends=True, settable_record_times=False)
 
     def __init__(self, url: str, *, table: str = "events", create: bool = True, read_only: bool = False,
                  epoch: int | None = None, client: Any = None) -> None:
