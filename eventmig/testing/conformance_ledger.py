@@ -42,7 +42,7 @@ class LedgerConformance(StoreFixtures):
         store.finish_epoch(epoch)  # unique indexes present
         new = store.at_epoch(epoch)
         new.write_batch([target("s", first(store), 1)], run=make_run(1))
-        retried = [target("s", first(store) + 1, 2), target("s", first(store), 1)]
+        retried = [target("s", first(store), 1), target("s", first(store) + 1, 2)]  # sent again, in order
         if store.capabilities.atomic_batches:
             with pytest.raises(StoreError):
                 new.write_batch(retried, run=make_run(2))

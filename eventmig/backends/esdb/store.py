@@ -81,7 +81,11 @@ class ESDBEventStore(EventStore):
         from kurrentdbclient import StreamState as ClientState
         from kurrentdbclient.exceptions import WrongCurrentVersionError
 
-        expected = expected_version if isinstance(expected_version, int) else getattr(ClientState, expected_version.name)
+        none_yet = self.capabilities.first_stream_version - 1  # the version of a stream with no events
+        if expected_version == none_yet:  # the client takes no negative revision: that is "no stream"
+            expected = ClientState.NO_STREAM
+        else:
+            expected = expected_version if isinstance(expected_version, int) else getattr(ClientState, expected_version.name)
         batch = []
         for e in events:
             uid, same = lineage.server_id(e.event_id) if e.event_id else (None, True)
@@ -99,7 +103,8 @@ class ESDBEventStore(EventStore):
             return expected_version + len(batch)
         if expected_version is StreamState.NO_STREAM:
             return len(batch) - 1
-        return self.stream_version(stream)  # type: ignore[return-value]  # any / exists: ask
+        version = self.stream_version(stream)  # any / exists: ask (an empty append to no stream leaves none)
+        return version if version is not None else none_yet
 
     def read_stream(self, stream: str, from_version: int | None = None, limit: int | None = None) -> list[RecordedEvent]:
         from kurrentdbclient.exceptions import NotFoundError
