@@ -41,9 +41,11 @@ from .reading import Visibility, epoch_events, to_row
 class ESDBEventStore(EventStore):
     """A connection to one EventStoreDB cluster, bound to one epoch (by default the active one)."""
 
+    #: lineage is written as the server's own ``$original*`` keys and rebuilt on reading (with the epoch
+    #: key added, keys reordered): the values survive, the bytes a checksum saw do not, so no lineage place
     capabilities = Capabilities(first_stream_version=0, contiguous_positions=False, atomic_batches=False,
                                 unique_event_ids=False, atomic_switch=False, stream_metadata=True,
-                                idempotent_appends=True, settable_record_times=False)
+                                idempotent_appends=True, settable_record_times=False, lineage=frozenset())
 
     def __init__(self, url: str, *, table: str = "events", create: bool = True, read_only: bool = False,
                  epoch: int | None = None, client: Any = None) -> None:
