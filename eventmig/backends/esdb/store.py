@@ -48,10 +48,10 @@ class ESDBEventStore(EventStore):
                                 idempotent_appends=True, settable_record_times=False, lineage=frozenset())
 
     def __init__(self, url: str, *, table: str = "events", create: bool = True, read_only: bool = False,
-                 epoch: int | None = None, client: Any = None) -> None:
-        """``table`` and ``create`` are accepted for :func:`~eventmig.backends.open_store`'s sake (SQL stores'
-        settings): there is no table here and nothing to create
-        up front (a cluster eventmig never wrote to reads as epoch 1, its bookkeeping streams come with
+                 epoch: int | None = None, client: Any = None, layout: Any = None) -> None:
+        """``table``, ``create`` and ``layout`` are accepted for :func:`~eventmig.backends.open_store`'s sake
+        (SQL stores' settings, which the commands pass to every backend): there is no table here and nothing
+        to create up front (a cluster eventmig never wrote to reads as epoch 1, its bookkeeping streams come with
         the first write). ``client``: share another handle's connection (:meth:`at_epoch`)."""
         self._raw_url = url
         self.url = mask_url(url)
