@@ -1,13 +1,29 @@
-"""The one interface every event store implements, in terms of streams, events and positions.
+"""The ports jobs talk to, each named for what a job needs of a store.
 
 Nothing here speaks SQL: a store is a set of *epochs* (generations of
 streams), one of them active; each epoch holds streams of events, numbered
 within their stream and ordered globally by an opaque commit position.
+
+A job asks for no more than it uses:
+
+* :class:`EventSource`: events in commit order, in batches, resumed after an
+  opaque checkpoint (a position the source handed out); streams, counts and
+  partitions to split the reading between processes.
+* :class:`StreamAppender`: appends with expected versions, and the bulk
+  ``write_batch`` of a migration with its checkpoint; neither ever writes an
+  event twice.
+* :class:`Epochs`: create, list, finish, switch (and switch back: a
+  rollback) and drop generations of streams.
+* :class:`JobLedger`: runs and their checkpoints, quarantined events, and the
+  locks that keep two jobs off the same store.
+
+:class:`EventStore` is their composition, the class a backend implements.
 Backends differ in ways that matter to callers (EventStoreDB numbers stream
 versions from 0, has gaps in its commit positions and appends atomically to
 one stream at a time), so each declares :class:`Capabilities` up front and
-callers branch on those, never on the backend's class. The records that
-cross this interface live in :mod:`eventmig.model.records`.
+callers branch on those, never on the backend's class; the conformance suite
+(:mod:`eventmig.testing.conformance`) checks that each declaration holds.
+The records that cross these ports live in :mod:`eventmig.model.records`.
 """
 
 from __future__ import annotations
@@ -15,10 +31,10 @@ from __future__ import annotations
 import bisect
 import time
 import zlib
-from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from abc import abstractmethod
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -34,9 +50,28 @@ from eventmig.model.records import (
     TargetEvent,
 )
 
+__all__ = [
+    "LINEAGE_PLACES",
+    "Capabilities",
+    "CatchUp",
+    "EventSource",
+    "EventStore",
+    "Epochs",
+    "JobLedger",
+    "StreamAppender",
+]
+
+#: where a migrated event's lineage (its source event and upcaster chain) can be kept:
+#: ``"metadata"``, a key of the event's own metadata, read back exactly as written
+LINEAGE_PLACES = frozenset({"metadata"})
+
 
 class Capabilities(msgspec.Struct, frozen=True):
-    """What a backend guarantees, declared so callers and tests need no special cases."""
+    """What a backend guarantees, declared so callers and tests need no special cases.
+
+    Every field is a promise the conformance suite checks: declare only what
+    the store keeps under concurrent writers and across restarts.
+    """
 
     #: version of the first event of a stream (SQL stores: 1, EventStoreDB: 0)
     first_stream_version: int
@@ -55,6 +90,23 @@ class Capabilities(msgspec.Struct, frozen=True):
     atomic_switch: bool = True
     #: streams carry settings of their own (EventStoreDB's ``$$`` metadata: retention, ACL, custom keys)
     stream_metadata: bool = False
+    #: re-appending events whose ids the stream already holds at those versions succeeds and
+    #: writes nothing (EventStoreDB); otherwise such an append is refused, also writing nothing
+    idempotent_appends: bool = False
+    #: an event's ``recorded_at`` given on writing is read back unchanged (EventStoreDB sets its own)
+    settable_record_times: bool = True
+    #: the longest stream name, in bytes of UTF-8, kept whole; None: no limit below a megabyte
+    max_stream_name_bytes: int | None = None
+    #: the longest name of a table or index the backend derives from a configured name (PostgreSQL: 63
+    #: bytes); a configured name that cannot fit is refused when the store is opened. None: no limit
+    max_identifier_bytes: int | None = None
+    #: where lineage can live, out of :data:`LINEAGE_PLACES`
+    lineage: frozenset[str] = frozenset({"metadata"})
+
+    def __post_init__(self) -> None:
+        unknown = self.lineage - LINEAGE_PLACES
+        if unknown:
+            raise ValueError(f"unknown lineage places {sorted(unknown)}: expected some of {sorted(LINEAGE_PLACES)}")
 
 
 class CatchUp(Protocol):
@@ -75,27 +127,20 @@ class CatchUp(Protocol):
         """Verify the written target rows against the source rows; raise if they differ."""
 
 
-class EventStore(ABC):
-    """A connection to one event store. Stream methods act on the epoch of this handle."""
+class EventSource(Protocol):
+    """Events in commit order, resumed from an opaque checkpoint; what migrate, verify and rebuild read.
 
-    capabilities: ClassVar[Capabilities]
+    A checkpoint is a ``position`` this source handed out: reading ``after``
+    it yields each later event exactly once, never one at or before it,
+    whether or not positions have gaps (:attr:`Capabilities.contiguous_positions`).
+    """
 
+    capabilities: Capabilities
     #: the store's URL with any password masked: safe to print
     url: str
     #: the epoch this handle reads and writes: :func:`~eventmig.backends.open_store` gives a
-    #: handle that follows the active epoch (as applications do), :meth:`at_epoch` one pinned
+    #: handle that follows the active epoch (as applications do), ``at_epoch`` one pinned
     epoch: int
-
-    # ------------------------------------------------------------- streams
-    @abstractmethod
-    def append(
-        self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = StreamState.ANY
-    ) -> int:
-        """Append atomically; return the stream's new version.
-
-        Raises :class:`~eventmig.errors.WrongExpectedVersion` when
-        ``expected_version`` does not hold.
-        """
 
     @abstractmethod
     def read_stream(self, stream: str, from_version: int | None = None, limit: int | None = None) -> list[RecordedEvent]:
@@ -217,6 +262,10 @@ class EventStore(ABC):
         """Version of the last event of ``stream``, or None if it has none."""
 
     @abstractmethod
+    def stream_versions(self) -> dict[str, int]:
+        """Last version of every stream (a resumed migration restores its numbering from it)."""
+
+    @abstractmethod
     def head_position(self) -> int | None:
         """Position of the last committed event, or None if the epoch is empty."""
 
@@ -224,7 +273,45 @@ class EventStore(ABC):
     def count_events(self, after: int | None = None, until: int | None = None) -> int:
         """How many events lie in ``(after, until]``; progress bars use it for their total."""
 
-    # -------------------------------------------------------------- epochs
+
+class StreamAppender(Protocol):
+    """Writes that never put an event in twice: checked appends, and a migration's bulk batches."""
+
+    capabilities: Capabilities
+
+    @abstractmethod
+    def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = StreamState.ANY
+    ) -> int:
+        """Append atomically; return the stream's new version.
+
+        Raises :class:`~eventmig.errors.WrongExpectedVersion` when
+        ``expected_version`` does not hold. Events carry their ids: appending
+        ids the store already holds either succeeds having written nothing
+        (``capabilities.idempotent_appends``, when they are the stream's events
+        at those versions) or is refused, having written nothing.
+        """
+
+    @abstractmethod
+    def write_batch(
+        self, events: Sequence[TargetEvent], *, run: Run | None = None, quarantined: Sequence[QuarantinedEvent] = ()
+    ) -> None:
+        """Write events with their stream versions into this handle's epoch, with the run's checkpoint.
+
+        The bulk path for migrations (and for importing history: pass no run).
+        Versions are the caller's to get right; there is no expected-version check.
+
+        With ``capabilities.atomic_batches`` the events, the quarantined
+        events and the run record commit together, or nothing does. Otherwise
+        events are appended stream by stream with their deterministic ids, so
+        a retried batch is recognised and not written twice, and the run is
+        saved last.
+        """
+
+
+class Epochs(Protocol):
+    """Generations of streams side by side, one active: where a migration writes and what a switch flips."""
+
     @abstractmethod
     def epochs(self) -> list[EpochInfo]:
         """All epochs, oldest first."""
@@ -260,7 +347,7 @@ class EventStore(ABC):
     def switch_epoch(
         self, to_epoch: int, *, kind: str, expect_heads: dict[int, int | None], catch_up: CatchUp | None = None
     ) -> Switch:
-        """Make ``to_epoch`` active, atomically.
+        """Make ``to_epoch`` active, atomically; ``kind`` "rollback" records a switch back.
 
         With ``catch_up``, events appended to the active (source) epoch after
         its expected head are migrated inside the same transaction, while
@@ -276,7 +363,10 @@ class EventStore(ABC):
     def switches(self) -> list[Switch]:
         """The history of switches and rollbacks, oldest first."""
 
-    # ------------------------------------------------ migration bookkeeping
+
+class JobLedger(Protocol):
+    """What jobs record about themselves: runs and checkpoints, quarantined events, locks."""
+
     @abstractmethod
     def lock(self, name: str, *, ttl_s: float | None = None) -> AbstractContextManager[None]:
         """Hold an exclusive lease across processes; raise :class:`~eventmig.errors.Busy` if taken.
@@ -293,26 +383,11 @@ class EventStore(ABC):
 
     @abstractmethod
     def save_run(self, run: Run) -> None:
-        """Insert or update a run record."""
+        """Insert or update (by ``run.id``) a run record."""
 
     @abstractmethod
     def runs(self, kind: str | None = None) -> list[Run]:
         """Run records, oldest first."""
-
-    @abstractmethod
-    def write_batch(
-        self, events: Sequence[TargetEvent], *, run: Run | None = None, quarantined: Sequence[QuarantinedEvent] = ()
-    ) -> None:
-        """Write events with their stream versions into this handle's epoch, with the run's checkpoint.
-
-        The bulk path for migrations (and for importing history: pass no run).
-        Versions are the caller's to get right; there is no expected-version check.
-
-        With ``capabilities.atomic_batches`` the events, the quarantined
-        events and the run record commit together. Otherwise events are
-        appended stream by stream with their deterministic ids, so a retried
-        batch is recognised and not written twice, and the run is saved last.
-        """
 
     @abstractmethod
     def quarantine(self, run_id: str | None = None) -> list[QuarantinedEvent]:
@@ -320,11 +395,16 @@ class EventStore(ABC):
 
     @abstractmethod
     def accept_quarantine(self, run_id: str, ids: Sequence[int] | None = None) -> int:
-        """Mark quarantined events as knowingly left behind; return how many."""
+        """Mark quarantined events as knowingly left behind; return how many were not already."""
 
-    @abstractmethod
-    def stream_versions(self) -> dict[str, int]:
-        """Last version of every stream (a resumed migration restores its numbering from it)."""
+
+class EventStore(EventSource, StreamAppender, Epochs, JobLedger):
+    """A connection to one event store: every port at once, the class a backend implements.
+
+    Stream methods act on the epoch of this handle. A backend sets
+    ``capabilities`` on the class or, where they differ by server (a SQL
+    dialect's name limit), on each handle.
+    """
 
     def stream_versions_as_of(self, source_position: int | None) -> dict[str, int]:
         """Stream versions as a migration's batches up to its checkpoint ``source_position`` left them.
@@ -367,7 +447,6 @@ class EventStore(ABC):
         """Whether every write transaction in progress when ``marker`` was taken has ended."""
         return True
 
-    # -------------------------------------------------------------- admin
     @abstractmethod
     def close(self) -> None:
         """Release connections."""

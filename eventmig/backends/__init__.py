@@ -4,11 +4,17 @@ Each backend is a package of its own under ``eventmig.backends``, found by
 the scheme of the store's URL through :data:`BACKENDS` and imported only
 when a URL asks for it, so a backend's driver (psycopg, a gRPC client) is
 needed only by those who use it.
+
+A backend outside eventmig registers its scheme as an entry point of the
+group ``eventmig.backends`` (``mystore = "mypackage.store:MyStore"``); the
+built-in schemes of :data:`BACKENDS` win over any entry point of the same
+name, so an installed package cannot take over ``sqlite`` or ``postgresql``.
 """
 
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import entry_points
 from typing import Any
 
 from eventmig.errors import ConfigError
@@ -16,7 +22,10 @@ from eventmig.ports import EventStore
 from eventmig.ports_readmodels import ReadModelSink, register_opener
 from eventmig.urls import url_shown_unparsed
 
-__all__ = ["BACKENDS", "READ_MODELS", "open_read_models", "open_store"]
+__all__ = ["BACKENDS", "ENTRY_POINT_GROUP", "READ_MODELS", "backend_class", "open_read_models", "open_store"]
+
+#: the entry-point group in which other packages register backends, by URL scheme
+ENTRY_POINT_GROUP = "eventmig.backends"
 
 #: URL scheme (before any ``+driver``) -> ``"module:class"`` of the store that serves it
 BACKENDS: dict[str, str] = {
@@ -34,13 +43,20 @@ def backend_class(url: str) -> type[EventStore]:
     """The store class that serves ``url``, or a configuration error naming the supported schemes."""
     scheme = url.partition(":")[0].split("+")[0].lower()
     target = BACKENDS.get(scheme)
-    if target is None:
+    if target is not None:
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)
+    registered = entry_points(group=ENTRY_POINT_GROUP, name=scheme)
+    if not registered:
         raise ConfigError(
             f"unknown store URL {url_shown_unparsed(url)!r}: expected sqlite:///PATH, postgresql+psycopg://USER@HOST/DB "
             "or esdb://HOST:PORT"
         )
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    entry = next(iter(registered))
+    try:
+        return entry.load()
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"the {scheme!r} store backend ({entry.value}) cannot be loaded: {exc}") from None
 
 
 def open_store(

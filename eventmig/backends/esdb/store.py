@@ -41,8 +41,11 @@ from .reading import Visibility, epoch_events, to_row
 class ESDBEventStore(EventStore):
     """A connection to one EventStoreDB cluster, bound to one epoch (by default the active one)."""
 
+    #: lineage is written as the server's own ``$original*`` keys and rebuilt on reading (with the epoch
+    #: key added, keys reordered): the values survive, the bytes a checksum saw do not, so no lineage place
     capabilities = Capabilities(first_stream_version=0, contiguous_positions=False, atomic_batches=False,
-                                unique_event_ids=False, atomic_switch=False, stream_metadata=True)
+                                unique_event_ids=False, atomic_switch=False, stream_metadata=True,
+                                idempotent_appends=True, settable_record_times=False, lineage=frozenset())
 
     def __init__(self, url: str, *, table: str = "events", create: bool = True, read_only: bool = False,
                  epoch: int | None = None, client: Any = None, init: bool = False, layout: Any = None) -> None:
@@ -83,7 +86,11 @@ class ESDBEventStore(EventStore):
         from kurrentdbclient import StreamState as ClientState
         from kurrentdbclient.exceptions import WrongCurrentVersionError
 
-        expected = expected_version if isinstance(expected_version, int) else getattr(ClientState, expected_version.name)
+        none_yet = self.capabilities.first_stream_version - 1  # the version of a stream with no events
+        if expected_version == none_yet:  # the client takes no negative revision: that is "no stream"
+            expected = ClientState.NO_STREAM
+        else:
+            expected = expected_version if isinstance(expected_version, int) else getattr(ClientState, expected_version.name)
         batch = []
         for e in events:
             uid, same = lineage.server_id(e.event_id) if e.event_id else (None, True)
@@ -101,7 +108,8 @@ class ESDBEventStore(EventStore):
             return expected_version + len(batch)
         if expected_version is StreamState.NO_STREAM:
             return len(batch) - 1
-        return self.stream_version(stream)  # type: ignore[return-value]  # any / exists: ask
+        version = self.stream_version(stream)  # any / exists: ask (an empty append to no stream leaves none)
+        return version if version is not None else none_yet
 
     def read_stream(self, stream: str, from_version: int | None = None, limit: int | None = None) -> list[RecordedEvent]:
         from kurrentdbclient.exceptions import NotFoundError

@@ -71,7 +71,7 @@ def append_all(client: Any, appends: list[StreamAppend], first_version: int) -> 
     by_stream: dict[str, list[StreamAppend]] = {}
     for a in appends:
         by_stream.setdefault(a.stream, []).append(a)
-    if len(by_stream) == 1:
+    if len(by_stream) <= 1:  # none (a batch of only a checkpoint) or one: no threads to start
         for chunks in by_stream.values():
             _append_stream(client, chunks, first_version)
         return

@@ -72,6 +72,8 @@ _json = msgspec.json.Encoder()
 class SQLEventStore(EventStore):
     """An event store in a SQLite file or a PostgreSQL database."""
 
+    #: PostgreSQL's identity column leaves gaps (appends that fail after taking a position); each handle
+    #: adds the name limit of its database (PostgreSQL cuts names at 63 bytes; SQLite has none)
     capabilities = Capabilities(first_stream_version=1, contiguous_positions=False, atomic_batches=True)
 
     def __init__(
@@ -94,6 +96,8 @@ class SQLEventStore(EventStore):
         self.url, self.dialect, self.engine = self._db.url, self._db.dialect, self._db.engine
         self._sqlite_path = self._db.sqlite_path
         self._names = self._db.names
+        if self.dialect == "postgresql":
+            self.capabilities = msgspec.structs.replace(self.capabilities, max_identifier_bytes=self._names.limit)
         self.table_base = self._names.check(table, "events table name")
         self._sql_base = self._names.quote(table)
         #: which column holds what (the events table's layout); eventmig's own by default
@@ -117,6 +121,10 @@ class SQLEventStore(EventStore):
             self._ensure_schema()
         #: the SQL text of this layout's events table (eventmig's own: the statements as they always were)
         self._sql = self._table_sql()
+        if not self._sql.exact_times:
+            self.capabilities = msgspec.structs.replace(self.capabilities, settable_record_times=False)
+        if not self._sql.exact_metadata:  # lineage would come back as other bytes than were checksummed
+            self.capabilities = msgspec.structs.replace(self.capabilities, lineage=frozenset())
         # a handle opened without an epoch follows the active one, as applications do: after a
         # switch it reads and writes the new epoch through the same table name
         self._pinned = epoch

@@ -80,6 +80,10 @@ class TableSQL(NamedTuple):
     decode: Callable[[Rows], Rows] | None
     #: why this table cannot be written by eventmig, None if it can
     read_only: str | None
+    #: a record time written is read back to the microsecond (SQLite text times keep milliseconds)
+    exact_times: bool = True
+    #: metadata written is read back byte for byte (``jsonb`` reorders keys and drops whitespace)
+    exact_metadata: bool = True
 
 
 def native() -> TableSQL:
@@ -127,6 +131,8 @@ def build(layout: Layout, dialect: str, quote: Callable[[str], str], types: Mapp
         lean=f"{head}, NULL, {type_}, {data}, {metadata}, NULL",
         insert_columns=", ".join(quote(c) for c, _ in columns), insert_values=", ".join(v for _, v in columns),
         native=False, decode=_decoder(layout), read_only=unwritable(layout),
+        exact_times=not layout.recorded_at or pg or "int" in kind(layout.recorded_at),
+        exact_metadata=kind(layout.metadata) != "jsonb",
     )
 
 
