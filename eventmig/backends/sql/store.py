@@ -93,6 +93,8 @@ class SQLEventStore(EventStore):
             read_only=read_only,
         )
         self._raw_url = self._db.raw_url
+        #: the LISTEN connection of a follower waiting for appends (opened on first wait; closed by close())
+        self._listener: pgwatch.Listener | None = None
         self.url, self.dialect, self.engine = self._db.url, self._db.dialect, self._db.engine
         self._sqlite_path = self._db.sqlite_path
         self._names = self._db.names
@@ -128,7 +130,6 @@ class SQLEventStore(EventStore):
         # a handle opened without an epoch follows the active one, as applications do: after a
         # switch it reads and writes the new epoch through the same table name
         self._pinned = epoch
-        self._listener: pgwatch.Listener | None = None
 
     @property
     def epoch(self) -> int:  # type: ignore[override]
