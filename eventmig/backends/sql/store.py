@@ -43,6 +43,7 @@ from eventmig.errors import first_line
 from eventmig.backends.sql.layouts import EVENTMIG, Layout
 from eventmig.backends.sql.lease import DEFAULT_LEASE_TTL_S, SQLLease
 from eventmig.backends.sql import pgwatch
+from eventmig.backends.sql import eventsourcing_epochs as es_epochs
 from eventmig.ports import CatchUp, Capabilities, EventStore
 from eventmig.model.records import (
     EpochInfo,
@@ -127,6 +128,8 @@ class SQLEventStore(EventStore):
             self.capabilities = msgspec.structs.replace(self.capabilities, settable_record_times=False)
         if not self._sql.exact_metadata:  # lineage would come back as other bytes than were checksummed
             self.capabilities = msgspec.structs.replace(self.capabilities, lineage=frozenset())
+        if es_epochs.in_side_table(layout):  # beside the events, keyed by position (see eventsourcing_epochs)
+            self.capabilities = msgspec.structs.replace(self.capabilities, lineage=frozenset({"table"}))
         # a handle opened without an epoch follows the active one, as applications do: after a
         # switch it reads and writes the new epoch through the same table name
         self._pinned = epoch
@@ -635,6 +638,7 @@ class SQLEventStore(EventStore):
             if epoch == active:
                 raise StoreError(f"epoch {epoch} is active; switch to another epoch before dropping it")
             c.exec_driver_sql(f"DROP TABLE IF EXISTS {self._names.quote(self._table_name(epoch, active))}")
+            es_epochs.forget_epoch(c, self._q, self.table_base, epoch)
             c.exec_driver_sql(self._q("DELETE FROM eventmig_epochs WHERE epoch = ?"), (epoch,))
 
     def switch_epoch(
@@ -669,8 +673,12 @@ class SQLEventStore(EventStore):
                     )
             if behind is not None:
                 self._catch_up(c, catch_up, old_table, new_table, behind, expect_heads.get(to_epoch))  # type: ignore[arg-type]
+            if es_epochs.in_side_table(self.layout):
+                es_epochs.before_swap(c, self.dialect, self._sql, kind, old_table, self._table_name(to_epoch, active),
+                                      quote)
             c.exec_driver_sql(f"ALTER TABLE {old_table} RENAME TO {parked}")
             c.exec_driver_sql(f"ALTER TABLE {new_table} RENAME TO {old_table}")
+            es_epochs.after_swap(c, self._q, self.layout, self._sql, self.table_base, quote)
             c.exec_driver_sql(self._q("UPDATE eventmig_epochs SET status = 'retired' WHERE epoch = ?"), (active,))
             c.exec_driver_sql(self._q("UPDATE eventmig_epochs SET status = 'active' WHERE epoch = ?"), (to_epoch,))
             to_head = c.exec_driver_sql(f"SELECT max({self._sql.position}) FROM {old_table}").scalar()
@@ -694,10 +702,16 @@ class SQLEventStore(EventStore):
         rows = self._decoded(c.exec_driver_sql(read.format(source), (source_head if source_head is not None else -1,)).fetchall())
         events, run = catch_up.prepare([tuple(r) for r in rows])
         if events:
-            self._bulk_insert(c, target, events)
+            self._bulk_insert(c, target, events, epoch=run.target_epoch)
         self._save_run(c, run)
         written = self._decoded(c.exec_driver_sql(read.format(target), (target_head if target_head is not None else -1,)).fetchall())
         catch_up.check([tuple(r) for r in rows], [tuple(r) for r in written])
+
+    def lineage(self, positions: Sequence[int]) -> dict[int, Any]:
+        if not es_epochs.in_side_table(self.layout):
+            return super().lineage(positions)
+        with self._read() as c:
+            return es_epochs.read_lineage(c, self._q, self.table_base, self.epoch, positions)
 
     def switches(self) -> list[Switch]:
         if not self._bookkept:
@@ -771,7 +785,7 @@ class SQLEventStore(EventStore):
             elif run is not None:
                 self._db.commit_without_flush(c)  # a batch of a new epoch, with its checkpoint: lost, it is copied again
             if events:
-                self._bulk_insert(c, table, events)
+                self._bulk_insert(c, table, events, epoch=epoch)
                 if epoch == active and self.dialect == "postgresql":
                     pgwatch.announce(c, self.table_base)
             if quarantined:
@@ -786,8 +800,11 @@ class SQLEventStore(EventStore):
             if run is not None:
                 self._save_run(c, run)
 
-    def _bulk_insert(self, c: Connection, table: str, events: Sequence[TargetEvent]) -> None:
-        """``table``: SQL text (quoted)."""
+    def _bulk_insert(self, c: Connection, table: str, events: Sequence[TargetEvent], *, epoch: int) -> None:
+        """``table``: SQL text (quoted), the table of ``epoch``."""
+        if es_epochs.in_side_table(self.layout):
+            es_epochs.write_events(c, self._q, self.dialect, self._sql, self.layout, table, self.table_base, epoch, events)
+            return
         if not self._sql.native:
             cursor = c.connection.driver_connection.cursor()
             cursor.executemany(
