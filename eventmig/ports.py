@@ -104,6 +104,12 @@ class Capabilities(msgspec.Struct, frozen=True):
     max_identifier_bytes: int | None = None
     #: where lineage can live, out of :data:`LINEAGE_PLACES`
     lineage: frozenset[str] = frozenset({"metadata"})
+    #: an event's metadata is kept as written; otherwise it reads back as ``{}`` (a table layout with no
+    #: metadata column: the ``eventsourcing`` library's tables)
+    keeps_metadata: bool = True
+    #: an event id given on writing is read back; otherwise each event reads back with an id derived from
+    #: its stream and version, the same on every read (a table layout with no column to keep ids in)
+    keeps_event_ids: bool = True
 
     def __post_init__(self) -> None:
         unknown = self.lineage - LINEAGE_PLACES

@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection
 
 from eventmig.errors import ConfigError
 from eventmig.model.events import LINEAGE_KEY
+from eventmig.ports import Capabilities
 
 from .layouts import Layout
 from .table_sql import TableSQL, insert_rows
@@ -55,6 +56,16 @@ class Written(msgspec.Struct, frozen=True):
 def in_side_table(layout: Layout) -> bool:
     """Whether a table of ``layout`` keeps lineage in :data:`LINEAGE_TABLE`."""
     return layout.lineage == "table"
+
+
+def capabilities(caps: Capabilities, layout: Layout) -> Capabilities:
+    """``caps`` as a table of ``layout`` keeps them: lineage beside the events, metadata and event ids only
+    where the table has a column for them."""
+    if in_side_table(layout):
+        caps = msgspec.structs.replace(caps, lineage=frozenset({"table"}))
+    if layout.metadata is None:
+        caps = msgspec.structs.replace(caps, keeps_metadata=False, keeps_event_ids=layout.event_id is not None)
+    return caps
 
 
 def ensure_lineage_table(c: Connection, dialect: str) -> None:

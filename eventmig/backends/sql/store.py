@@ -128,8 +128,7 @@ class SQLEventStore(EventStore):
             self.capabilities = msgspec.structs.replace(self.capabilities, settable_record_times=False)
         if not self._sql.exact_metadata:  # lineage would come back as other bytes than were checksummed
             self.capabilities = msgspec.structs.replace(self.capabilities, lineage=frozenset())
-        if es_epochs.in_side_table(layout):  # beside the events, keyed by position (see eventsourcing_epochs)
-            self.capabilities = msgspec.structs.replace(self.capabilities, lineage=frozenset({"table"}))
+        self.capabilities = es_epochs.capabilities(self.capabilities, layout)  # what the table has columns for
         # a handle opened without an epoch follows the active one, as applications do: after a
         # switch it reads and writes the new epoch through the same table name
         self._pinned = epoch

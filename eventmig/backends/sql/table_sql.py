@@ -131,7 +131,8 @@ def build(layout: Layout, dialect: str, quote: Callable[[str], str], types: Mapp
         lean=f"{head}, NULL, {type_}, {data}, {metadata}, NULL",
         insert_columns=", ".join(quote(c) for c, _ in columns), insert_values=", ".join(v for _, v in columns),
         native=False, decode=_decoder(layout), read_only=unwritable(layout),
-        exact_times=not layout.recorded_at or pg or "int" in kind(layout.recorded_at),
+        # no record-time column: every event reads as recorded at 0, whatever was written
+        exact_times=bool(layout.recorded_at) and (pg or "int" in kind(layout.recorded_at)),
         exact_metadata=kind(layout.metadata) != "jsonb",
     )
 
