@@ -30,6 +30,8 @@ FIELDS = ("stream", "version", "position", "event_id", "type", "data", "metadata
 REQUIRED = ("stream", "version", "position", "type", "data")
 #: SQLite's implicit row id: a column every rowid table has and no catalog lists
 ROWID = "rowid"
+#: the places :attr:`Layout.lineage` may name
+LINEAGE_PLACES = ("metadata", "table")
 
 
 class Layout(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,6 +62,11 @@ class Layout(msgspec.Struct, frozen=True, kw_only=True):
     #: side table ``eventmig_lineage``, keyed by the target position: for tables with no metadata column,
     #: or whose payload keys become the application's domain attributes)
     lineage: str = "metadata"
+
+    def __post_init__(self) -> None:
+        if self.lineage not in LINEAGE_PLACES:
+            raise ConfigError(f"layout {self.name!r}: lineage must be one of {', '.join(LINEAGE_PLACES)}, "
+                              f"got {self.lineage!r}")
 
     def for_dialect(self, dialect: str) -> Layout:
         """This layout as it is on ``dialect`` ("sqlite" or "postgresql")."""
@@ -135,9 +142,6 @@ def from_columns(columns: Mapping[str, Any]) -> Layout:
         raise ConfigError(f"[tool.eventmig.columns] {', '.join(wrong)} must name a column (a non-empty string)")
     return Layout(name=COLUMNS, **dict(columns))
 
-
-#: the places :attr:`Layout.lineage` may name
-LINEAGE_PLACES = ("metadata", "table")
 
 
 def _imported(spec: str, load: Callable[[str], Any] | None) -> Layout:

@@ -26,7 +26,11 @@ order:
   encrypted state) is refused with one line, never read as garbage.
 
 Writes of a layout with no metadata column are refused (:attr:`TableSQL.read_only`
-says why): a migration's lineage would have nowhere to go.
+says why): a migration's lineage would have nowhere to go, unless the layout
+keeps lineage in a side table (``lineage = "table"``, as the eventsourcing
+preset does: see :mod:`.eventsourcing_epochs`). A layout whose version lives
+in the payload gets it written back there (eventsourcing: ``class_version``,
+absent for version 1).
 """
 
 from __future__ import annotations
