@@ -10,6 +10,7 @@ and a follower that tracked the old positions carries on from where it was.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -30,6 +31,7 @@ from eventmig.jobs.verify import verify
 from eventmig.model.registry import Registry
 from eventmig.model.steps import emit
 from eventsourcing_upcasters import NEW, OLD, registry
+from test_cli import eventmig
 from test_false_clean import expected_table
 
 
@@ -192,3 +194,41 @@ def test_a_compressed_store_is_refused_in_one_line(store_url: str):
         with pytest.raises(ConfigError, match="zlib-compressed") as refused:
             migrate(store, registry.compile(), workers=1)
         assert "\n" not in str(refused.value)
+
+
+def test_events_the_running_application_saves_meanwhile_are_caught_up_under_the_switch_lock(store_url: str):
+    ids = v1.write_history(store_url, dogs=2, tricks=1)
+    compiled = registry.compile()
+    table = expected_table(store_url)
+    with v1.dog_school(store_url) as running:
+        with open_store(store_url, table=table, layout=EVENTSOURCING, init=True) as store:
+            migrate(store, compiled, workers=1)
+            running.add_trick(ids[0], "late")  # position 5, after the migration read the table
+            flipped = switch(store, compiled, workers=1)
+            assert flipped.caught_up == 1 and flipped.verification.ok
+        # the running application, its connections and statements as they were, reads and writes the new table
+        assert running.recorder.max_notification_id() == 5
+        topics = [r[0] for r in rows(store_url, f"SELECT topic FROM {table} ORDER BY originator_version DESC LIMIT 1")]
+        assert topics == [f"{NEW}.TrickLearned"]
+    with v3.dog_school(store_url) as app:
+        assert app.get_dog(ids[0]).tricks == [("trick-0", 1), ("late", 1)]
+        app.learn_trick(ids[0], "later", 2)
+        assert app.recorder.max_notification_id() == 6
+
+
+def test_the_commands_migrate_switch_and_roll_back_an_eventsourcing_store(store_url: str, tmp_path):
+    ids = v1.write_history(store_url, dogs=1, tricks=1)
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.eventmig]\nstore = "{store_url}"\nupcasters = "eventsourcing_upcasters:registry"\n'
+        f'events_table = "{expected_table(store_url)}"\nlayout = "eventsourcing"\n')
+    config = ("--config", str(tmp_path / "pyproject.toml"))
+    env = {"PYTHONPATH": str(Path(__file__).parent)}
+    for command in ("migrate", "verify", "switch"):
+        done = eventmig(command, *config, env=env)
+        assert done.returncode == 0, (command, done.stderr)
+    with v3.dog_school(store_url) as app:
+        assert app.get_dog(ids[0]).display_name == "dog-0"
+    back = eventmig("rollback", *config, env=env)
+    assert back.returncode == 0, back.stderr
+    with v1.dog_school(store_url) as app:
+        assert app.repository.get(ids[0]).name == "dog-0"
