@@ -87,7 +87,7 @@ def write_events(
     """
     ensure_lineage_table(c, dialect)
     last = c.exec_driver_sql(f"SELECT max({sql.position}) FROM {table}").scalar()
-    written = _placed(layout, events, last)
+    written = placed(layout, events, last)
     rows = [(w.position, *row) for w, row in zip(written, insert_rows(layout, events))]
     cursor = c.connection.driver_connection.cursor()
     cursor.executemany(
@@ -101,7 +101,7 @@ def write_events(
     cursor.close()
 
 
-def _placed(layout: Layout, events: Sequence[Any], last: int | None) -> list[Written]:
+def placed(layout: Layout, events: Sequence[Any], last: int | None) -> list[Written]:
     """Each event's position: its source's; refused (ConfigError) where that is not past the previous one's."""
     out = []
     previous = last if last is not None else 0
