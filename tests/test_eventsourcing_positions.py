@@ -27,9 +27,9 @@ def target(position: int | None, **extra: object) -> tuple:
 def test_a_one_to_one_migration_keeps_every_position(sources: list[int], after: int):
     """Kept or dropped events, any gaps: each event lands at its source's position, with its lineage."""
     sources = [p for p in sources if p > after]
-    placed = placed(EVENTSOURCING, [target(p) for p in sources], after or None)
-    assert [w.position for w in placed] == sources == [w.source_position for w in placed]
-    assert all(w.lineage["source"]["position"] == w.position for w in placed)
+    written = placed(EVENTSOURCING, [target(p) for p in sources], after or None)
+    assert [w.position for w in written] == sources == [w.source_position for w in written]
+    assert all(w.lineage["source"]["position"] == w.position for w in written)
 
 
 @given(st.lists(st.integers(1, 50), min_size=1).map(sorted))
