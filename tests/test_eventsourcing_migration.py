@@ -232,3 +232,22 @@ def test_the_commands_migrate_switch_and_roll_back_an_eventsourcing_store(store_
     assert back.returncode == 0, back.stderr
     with v1.dog_school(store_url) as app:
         assert app.repository.get(ids[0]).name == "dog-0"
+
+
+def test_postgres_insert_functions_write_into_the_switched_table(postgres_url: str):
+    """With POSTGRES_ENABLE_DB_FUNCTIONS the application inserts through a PL/pgSQL function naming its table:
+    after the swap by rename the name is the new table's, and the running application's next save lands there."""
+    env = {**v1.persistence_env(postgres_url), "POSTGRES_ENABLE_DB_FUNCTIONS": "y"}
+    running = v1.DogSchool(env=env)
+    try:
+        dog = running.register("fido")
+        compiled = registry.compile()
+        with open_store(postgres_url, table="dogschool_events", layout=EVENTSOURCING, init=True) as store:
+            migrate(store, compiled, workers=1)
+            running.add_trick(dog, "late")
+            assert switch(store, compiled, workers=1).caught_up == 1
+        running.register("rex")  # through the function, into the new table
+        assert rows(postgres_url, "SELECT max(notification_id) FROM dogschool_events")[0][0] == 3
+        assert rows(postgres_url, "SELECT count(*) FROM dogschool_events_e1")[0][0] == 2
+    finally:
+        running.close()
