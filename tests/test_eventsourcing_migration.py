@@ -251,3 +251,18 @@ def test_postgres_insert_functions_write_into_the_switched_table(postgres_url: s
         assert rows(postgres_url, "SELECT count(*) FROM dogschool_events_e1")[0][0] == 2
     finally:
         running.close()
+
+
+def test_an_encrypted_state_is_refused_in_one_line(store_url: str):
+    """AES-GCM state as eventsourcing's cipher writes it (nonce, ciphertext, tag: bytes that are not JSON)."""
+    v1.write_history(store_url, dogs=1, tricks=0)
+    table = expected_table(store_url)
+    engine = sa.create_engine(normalize_sql_url(store_url))
+    with engine.begin() as c:
+        c.exec_driver_sql(f"UPDATE {table} SET state = %s" if "postgresql" in store_url else
+                          f"UPDATE {table} SET state = ?", (bytes(range(7, 40)),))
+    engine.dispose()
+    with open_store(store_url, table=table, layout=EVENTSOURCING, init=True) as store:
+        with pytest.raises(ConfigError, match=r"not JSON \(encrypted\?\)") as refused:
+            migrate(store, registry.compile(), workers=1)
+        assert "\n" not in str(refused.value) and store.active_epoch() == 1
