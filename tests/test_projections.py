@@ -138,7 +138,7 @@ def test_global_order_index_remembers_across_keys(shop_registry):
 
 
 def test_index_mapping():
-    from eventmig.projection.api import _MISSING
+    from eventmig.projection.sentinels import _MISSING
 
     loaded = {"x": 1}
     index = Index(lambda k: loaded.get(k, _MISSING))

@@ -67,7 +67,8 @@ from eventmig.ports import EventStore
 from eventmig.ports_readmodels import ReadModelSink, RowDigest, open_read_models
 from eventmig.progress import SILENT, Progress, announce_run
 from eventmig.retry import RetryPolicy, held, with_retries
-from eventmig.projection.api import Binding, Projection
+from eventmig.projection.api import Projection
+from eventmig.projection.binding import Binding
 
 __all__ = ["ProjectionReport", "RebuildFailed", "RebuildReport", "TableReport", "rebuild", "select_projections"]
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from eventmig.jobs.rebuild.failures import DECODE_ERRORS, failed, skip
 from eventmig.jobs.rebuild.units import ProjectionSlots, TypeTable, UnitState, crc32
-from eventmig.projection.api import _MISSING, KEY_INDEXED, KEY_STREAM, SLOW, Binding
+from eventmig.projection.binding import KEY_INDEXED, KEY_STREAM, Binding
+from eventmig.projection.sentinels import _MISSING, SLOW
 from eventmig.projection.fold import evolve
 
 

@@ -22,7 +22,7 @@ from eventmig.ports import EventStore
 from eventmig.ports_readmodels import ReadModelSink, RowDigest
 from eventmig.progress import Progress
 from eventmig.retry import is_transient
-from eventmig.projection.api import Binding
+from eventmig.projection.binding import Binding
 
 #: events per read from the store
 READ_PAGE = 10_000
