@@ -45,7 +45,7 @@ from eventmig.backends.sql.rowdigests import (
     merge_compare,
     replace_in_digest,
 )
-from eventmig.errors import Busy, ConfigError
+from eventmig.errors import ConfigError
 from eventmig.ports_readmodels import (
     RUN_ID_LENGTH,
     LiveModel,
@@ -168,9 +168,9 @@ class ReadModelDB(SQLDatabase):
             with SQLLease(self, name).held():
                 yield
         else:
-            from eventmig.backends.sql.store import _file_lock
+            from eventmig.backends.sql.file_locks import file_lock
 
-            with _file_lock(self.sqlite_path, name, self.url):
+            with file_lock(self.sqlite_path, name, self.url):
                 yield
 
     def close(self) -> None:
