@@ -193,6 +193,13 @@ class SQLEventStore(StoreLedger, StoreEpochs, StoreReading, StoreSchema, EventSt
                 pgwatch.announce(c, self._table)
             return start + len(events) - 1
 
+    def at_epoch(self, epoch: int) -> SQLEventStore:
+        if epoch not in {e.epoch for e in self.epochs()}:
+            raise StoreError(f"{self.url}: there is no epoch {epoch}")
+        handle = SQLEventStore(self._raw_url, table=self.table_base, epoch=epoch, layout=self.layout, _db=self._db)
+        handle._bookkept = self._bookkept
+        return handle
+
     def reopen(self, *, for_scans: bool = False) -> SQLEventStore:
         handle = SQLEventStore(
             self._raw_url, table=self.table_base, epoch=self.epoch, read_only=self._db.read_only, layout=self.layout,

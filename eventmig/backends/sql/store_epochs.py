@@ -36,13 +36,6 @@ class StoreEpochs:
             raise StoreError(f"{self.url}: no active epoch recorded in eventmig_epochs")
         return int(epoch)
 
-    def at_epoch(self, epoch: int) -> SQLEventStore:
-        if epoch not in {e.epoch for e in self.epochs()}:
-            raise StoreError(f"{self.url}: there is no epoch {epoch}")
-        handle = SQLEventStore(self._raw_url, table=self.table_base, epoch=epoch, layout=self.layout, _db=self._db)
-        handle._bookkept = self._bookkept
-        return handle
-
     def check_new_epoch(self) -> None:
         self._check_writable()
         with self._read() as c:
