@@ -14,7 +14,6 @@ from eventmig.config import Settings
 from eventmig.jobs.seed import seed
 from eventmig.errors import ConfigError
 from eventmig.progress import SILENT, Progress
-from eventmig.urls import mask_url
 
 from eventmig.command.opening import remove_sqlite_files, open_configured_store
 from eventmig.command.running import migrate, rebuild, switch, verify
@@ -57,20 +56,11 @@ def demo(
             "(or run the demo from a clone of the eventmig repository, `make demo`)"
         )
     url = store_url or DEFAULT_DEMO_STORE
-    shown = mask_url(url)  # the report is printed: never the password (the store's own form, once it is open)
     if store_url is None:
         remove_sqlite_files(url)
     demo_settings = Settings(**{**settings.__dict__, "store": url, "read_models": None})
-    steps: list[DemoStep] = []
-    with open_configured_store(demo_settings, create=True) as store:
-        shown = store.url
-        if store.head_position() is not None or len(store.epochs()) > 1:
-            raise ConfigError(f"the demo needs an empty store and {store.url} has events; pass another --store")
-        started = time.perf_counter()
-        with progress.task("seed legacy shop events", events) as task:
-            n = seed(store, events, batch_size=10_000)
-            task.advance(n)
-        steps.append(_step("seed", n, started, f"{n} legacy events"))
+    shown, seeded = _seed_empty_store(demo_settings, events, progress)
+    steps = [seeded]
     if seed_only:
         return DemoReport(shown, steps, True)
 
@@ -89,6 +79,24 @@ def demo(
                        started, f"epoch {s.from_epoch} -> {s.to_epoch}"))
     if not demo_settings.projections:
         return DemoReport(shown, steps, True)
+    return DemoReport(shown, steps, _rebuild_steps(demo_settings, progress, steps))
+
+
+def _seed_empty_store(demo_settings: Settings, events: int, progress: Progress) -> tuple[str, DemoStep]:
+    """Seed the demo store with the shop's legacy events: its URL as shown, and the seeding step."""
+    with open_configured_store(demo_settings, create=True) as store:
+        if store.head_position() is not None or len(store.epochs()) > 1:
+            raise ConfigError(f"the demo needs an empty store and {store.url} has events; pass another --store")
+        started = time.perf_counter()
+        with progress.task("seed legacy shop events", events) as task:
+            n = seed(store, events, batch_size=10_000)
+            task.advance(n)
+        # the report is printed: the store's own form of its URL, never the password
+        return store.url, _step("seed", n, started, f"{n} legacy events")
+
+
+def _rebuild_steps(demo_settings: Settings, progress: Progress, steps: list[DemoStep]) -> bool:
+    """Rebuild the read models, adding the rebuild, its verification and the swap to ``steps``; whether all passed."""
     r = rebuild(demo_settings, progress=progress)
     tables = [t for p in r.projections for t in p.tables]
     rows = sum(t.rows for t in tables)
@@ -100,10 +108,10 @@ def demo(
                         f"{len(tables)} tables, {rows + sum(t.live_rows for t in tables)} rows compared"
                         + ("" if r.ok else ": " + "; ".join(r.problems))))
     if not r.ok:
-        return DemoReport(shown, steps, False)
+        return False
     steps.append(_timed("swap", None, r.timings.get("swap", 0.0),
                         ", ".join(p.name for p in r.projections) + " live (one transaction of renames)"))
-    return DemoReport(shown, steps, True)
+    return True
 
 
 def _timed(name: str, events: int | None, seconds: float, result: str) -> DemoStep:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from typing import Any
+
+import msgspec
+
 from eventmig.model.events import RecordedEvent
 from eventmig.backends.sql.engine import is_driver_error, store_error
 from eventmig.model.records import StreamPartitions
@@ -16,6 +19,14 @@ from eventmig.model.records import StreamPartitions
 #: stream names :meth:`SQLEventStore.stream_bounds` samples to cut name ranges of about equal events
 BOUND_SAMPLES = 4096
 
+
+
+class _RowFilter(msgspec.Struct, frozen=True):
+    """The WHERE clause of a read of the log: its conditions, the values they bind, and whether it leaves rows out."""
+
+    conditions: list[str]
+    params: tuple[Any, ...]
+    filtered: bool  # anything beyond the position range: PostgreSQL then gets planner hints
 
 class StoreReading:
     """The read side of :class:`~eventmig.backends.sql.store.SQLEventStore`, which mixes this in."""
@@ -54,38 +65,11 @@ class StoreReading:
         PostgreSQL its ``hashtext``.
         """
         t = self._sql
-        conditions = [f"{t.position} > ?"]
-        extra: tuple[Any, ...] = ()
-        if until is not None:
-            conditions.append(f"{t.position} <= ?")
-        if types is not None:
-            names = sorted(set(types))
-            if not names:
-                return
-            if self.dialect == "postgresql":
-                conditions.append(f"{t.type} = ANY(?)")
-                extra += (names,)
-            else:
-                conditions.append(f"{t.type} IN ({', '.join('?' * len(names))})")
-                extra += tuple(names)
-        filtered = types is not None
-        if streams is not None and len(streams.indexes) < streams.count and streams.bounds:
-            # name ranges: compared where the rows are, with no call per row back into Python
-            name = f'{t.stream_text} COLLATE "C"' if self.dialect == "postgresql" else t.stream_text
-            ranges = []
-            for low, high in streams.ranges():
-                parts = ([f"{name} >= ?"] if low is not None else []) + ([f"{name} < ?"] if high is not None else [])
-                extra += tuple(b for b in (low, high) if b is not None)
-                ranges.append(" AND ".join(parts) or "1 = 1")
-            conditions.append(ranges[0] if len(ranges) == 1 else "(" + " OR ".join(f"({r})" for r in ranges) + ")")
-            filtered = True
-        elif streams is not None and len(streams.indexes) < streams.count:
-            indexes = sorted(streams.indexes)
-            wanted = f"= {indexes[0]}" if len(indexes) == 1 else f"IN ({', '.join(map(str, indexes))})"
-            conditions.append(f"{self._partition_sql(t.stream_text, streams.count)} {wanted}")
-            filtered = True
+        where = self._row_filter(until, types, streams)
+        if where is None:
+            return
         sql = self._q(
-            f"SELECT {t.lean if lean else t.read} FROM {self._sql_table} WHERE {' AND '.join(conditions)} "
+            f"SELECT {t.lean if lean else t.read} FROM {self._sql_table} WHERE {' AND '.join(where.conditions)} "
             f"ORDER BY {t.position} LIMIT ?"
         )
         # PostgreSQL guesses a filter on an expression keeps 0.5% of the rows, concludes that walking the
@@ -95,33 +79,82 @@ class StoreReading:
         hints = (
             "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), "
             "set_config('max_parallel_workers_per_gather', '0', true)"
-            if filtered and self.dialect == "postgresql" else None
+            if where.filtered and self.dialect == "postgresql" else None
         )
         position = after if after is not None else -1
         while True:
-            params = (position,) + ((until,) if until is not None else ()) + extra + (batch_size,)
-            try:
-                with self.engine.connect() as c:
-                    driver = c.connection.driver_connection
-                    # PostgreSQL: binary results, so payloads arrive as bytes with no hex decoding
-                    cursor = driver.cursor(binary=True) if self.dialect == "postgresql" else driver.cursor()
-                    if hints is not None:
-                        cursor.execute(hints)
-                    cursor.execute(sql, params)
-                    rows = cursor.fetchall()
-                    cursor.close()
-                    if self.dialect == "postgresql":
-                        c.connection.driver_connection.rollback()
-            except Exception as exc:  # SQLAlchemy's errors, and raw driver errors outside its wrapping
-                if is_driver_error(exc):
-                    raise store_error(exc, self.url) from None
-                raise
+            params = (position,) + ((until,) if until is not None else ()) + where.params + (batch_size,)
+            rows = self._fetch_page(sql, params, hints)
             if not rows:
                 return
             yield self._decoded(rows)
             if len(rows) < batch_size:
                 return
             position = rows[-1][2]
+
+    def _row_filter(
+        self, until: int | None, types: Collection[str] | None, streams: StreamPartitions | None
+    ) -> _RowFilter | None:
+        """The WHERE clause of a read of the log from a position; None when ``types`` names no type at all."""
+        t = self._sql
+        conditions = [f"{t.position} > ?"]
+        extra: tuple[Any, ...] = ()
+        if until is not None:
+            conditions.append(f"{t.position} <= ?")
+        if types is not None:
+            names = sorted(set(types))
+            if not names:
+                return None
+            if self.dialect == "postgresql":
+                conditions.append(f"{t.type} = ANY(?)")
+                extra += (names,)
+            else:
+                conditions.append(f"{t.type} IN ({', '.join('?' * len(names))})")
+                extra += tuple(names)
+        filtered = types is not None
+        if streams is not None and len(streams.indexes) < streams.count:
+            condition, values = self._streams_condition(streams)
+            conditions.append(condition)
+            extra += values
+            filtered = True
+        return _RowFilter(conditions, extra, filtered)
+
+    def _streams_condition(self, streams: StreamPartitions) -> tuple[str, tuple[Any, ...]]:
+        """The condition that keeps the rows of some stream partitions, and the values it binds."""
+        t = self._sql
+        if not streams.bounds:
+            indexes = sorted(streams.indexes)
+            wanted = f"= {indexes[0]}" if len(indexes) == 1 else f"IN ({', '.join(map(str, indexes))})"
+            return f"{self._partition_sql(t.stream_text, streams.count)} {wanted}", ()
+        # name ranges: compared where the rows are, with no call per row back into Python
+        name = f'{t.stream_text} COLLATE "C"' if self.dialect == "postgresql" else t.stream_text
+        ranges = []
+        values: tuple[Any, ...] = ()
+        for low, high in streams.ranges():
+            parts = ([f"{name} >= ?"] if low is not None else []) + ([f"{name} < ?"] if high is not None else [])
+            values += tuple(b for b in (low, high) if b is not None)
+            ranges.append(" AND ".join(parts) or "1 = 1")
+        return (ranges[0] if len(ranges) == 1 else "(" + " OR ".join(f"({r})" for r in ranges) + ")"), values
+
+    def _fetch_page(self, sql: str, params: tuple[Any, ...], hints: str | None) -> list[tuple[Any, ...]]:
+        """One page of rows, on a connection of its own, through the driver (binary results on PostgreSQL)."""
+        try:
+            with self.engine.connect() as c:
+                driver = c.connection.driver_connection
+                # PostgreSQL: binary results, so payloads arrive as bytes with no hex decoding
+                cursor = driver.cursor(binary=True) if self.dialect == "postgresql" else driver.cursor()
+                if hints is not None:
+                    cursor.execute(hints)
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+                cursor.close()
+                if self.dialect == "postgresql":
+                    c.connection.driver_connection.rollback()
+                return rows
+        except Exception as exc:  # SQLAlchemy's errors, and raw driver errors outside its wrapping
+            if is_driver_error(exc):
+                raise store_error(exc, self.url) from None
+            raise
 
     def _partition_sql(self, column: str, count: int) -> str:
         """The SQL expression of :meth:`stream_partition` (``count`` is an int, never user text).
