@@ -11,7 +11,6 @@ from rich.table import Table
 from eventmig.cli import observe
 from eventmig import command
 from eventmig.errors import ExitCode
-
 from eventmig.cli.shared import (
     ConfigOpt,
     JsonOpt,

@@ -14,7 +14,6 @@ from eventmig.cli import observe
 from eventmig import command
 from eventmig.config import MAX_REBUILD_BATCH_SIZE
 from eventmig.errors import ExitCode
-
 from eventmig.cli.shared import (
     BatchOpt,
     ConfigOpt,

@@ -16,7 +16,6 @@ from rich.text import Text
 
 from eventmig.cli import observe
 from eventmig.progress import SILENT, FanOut, Progress
-
 from eventmig.cli.shared import err
 
 

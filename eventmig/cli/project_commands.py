@@ -13,7 +13,6 @@ from rich.text import Text
 
 from eventmig import command
 from eventmig.errors import ConfigError, ExitCode
-
 from eventmig.cli.shared import (
     ConfigOpt,
     JsonOpt,

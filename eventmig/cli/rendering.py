@@ -20,7 +20,6 @@ from eventmig import command
 from eventmig.config import Settings
 from eventmig.errors import ConfigError, ExitCode
 from eventmig.model.graph import RENDERERS
-
 from eventmig.cli.shared import err, out
 from eventmig.cli.progress_display import progress_display
 

@@ -16,7 +16,6 @@ from eventmig.errors import ExitCode
 from eventmig.cli.interrupts import Interrupts
 from eventmig.config import DEFAULT_FOLLOW_GAP_WAIT_S, DEFAULT_FOLLOW_LEASE_S, DEFAULT_FOLLOW_POLL_S
 from eventmig.config import MAX_FOLLOW_BATCH_SIZE
-
 from eventmig.cli.shared import (
     ConfigOpt,
     JsonOpt,

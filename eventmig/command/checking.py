@@ -18,7 +18,6 @@ from eventmig.progress import SILENT, Progress
 from eventmig.ports import EventStore
 from eventmig.model.chains import CompiledRegistry
 from eventmig.model.steps import EventContext
-
 from eventmig.command.opening import decode_json, missing_sqlite, open_configured_store
 from eventmig.command.planning import StoredCounts, StoredPair
 

@@ -14,7 +14,6 @@ from eventmig.config import Settings
 from eventmig.jobs.seed import seed
 from eventmig.errors import ConfigError
 from eventmig.progress import SILENT, Progress
-
 from eventmig.command.opening import remove_sqlite_files, open_configured_store
 from eventmig.command.running import migrate, rebuild, switch, verify
 

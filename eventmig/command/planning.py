@@ -17,7 +17,6 @@ from eventmig.model.graph import build as build_graph
 from eventmig.progress import SILENT, Progress
 from eventmig.ports import EventStore
 from eventmig.model.chains import CompiledRegistry
-
 from eventmig.command.opening import decode_json, missing_sqlite, nothing_read, open_configured_store
 
 

@@ -22,7 +22,6 @@ from eventmig.ports import EventStore
 from eventmig.model.records import EpochInfo, Run, Switch
 from eventmig.jobs.follow_segment import lag_of
 from eventmig.backends.sql.following import FollowerDB, FollowerRow
-
 from eventmig.command.opening import open_configured_store
 
 

@@ -19,7 +19,6 @@ from eventmig.progress import SILENT, Progress
 from eventmig.backends.sql.readmodels import ReadModelDB
 from eventmig.retry import retry_policy
 from eventmig.jobs import follow as _follow
-
 from eventmig.command.opening import load_stream_map, nothing_read, open_configured_store
 
 

@@ -71,7 +71,6 @@ import msgspec
 import sqlalchemy as sa
 
 from eventmig.errors import ConfigError
-
 from eventmig.projection.sentinels import _DELETED, _MISSING
 from eventmig.projection.callables import arity, state_label, type_label
 

@@ -18,7 +18,6 @@ from eventmig.errors import ConfigError, UpcastError
 from eventmig.model.events import MetadataKey, TypeSuffix
 from eventmig.model.chains import CompiledRegistry
 from eventmig.model.steps import EventContext
-
 from eventmig.projection.api import STREAM, Handler, Projection
 from eventmig.projection.fast_paths import FastPaths
 from eventmig.projection.sentinels import _MISSING

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateTable
+
 from eventmig.backends.sql.rowdigests import WrittenDigest, _needs_plain, digest_rows, merge_compare, replace_in_digest
 from eventmig.ports_readmodels import TableDiff
 

@@ -7,8 +7,10 @@ commits in the same transaction as the states it covers.
 from __future__ import annotations
 
 from typing import Any
+
 import msgspec
 from sqlalchemy.engine import Connection
+
 from eventmig.ports_readmodels import LiveModel, Partition, RebuildRun, SwapRecord
 
 _json = msgspec.json.Encoder()

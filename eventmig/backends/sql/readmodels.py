@@ -40,7 +40,6 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from eventmig.backends.sql.engine import SQLDatabase

@@ -8,7 +8,9 @@ the old epoch meanwhile; that is what makes it atomic and lossless.
 from __future__ import annotations
 
 import time
+
 from sqlalchemy.engine import Connection
+
 from eventmig.errors import HeadMoved, StoreError
 from eventmig.ports import CatchUp
 from eventmig.model.records import EpochInfo, Switch

@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
 import msgspec
 from sqlalchemy.engine import Connection
+
 from eventmig.backends.sql import table_sql
 from eventmig.backends.sql.lease import DEFAULT_LEASE_TTL_S, SQLLease
 from eventmig.backends.sql import pgwatch
 from eventmig.model.records import QuarantinedEvent, Run, TargetEvent
-
 from eventmig.backends.sql.file_locks import file_lock
 
 _EVENT_COLUMNS = "stream, version, event_id, type, data, metadata, recorded_at"

@@ -8,7 +8,9 @@ before any DDL runs, so a long table name fails as one clear line.
 from __future__ import annotations
 
 import time
+
 from sqlalchemy.engine import Connection
+
 from eventmig.backends.sql import catalog, ddl, guard, table_sql
 from eventmig.backends.sql.layouts import EVENTMIG
 
