@@ -1,4 +1,7 @@
-"""``eventmig demo``: the whole life of a schema change on a scratch store, listed last in the help.
+"""``eventmig demo``: the whole life of a schema change on a scratch store.
+
+Its own module so that it registers last and the help lists it after the
+commands a real project runs.
 """
 
 from __future__ import annotations

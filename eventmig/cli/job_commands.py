@@ -1,4 +1,8 @@
 """The commands that run a job on a store: migrate, verify, switch, rollback and rebuild.
+
+Each parses its flags, calls one function of :mod:`eventmig.command` under the
+progress display and the metrics and logs asked for, and prints the report;
+everything the job does lives in :mod:`eventmig.jobs`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
 """The commands that look before anything changes: init, inspect, plan and check.
+
+They scaffold a project, read an existing store and check the upcasters, so a
+migration is planned and tested before it runs; none of them writes events.
 """
 
 from __future__ import annotations

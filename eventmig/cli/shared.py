@@ -20,11 +20,13 @@ from rich.console import Console
 from rich.text import Text
 
 from eventmig.cli import about, observe
-from eventmig.config import DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_MAX_WAIT_S, MAX_BATCH_SIZE, MAX_RETRY_ATTEMPTS, MAX_RETRY_MAX_WAIT_S, MAX_WORKERS, Settings, load_settings
+from eventmig.config import (
+    DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_MAX_WAIT_S, MAX_BATCH_SIZE, MAX_RETRY_ATTEMPTS, MAX_RETRY_MAX_WAIT_S,
+    MAX_WORKERS, Settings, load_settings,
+)
 from eventmig.errors import EventmigError, ExitCode
 from eventmig.cli.interrupts import Interrupts
 from eventmig.urls import mask_url
-
 
 app = typer.Typer(
     name="eventmig",

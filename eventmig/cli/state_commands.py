@@ -1,4 +1,7 @@
 """The commands about a store's state and its live read models: status, follow and quarantine.
+
+Status and quarantine only read and print; follow runs until stopped, so it
+owns the signal handling that ends it cleanly between batches.
 """
 
 from __future__ import annotations
