@@ -9,6 +9,7 @@ one place they are imported from.
 
 from __future__ import annotations
 
+from eventmig.jobs import cutover  # its reports and errors, as the CLI names them (command.cutover...)
 from eventmig.command.opening import (
     load_stream_map,
     nothing_read,
@@ -52,6 +53,7 @@ from eventmig.command.scaffolding import (
 from eventmig.command.demonstration import DEFAULT_DEMO_STORE, DemoReport, DemoStep, demo
 
 __all__ = [
+    "cutover",
     "AcceptReport",
     "CheckReport",
     "DEFAULT_DEMO_STORE",

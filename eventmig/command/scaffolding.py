@@ -128,7 +128,7 @@ class InspectReport(msgspec.Struct):
 
 def inspect(url: str) -> InspectReport:
     """List the tables of the database at ``url``, recognise the known layouts, count their events; write nothing."""
-    from .backends.sql import survey
+    from eventmig.backends.sql import survey
 
     masked, dialect, tables = survey.survey(url)
     chosen = survey.best(tables)
