@@ -95,8 +95,29 @@ class ESDBEventStore(EventStore):
         return metadata.without_truncation(metadata.source_metadata(self._client, self._here().names))
 
     def apply_stream_settings(self, settings: dict[str, dict[str, Any]]) -> int:
+        """Set each stream's metadata on the same stream of this epoch, where it has events.
+
+        Whether a stream has events is asked stream by stream (one short read
+        each) when few streams carry settings, as is usual; a scan of the
+        epoch's names answers for all at once when many do.
+        """
         self._check_writable()
-        return metadata.apply(self._client, self._here().names, settings, set(self.list_streams()))
+        names = self._here().names
+        wanted = metadata.without_truncation(settings)
+        if len(wanted) > metadata.ASK_EACH_UP_TO:
+            present = set(self.list_streams())
+        else:
+            present = {s for s in wanted if self._has_events(names, s)}
+        return metadata.apply(self._client, names, wanted, present)
+
+    def _has_events(self, names: EpochNames, stream: str) -> bool:
+        """Whether a stream read of ``stream`` in this epoch returns anything (truncated and deleted: no)."""
+        from kurrentdbclient.exceptions import NotFoundError, StreamIsDeletedError
+
+        try:
+            return bool(self._call(lambda: self._client.get_stream(names.physical(stream), limit=1)))
+        except (NotFoundError, StreamIsDeletedError):
+            return False
 
     # ------------------------------------------------------------- streams
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = StreamState.ANY) -> int:
