@@ -12,7 +12,9 @@ Epochs are stream-name prefixes (:mod:`.names`); bookkeeping lives in
 
 from __future__ import annotations
 
+import bisect
 import time
+from array import array
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -36,6 +38,7 @@ from . import lease, lineage, metadata, writing
 from .connection import connect
 from .ledger import Ledger
 from .names import EpochNames
+from .positions import KEPT_AT_MOST, Positions
 from .reading import Visibility, epoch_events, to_row
 
 
@@ -70,6 +73,7 @@ class ESDBEventStore(EventStore):
         else:
             names = self._call(lambda: self._ledger.state()[0].names(epoch))
         self._bound = _Bound(self._client, names)
+        self._positions: Positions | None = None  # the last count's positions
 
     @property
     def epoch(self) -> int:  # type: ignore[override]
@@ -243,10 +247,28 @@ class ESDBEventStore(EventStore):
         return None
 
     def count_events(self, after: int | None = None, until: int | None = None) -> int:
-        return sum(len(rows) for rows in self.read_all_rows(after, until=until, batch_size=10_000, lean=True))
+        """Counted by reading the positions (the server keeps no count); they are kept for
+        :meth:`position_after`, which a job asks next over the same range."""
+        here = self._here()
+        positions: array[int] | None = array("q")
+        counted = 0
+        for e in epoch_events(self._client, here.names, here.visibility, after, until):
+            counted += 1
+            if positions is not None:
+                positions.append(e.commit_position)
+                if len(positions) > KEPT_AT_MOST:
+                    positions = None  # too many to keep: position_after reads them again
+        # kept up to the last position read, not up to ``until``: an event appended since has a larger one
+        end = positions[-1] if positions else after
+        self._positions = Positions(here.names, after, end, positions) if positions is not None else None
+        return counted
 
     def position_after(self, after: int | None, count: int, *, until: int | None = None) -> int | None:
-        last, seen, here = None, 0, self._here()
+        here = self._here()
+        kept = self._positions
+        if kept is not None and kept.covers(here.names, after, until):
+            return kept.after(after, count, until)
+        last, seen = None, 0
         for e in epoch_events(self._client, here.names, here.visibility, after, until):
             seen += 1
             last = e.commit_position
@@ -442,8 +464,6 @@ def _partition_filter(store: EventStore, streams: StreamPartitions | None) -> An
     if streams is None:
         return None
     if streams.bounds:
-        import bisect
-
         bounds, indexes = streams.bounds, streams.indexes
         return lambda name: bisect.bisect_right(bounds, name) in indexes
     count, indexes, partition = streams.count, streams.indexes, store.stream_partition
