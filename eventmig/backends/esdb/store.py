@@ -40,6 +40,7 @@ from .ledger import Ledger
 from .names import EpochNames
 from .positions import KEPT_AT_MOST, Positions
 from .reading import Visibility, epoch_events, to_row
+from .watch import AppendWatch
 
 
 class ESDBEventStore(EventStore):
@@ -74,6 +75,7 @@ class ESDBEventStore(EventStore):
             names = self._call(lambda: self._ledger.state()[0].names(epoch))
         self._bound = _Bound(self._client, names)
         self._positions: Positions | None = None  # the last count's positions
+        self._watch: AppendWatch | None = None  # what a follower waits on (wait_for_appends)
 
     @property
     def epoch(self) -> int:  # type: ignore[override]
@@ -426,8 +428,26 @@ class ESDBEventStore(EventStore):
         self._check_writable()
         return self._ledger.accept(run_id, list(ids) if ids is not None else None)
 
+    # ----------------------------------------------------------- following
+    def wait_for_appends(self, timeout: float) -> bool:
+        """Wait for an event appended to the cluster, through a catch-up subscription (:mod:`.watch`)
+        started at this epoch's head on the first wait; a node out of reach: sleep, as polling does."""
+        if self._watch is None or self._watch.failed:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
+            try:
+                self._watch = AppendWatch(self._client, self.head_position())
+            except Exception:  # noqa: BLE001 - unreachable: the follower's next read says so, in its own words
+                time.sleep(timeout)
+                return False
+        return self._watch.wait(timeout)
+
     # -------------------------------------------------------------- admin
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._owns_client:
             self._client.close()
 
