@@ -164,3 +164,14 @@ def test_a_batch_written_again_after_a_partial_write_holds_each_event_once(esdb_
             held = store.read_stream(stream)
             wanted = [e for e in events if e.stream == stream]
             assert [(e.version, e.event_id, e.data) for e in held] == [(e.version, e.event_id, e.data) for e in wanted]
+
+
+def test_a_node_lost_before_a_batch_is_a_failure_the_jobs_retry(esdb_node):
+    from eventmig import retry
+
+    with open_store(esdb_node.url) as store:
+        pinned = store.at_epoch(1)  # asks the pointer nothing more: the batch itself meets the lost node
+        esdb_node.stop()
+        with pytest.raises(Exception) as failure:
+            pinned.write_batch([target("s", 0, 1), target("t", 0, 2)])
+        assert retry.is_transient(failure.value), repr(failure.value)
