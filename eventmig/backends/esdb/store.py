@@ -158,8 +158,10 @@ class ESDBEventStore(EventStore):
             return expected_version + len(batch)
         if expected_version is StreamState.NO_STREAM:
             return len(batch) - 1
-        version = self.stream_version(stream)  # any / exists: ask (an empty append to no stream leaves none)
-        return version if version is not None else none_yet
+        # any / exists: ask (an empty append to no stream leaves none), in the epoch appended to, even if a
+        # switch happened meanwhile
+        version = self._call(lambda: self._client.get_current_version(names.physical(stream)))
+        return version if isinstance(version, int) else none_yet
 
     def read_stream(self, stream: str, from_version: int | None = None, limit: int | None = None) -> list[RecordedEvent]:
         from kurrentdbclient.exceptions import NotFoundError
