@@ -110,6 +110,10 @@ class Capabilities(msgspec.Struct, frozen=True):
     #: an event id given on writing is read back; otherwise each event reads back with an id derived from
     #: its stream and version, the same on every read (a table layout with no column to keep ids in)
     keeps_event_ids: bool = True
+    #: a switch to an epoch that lacks the active epoch's last events is allowed; a store whose next
+    #: position is its largest plus one (SQLite rowid tables whose positions the application's followers
+    #: track) refuses it, since the dropped positions would be handed out again to new events
+    switch_after_tail_drop: bool = True
 
     def __post_init__(self) -> None:
         unknown = self.lineage - LINEAGE_PLACES

@@ -58,11 +58,13 @@ def in_side_table(layout: Layout) -> bool:
     return layout.lineage == "table"
 
 
-def capabilities(caps: Capabilities, layout: Layout) -> Capabilities:
+def capabilities(caps: Capabilities, layout: Layout, dialect: str) -> Capabilities:
     """``caps`` as a table of ``layout`` keeps them: lineage beside the events, metadata and event ids only
-    where the table has a column for them."""
+    where the table has a column for them, and on SQLite no switch that drops the last events
+    (see :func:`before_swap`)."""
     if in_side_table(layout):
-        caps = msgspec.structs.replace(caps, lineage=frozenset({"table"}))
+        caps = msgspec.structs.replace(caps, lineage=frozenset({"table"}),
+                                       switch_after_tail_drop=dialect != "sqlite")
     if layout.metadata is None:
         caps = msgspec.structs.replace(caps, keeps_metadata=False, keeps_event_ids=layout.event_id is not None)
     return caps

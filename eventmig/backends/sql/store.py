@@ -110,7 +110,7 @@ class SQLEventStore(StoreLedger, StoreEpochs, StoreReading, StoreSchema, EventSt
             self.capabilities = msgspec.structs.replace(self.capabilities, settable_record_times=False)
         if not self._sql.exact_metadata:  # lineage would come back as other bytes than were checksummed
             self.capabilities = msgspec.structs.replace(self.capabilities, lineage=frozenset())
-        self.capabilities = es_epochs.capabilities(self.capabilities, layout)  # what the table has columns for
+        self.capabilities = es_epochs.capabilities(self.capabilities, layout, self.dialect)  # what the table has columns for
         # a handle opened without an epoch follows the active one, as applications do: after a
         # switch it reads and writes the new epoch through the same table name
         self._pinned = epoch
