@@ -11,7 +11,6 @@ it). Neither may create eventmig's tables, nor anything else.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -28,24 +27,25 @@ REPO = Path(__file__).resolve().parent.parent
 #: what a command reads: each must succeed on a store it cannot write to
 LOOKING = [("status",), ("plan",), ("quarantine",), ("verify",), ("check", "--examples", "3")]
 
-_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _CAP_FOWNER = 1, 2, 3
-_PR_CAPBSET_DROP = 24
-
-
-def _as_any_user() -> None:
-    """In the child, before exec: drop the capabilities that let root ignore file permissions."""
-    if os.geteuid() != 0:
-        return
+#: run in a fresh interpreter before exec: drops the capabilities that let root ignore file permissions
+#: (a wrapper process rather than ``preexec_fn``: a test process that has loaded grpc must not run Python
+#: code between fork and exec, or grpc's fork handlers can abort the child)
+_AS_ANY_USER = """
+import ctypes, os, sys
+if os.geteuid() == 0:
     libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _CAP_FOWNER):
-        if libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+    for capability in (1, 2, 3):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
 
 
 def eventmig(*args: str, store: str, bound: bool = False) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTMIG_")}
-    return subprocess.run([sys.executable, "-m", "eventmig", *args, "--store", store], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300, preexec_fn=_as_any_user if bound else None)
+    wrapper = [sys.executable, "-c", _AS_ANY_USER] if bound else [sys.executable]
+    return subprocess.run([*wrapper, "-m", "eventmig", *args, "--store", store], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
 
 
 def prepared(store: str) -> None:
