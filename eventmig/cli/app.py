@@ -626,17 +626,29 @@ def rebuild(
     accept_changes: Annotated[bool, typer.Option("--accept-changes", help="Swap in a new projection version even though rows differ.")] = False,
     no_swap: Annotated[bool, typer.Option("--no-swap", help="Stop after verification; a later rebuild swaps the verified tables in.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Abandon unfinished rebuilds instead of resuming them.")] = False,
+    share: Annotated[bool, typer.Option("--share", help="Claim partitions one at a time through leases (PostgreSQL read models), so that `rebuild --join RUN` on other hosts can take some.")] = False,
+    join: Annotated[str | None, typer.Option("--join", metavar="RUN", help="Take partitions of the running shared rebuild run RUN until all are folded (PostgreSQL read models).", show_default=False)] = None,
+    lease: Annotated[float, typer.Option("--lease", min=0.1, max=3600, help="Seconds a partition claim lasts unless renewed (--share, --join); a dead holder's partitions are taken over after it.")] = DEFAULT_FOLLOW_LEASE_S,
     metrics_port: MetricsPortOpt = None,
     log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay the active epoch into shadow read-model tables in parallel, verify them, swap them in."""
+    settings = _settings(config, store, retry_attempts=retry_attempts, retry_max_wait=retry_max_wait,
+                         read_models=read_models)
+    if join is not None:
+        joined = command.join_rebuild(settings, join, batch_size=batch_size, lease_s=lease)
+        if as_json:
+            _emit_json(joined)
+        else:
+            err.print(f"run {joined.run_id} ({joined.projection}): folded {len(joined.partitions)} partition(s), "
+                      f"{joined.events_read:,} events, {joined.taken_over} taken over; {joined.next_step}")
+        return
     with _progress(as_json) as progress:
         report = command.rebuild(
-            _settings(config, store, retry_attempts=retry_attempts, retry_max_wait=retry_max_wait,
-                      read_models=read_models),
-            names=names, workers=workers, batch_size=batch_size,
+            settings, names=names, workers=workers, batch_size=batch_size,
             accept_changes=accept_changes, swap=not no_swap, restart=restart, progress=progress,
+            share=share, lease_s=lease,
         )
     observe.report(report)
     if as_json:
