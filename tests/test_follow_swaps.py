@@ -7,6 +7,9 @@ import signal
 
 from eventmig.backends import open_store
 from eventmig.backends.sql.readmodels import ReadModelDB
+from eventmig.jobs.cutover import rollback, switch
+from eventmig.jobs.follow import follow
+from eventmig.jobs.migrate import migrate
 from eventmig.jobs.rebuild import rebuild
 from eventmig.jobs.seed import ShopHistory
 
@@ -48,3 +51,57 @@ def test_a_rebuild_swapped_in_under_a_running_follower_is_followed_from_its_own_
     assert {r.projection: r.run_id for r in followers(store_url)} == live  # each follows the tables swapped in
     with open_store(store_url) as store:
         assert live_digests(store_url) == expected_digests(store, shop_registry)
+
+
+NAMES = ["order_summary", "customer_totals"]  # order_snapshots hold stream versions: any epoch change needs a rebuild
+
+
+def _followed_into_epoch_two(store, registry, events: list) -> None:
+    """Rebuilt and followed in epoch 1, switched to epoch 2 and followed there."""
+    store.write_batch(events[:1000])
+    rebuild(store, shop.projections, registry=registry, workers=1)
+    store.write_batch(events[1000:1200])
+    follow(store, shop.projections, registry=registry, names=NAMES, once=True)
+    migrate(store, registry)
+    switch(store, registry)
+    moved = follow(store, shop.projections, registry=registry, names=NAMES, once=True)
+    assert {s.epoch for s in moved.segments} == {store.active_epoch()} == {2}
+
+
+def test_after_an_epoch_rollback_followers_carry_over_without_replaying(store_url: str, shop_registry):
+    events = list(ShopHistory(1600, 5).events())
+    with open_store(store_url) as store:
+        _followed_into_epoch_two(store, shop_registry, events)
+        back = rollback(store, read_models=store_url)
+        assert back.to_epoch == store.active_epoch() == 1
+        store.write_batch(events[1200:])  # into epoch 1, active again
+        report = follow(store, shop.projections, registry=shop_registry, names=NAMES, once=True)
+        assert report.ok and all(s.status == "following" and s.epoch == 1 for s in report.segments), report
+        assert {s.checkpoint for s in report.segments} == {store.head_position()}
+        assert report.applied == len(NAMES) * 400  # only the events appended after the rollback: none replayed
+        expected = expected_digests(store, shop_registry)
+    live = live_digests(store_url)
+    tables = [t.name for p in shop.projections if p.name in NAMES for t in p.tables]
+    assert {t: live[t] for t in tables} == {t: expected[t] for t in tables}
+
+
+def test_after_a_rollback_that_hid_applied_events_followers_say_a_rebuild_is_required(store_url: str, shop_registry):
+    events = list(ShopHistory(1600, 5).events())
+    with open_store(store_url) as store:
+        _followed_into_epoch_two(store, shop_registry, events)
+        store.write_batch(events[1200:1400])  # into epoch 2 only
+        assert follow(store, shop.projections, registry=shop_registry, names=NAMES, once=True).applied == 400
+        rollback(store, force=True, read_models=store_url)  # hides those 200 events
+        stopped = follow(store, shop.projections, registry=shop_registry, names=NAMES, once=True)
+        assert not stopped.ok
+        for s in stopped.segments:
+            assert s.status == "stopped" and "a rebuild is required" in (s.error or ""), s
+        assert stopped.applied == 0
+        rebuild(store, shop.projections, registry=shop_registry, names=NAMES, workers=1)
+        store.write_batch(events[1400:])
+        again = follow(store, shop.projections, registry=shop_registry, names=NAMES, once=True)
+        assert again.ok and {s.checkpoint for s in again.segments} == {store.head_position()}, again
+        expected = expected_digests(store, shop_registry)
+    live = live_digests(store_url)
+    tables = [t.name for p in shop.projections if p.name in NAMES for t in p.tables]
+    assert {t: live[t] for t in tables} == {t: expected[t] for t in tables}

@@ -26,8 +26,9 @@ def verify_runs(
     with db.read(snapshot=True) as conn:
         live = db.live_models(conn)
         built = {r.id: r for r in db.runs(conn=conn)}
-        followed = {(f.projection, f.run_id, f.epoch): f.checkpoint for f in followers.followers(conn)} \
-            if followers is not None else {}
+        following = followers.followers(conn) if followers is not None else []
+        followed = {(f.projection, f.run_id, f.epoch): f.checkpoint for f in following}
+        followed_in = {(f.projection, f.run_id): f.epoch for f in following if f.epoch is not None}
         for run in job.runs:
             projection = job.projections[run.projection]
             model: LiveModel | None = live.get(projection.name)
@@ -53,7 +54,8 @@ def verify_runs(
                     if t.added or t.removed or t.changed
                 )
                 earlier = built.get(model.run_id) if model else None
-                stale = _other_epoch(earlier, run)
+                stale = _other_epoch(earlier, run) or _followed_elsewhere(
+                    followed_in.get((projection.name, earlier.id)) if earlier else None, run)
                 # live tables a follower keeps current hold the events up to its checkpoint, not their rebuild's
                 since = followed.get((projection.name, earlier.id, earlier.epoch), earlier.until) if earlier else None
                 appended = _appended_since(earlier, run, since)
@@ -130,6 +132,14 @@ def _other_epoch(live: RebuildRun | None, run: RebuildRun) -> str | None:
     if live is None or live.epoch == run.epoch:
         return None
     return f"replacing stale tables built from epoch {live.epoch} (epoch {run.epoch} is active)"
+
+
+def _followed_elsewhere(epoch: int | None, run: RebuildRun) -> str | None:
+    """Why rows may differ from live tables a follower kept current: it applied events of another epoch than
+    the active one (it followed a switch, and a rollback came back), so they match no active epoch."""
+    if epoch is None or epoch == run.epoch:
+        return None
+    return f"replacing stale tables followed into epoch {epoch} (epoch {run.epoch} is active)"
 
 
 def _unexplained(
