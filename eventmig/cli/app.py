@@ -47,7 +47,12 @@ from eventmig.model.graph import RENDERERS
 from eventmig.cli.interrupts import Interrupts, exit_with, quiet_library_logs
 from eventmig.progress import SILENT, FanOut, Progress
 from eventmig.urls import mask_url
-from eventmig.config import DEFAULT_FOLLOW_GAP_WAIT_S, DEFAULT_FOLLOW_LEASE_S, DEFAULT_FOLLOW_POLL_S
+from eventmig.config import (
+    DEFAULT_FOLLOW_GAP_WAIT_S,
+    DEFAULT_FOLLOW_LEASE_S,
+    DEFAULT_FOLLOW_POLL_S,
+    DEFAULT_REBUILD_CLAIM_LEASE_S,
+)
 from eventmig.config import MAX_FOLLOW_BATCH_SIZE
 
 app = typer.Typer(
@@ -628,7 +633,7 @@ def rebuild(
     restart: Annotated[bool, typer.Option("--restart", help="Abandon unfinished rebuilds instead of resuming them.")] = False,
     share: Annotated[bool, typer.Option("--share", help="Claim partitions one at a time through leases (PostgreSQL read models), so that `rebuild --join RUN` on other hosts can take some.")] = False,
     join: Annotated[str | None, typer.Option("--join", metavar="RUN", help="Take partitions of the running shared rebuild run RUN until all are folded (PostgreSQL read models).", show_default=False)] = None,
-    lease: Annotated[float, typer.Option("--lease", min=0.1, max=3600, help="Seconds a partition claim lasts unless renewed (--share, --join); a dead holder's partitions are taken over after it.")] = DEFAULT_FOLLOW_LEASE_S,
+    lease: Annotated[float, typer.Option("--lease", min=0.1, max=3600, help="Seconds a partition claim lasts unless renewed (--share, --join); a dead holder's partitions are taken over after it.")] = DEFAULT_REBUILD_CLAIM_LEASE_S,
     metrics_port: MetricsPortOpt = None,
     log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from eventmig.config import DEFAULT_FOLLOW_LEASE_S as DEFAULT_LEASE_S
+from eventmig.config import DEFAULT_REBUILD_CLAIM_LEASE_S as DEFAULT_LEASE_S
 from eventmig.config import DEFAULT_REBUILD_BATCH_SIZE
 from eventmig.errors import ConfigError, LeaseLost
 from eventmig.jobs.rebuild.plan import Job
