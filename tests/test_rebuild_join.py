@@ -87,6 +87,41 @@ def test_a_joined_process_killed_mid_run_is_taken_over_and_the_digests_equal_one
     assert live_digests(postgres_url, SUMMARY) == expected
 
 
+def test_the_starting_process_killed_mid_run_the_joined_one_finishes_and_a_rebuild_swaps(postgres_url, shop_registry):
+    with open_store(postgres_url) as store:
+        store.write_batch(list(ShopHistory(30_000, 4).events()))
+        expected = expected_digests(store, shop_registry, SUMMARY)
+    args = ("--batch-size", "100", "--lease", "2", "--json")
+    primary = eventmig(postgres_url, "rebuild", "order_summary", "--share", "--workers", "3", *args)
+    joiner = None
+    try:
+        run_id = wait_for(lambda: query(postgres_url, "SELECT id FROM eventmig_rebuilds WHERE status = 'running'"),
+                          60, primary, what="the shared run")[0][0]
+        joiner = eventmig(postgres_url, "rebuild", "--join", run_id, *args)
+        wait_for(lambda: query(postgres_url, "SELECT partition FROM eventmig_rebuild_claims WHERE run_id = %s "
+                                             "AND holder LIKE %s", run_id, f"%:{joiner.pid}:%"),
+                 120, primary, joiner, what="the joiner's first claim")
+        primary.send_signal(signal.SIGKILL)
+        primary.communicate()
+        out, err = joiner.communicate(timeout=300)
+    finally:
+        for proc in (primary, joiner):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert joiner.returncode == 0, err
+    joined = json.loads(out)
+    assert joined["ok"] and joined["taken_over"] >= 1, joined  # the dead primary's partition, at least
+    assert {r[0] for r in query(postgres_url, "SELECT status FROM eventmig_rebuild_partitions WHERE run_id = %s",
+                                run_id)} == {"done"}
+    finish = eventmig(postgres_url, "rebuild", "order_summary", "--json")  # resumes the run: verifies and swaps
+    out, err = finish.communicate(timeout=300)
+    assert finish.returncode == 0, err
+    report = json.loads(out)
+    assert report["swapped"] and report["projections"][0]["run_id"] == run_id and report["events_read"] == 0
+    assert live_digests(postgres_url, SUMMARY) == expected
+
+
 def test_join_and_share_are_refused_on_sqlite_in_one_line(sqlite_url):
     with open_store(sqlite_url) as store:
         store.write_batch(list(ShopHistory(50, 3).events()))

@@ -85,6 +85,9 @@ def fold_shared(
     pending = list(runs)
     while pending and not stop():
         folded_any = False
+        status = {r.id: r.status for r in db.runs()}
+        # a run folded, swapped or abandoned (a --restart elsewhere) has nothing left to fold
+        pending = [r for r in pending if status.get(r.id) == "running"]
         for run in list(pending):
             claim = claims.claim(run.id, holder, lease_s)
             if claim is None:
