@@ -631,7 +631,7 @@ def rebuild(
     accept_changes: Annotated[bool, typer.Option("--accept-changes", help="Swap in a new projection version even though rows differ.")] = False,
     no_swap: Annotated[bool, typer.Option("--no-swap", help="Stop after verification; a later rebuild swaps the verified tables in.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Abandon unfinished rebuilds instead of resuming them.")] = False,
-    share: Annotated[bool, typer.Option("--share", help="Claim partitions one at a time through leases (PostgreSQL read models), so that `rebuild --join RUN` on other hosts can take some.")] = False,
+    share: Annotated[bool, typer.Option("--share", help="Claim the runs' partitions one at a time through leases and fold them in this process (PostgreSQL read models), so that `rebuild --join RUN` on other hosts can take some.")] = False,
     join: Annotated[str | None, typer.Option("--join", metavar="RUN", help="Take partitions of the running shared rebuild run RUN until all are folded (PostgreSQL read models).", show_default=False)] = None,
     lease: Annotated[float, typer.Option("--lease", min=0.1, max=3600, help="Seconds a partition claim lasts unless renewed (--share, --join); a dead holder's partitions are taken over after it.")] = DEFAULT_REBUILD_CLAIM_LEASE_S,
     metrics_port: MetricsPortOpt = None,

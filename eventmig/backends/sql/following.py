@@ -179,20 +179,25 @@ class FollowerDB:
         waited for, and the swap waits for a batch under way), then reads which run is live: a batch never
         lands in tables swapped in after it started (:class:`ReadModelsSwapped`).
         """
-        if self.postgres:
-            for table in tables:
-                conn.exec_driver_sql(f"LOCK TABLE {self.db.names.quote(table)} IN ROW EXCLUSIVE MODE")
         expected = row.run_id if live_run is None else live_run
-        live = conn.exec_driver_sql(
-            self.db.q("SELECT run_id FROM eventmig_read_models WHERE projection = ?"), (row.projection,)
-        ).scalar()
-        if expected is not None and live != expected:
-            raise ReadModelsSwapped(f"{row.projection}: its live tables are those of run {live} now, not {expected}")
+        if expected is not None:
+            self._live_run_is(conn, row.projection, expected)  # first unlocked: tables of another run may be fewer
+            if self.postgres and tables:
+                for table in tables:
+                    conn.exec_driver_sql(f"LOCK TABLE {self.db.names.quote(table)} IN ROW EXCLUSIVE MODE")
+                self._live_run_is(conn, row.projection, expected)  # a swap that committed while this waited
         current = self.follower(conn, row.projection, row.segment, lock=True)
         if current.holder != holder or current.checkpoint != row.checkpoint or current.run_id != row.run_id \
                 or current.epoch != row.epoch:
             raise LeaseLost(f"{row.projection}: another follower holds it now")
         return current
+
+    def _live_run_is(self, conn: Connection, projection: str, expected: str) -> None:
+        live = conn.exec_driver_sql(
+            self.db.q("SELECT run_id FROM eventmig_read_models WHERE projection = ?"), (projection,)
+        ).scalar()
+        if live != expected:
+            raise ReadModelsSwapped(f"{projection}: its live tables are those of run {live} now, not {expected}")
 
     # ------------------------------------------------------------- states
     def state_table(self, projection: str) -> str:
