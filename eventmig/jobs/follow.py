@@ -47,7 +47,7 @@ from eventmig.config import (
 from eventmig.errors import ConfigError
 from eventmig.jobs.follow_gaps import GapWatch
 from eventmig.jobs.follow_segment import Segment, SegmentStopped, epoch_move, lag_of
-from eventmig.jobs.rebuild import select_projections
+from eventmig.jobs.rebuild import select_projections, store_url
 from eventmig.model.chains import CompiledRegistry
 from eventmig.model.registry import Registry
 from eventmig.ports import EventStore
@@ -142,7 +142,7 @@ def follow(
     compiled = registry.compile() if isinstance(registry, Registry) else registry
     selected = select_projections(projections, names)
     owns_db = read_models is None or isinstance(read_models, str)
-    db = open_read_models(read_models or _store_url(store)) if owns_db else read_models  # type: ignore[arg-type]
+    db = open_read_models(read_models or store_url(store)) if owns_db else read_models  # type: ignore[arg-type]
     try:
         for projection in selected:
             db.check_names(projection.name, projection.tables)
@@ -151,13 +151,6 @@ def follow(
     finally:
         if owns_db:
             db.close()
-
-
-def _store_url(store: EventStore) -> str:
-    url = getattr(store, "_raw_url", None)
-    if not url:
-        raise ConfigError("give the read-model database URL (read_models=...)")
-    return url
 
 
 class _Loop:
