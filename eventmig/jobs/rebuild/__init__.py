@@ -57,7 +57,7 @@ from eventmig.jobs.appended import touched_rows
 from eventmig.jobs.cutover import swap_read_models
 from eventmig.jobs.parallel import check_workers
 from eventmig.jobs.rebuild.check import verify_runs
-from eventmig.jobs.rebuild.plan import finish_shadow, plan_runs
+from eventmig.jobs.rebuild.plan import Job, finish_shadow, plan_runs
 from eventmig.jobs.rebuild.reports import ProjectionReport, RebuildFailed, RebuildReport, TableReport
 from eventmig.jobs.rebuild.shared import DEFAULT_LEASE_S, JoinReport, fold_shared, join_rebuild, new_holder, store_url
 from eventmig.jobs.rebuild.units import Unit
@@ -68,7 +68,8 @@ from eventmig.ports import EventStore
 from eventmig.ports_readmodels import PartitionClaims, ReadModelSink, RowDigest, open_claims, open_read_models
 from eventmig.progress import SILENT, Progress, announce_run
 from eventmig.retry import RetryPolicy, held, with_retries
-from eventmig.projection.api import Binding, Projection
+from eventmig.projection.api import Projection
+from eventmig.projection.binding import Binding
 
 __all__ = ["JoinReport", "ProjectionReport", "RebuildFailed", "RebuildReport", "TableReport", "join_rebuild", "rebuild",
            "select_projections"]
@@ -169,21 +170,9 @@ def _rebuild(
     job = plan_runs(db, selected, epoch, head, workers, restart, source)
     for run in job.runs:
         announce_run(progress, run.id, f"rebuild {run.projection}")
-    units = [
-        Unit(run, p, job.projections[run.projection], db.state_table(run.id, p.partition))
-        for run in job.runs for p in db.partitions(run.id) if p.status != "done"
-    ]
-    events_read = processes = 0
-    written: dict[tuple[str, str], RowDigest] = {}
-    if units and claims is not None:
-        running = [r for r in job.runs if r.status == "running"]
-        events_read = fold_shared(source, db, binding, job, running, claims, new_holder(), lease_s=lease_s,
-                                  batch_size=batch_size, written=written).events_read
-    elif units:
-        events_read, processes, written = execute(source, db, binding, job, units, workers, batch_size, progress)
-    for run in job.runs:
-        if run.status == "running":
-            finish_shadow(db, job.projections[run.projection], run)
+    units, events_read, processes, written = _fold_pending(
+        source, db, binding, job, workers, batch_size, progress, claims, lease_s,
+    )
     folded = time.perf_counter()
     reports, problems = verify_runs(
         db, job, accept_changes, written, lambda p, since, until: touched_rows(source, compiled, p, since, until),
@@ -218,3 +207,30 @@ def _rebuild(
         notes=job.notes,
         problems=problems,
     )
+
+
+def _fold_pending(
+    source: EventStore, db: ReadModelSink, binding: Binding, job: Job, workers: int, batch_size: int,
+    progress: Progress, claims: PartitionClaims | None = None, lease_s: float = DEFAULT_LEASE_S,
+) -> tuple[list[Unit], int, int, dict[tuple[str, str], RowDigest]]:
+    """Fold the partitions not done yet and finish the shadow tables of the runs that were folding: in worker
+    processes, or (``claims``: a shared run) one claimed partition at a time in this process.
+
+    Returns the units folded, the events read, the worker processes started and the digests of the rows written.
+    """
+    units = [
+        Unit(run, p, job.projections[run.projection], db.state_table(run.id, p.partition))
+        for run in job.runs for p in db.partitions(run.id) if p.status != "done"
+    ]
+    events_read = processes = 0
+    written: dict[tuple[str, str], RowDigest] = {}
+    if units and claims is not None:
+        running = [r for r in job.runs if r.status == "running"]
+        events_read = fold_shared(source, db, binding, job, running, claims, new_holder(), lease_s=lease_s,
+                                  batch_size=batch_size, written=written).events_read
+    elif units:
+        events_read, processes, written = execute(source, db, binding, job, units, workers, batch_size, progress)
+    for run in job.runs:
+        if run.status == "running":
+            finish_shadow(db, job.projections[run.projection], run)
+    return units, events_read, processes, written

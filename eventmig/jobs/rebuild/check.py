@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from eventmig.jobs.appended import Touched
 from eventmig.jobs.rebuild.plan import Job
@@ -32,70 +33,99 @@ def verify_runs(
         for run in job.runs:
             projection = job.projections[run.projection]
             model: LiveModel | None = live.get(projection.name)
-            tables: list[TableReport] = []
-            any_live = False
-            for table in projection.tables:
-                live_name = table.name if db.table_exists(table.name, conn) else None
-                any_live = any_live or live_name is not None
-                digest = written.get((run.id, table.name))
-                whole = digest is not None and sorted(digest.partitions) == list(range(run.partitions))
-                diff = db.compare(conn, table, live_name, run.tables[table.name], written=digest if whole else None)
-                tables.append(_table_report(diff))
-            differs = any(t.added or t.removed or t.changed for t in tables) and any_live
+            tables, any_live = _compared_tables(db, conn, projection, run, written)
             live_version = model.version if model is not None else None
             report = ProjectionReport(
                 name=projection.name, version=projection.version, live_version=live_version, run_id=run.id,
                 partitions=run.partitions, resumed=job.resumed.get(projection.name, False),
                 keys=int(run.stats.get("keys", 0)), status="verified", tables=tables,
             )
-            if differs:
-                summary = ", ".join(
-                    f"{t.table}: {t.added} added, {t.removed} removed, {t.changed} changed" for t in tables
-                    if t.added or t.removed or t.changed
-                )
+            if any_live and any(t.added or t.removed or t.changed for t in tables):
                 earlier = built.get(model.run_id) if model else None
-                stale = _other_epoch(earlier, run) or _followed_elsewhere(
-                    followed_in.get((projection.name, earlier.id)) if earlier else None, run)
                 # live tables a follower keeps current hold the events up to its checkpoint, not their rebuild's
                 since = followed.get((projection.name, earlier.id, earlier.epoch), earlier.until) if earlier else None
-                appended = _appended_since(earlier, run, since)
-                if live_version == projection.version and stale is not None:
-                    job.notes.append(f"{projection.name} v{projection.version}: {summary}, {stale}")
-                elif live_version == projection.version and earlier is not None and appended is not None:
-                    ahead = since is not None and run.until is not None and since > run.until
-                    change = touched(projection, run.until, since) if ahead else touched(projection, since, run.until)
-                    unexplained = _unexplained(db, projection, run, tables, change, ahead=ahead)
-                    if unexplained is None:
-                        job.notes.append(f"{projection.name} v{projection.version}: {summary}, {appended}")
-                    else:
-                        report.problems.append(
-                            f"{projection.name} v{projection.version} rows differ from the live tables ({summary}) "
-                            f"beyond what {unexplained} appended after position {min(since or 0, run.until or 0)} "
-                            "explain: the live tables were changed outside eventmig, or the projection's code gives "
-                            "other rows for the same events"
-                        )
-                elif live_version == projection.version:
-                    report.problems.append(
-                        f"{projection.name} v{projection.version} rows differ from the live tables although its version "
-                        f"did not change ({summary}): bump the projection's version if the change is intended"
-                    )
-                elif not accept_changes:
-                    was = f"v{live_version}" if live_version is not None else "unversioned tables"
-                    report.problems.append(
-                        f"{projection.name} v{projection.version} (live: {was}) changes rows ({summary}): "
-                        "pass --accept-changes to swap them in"
-                    )
+                followed_epoch = followed_in.get((projection.name, earlier.id)) if earlier else None
+                _judge_difference(db, job, report, projection, run, earlier, accept_changes, touched,
+                                  since=since, followed_epoch=followed_epoch)
             if report.problems:
                 report.status = "refused"
                 problems.extend(report.problems)
             reports.append(report)
+    _mark_verified(db, job)
+    return reports, problems
+
+
+def _compared_tables(
+    db: ReadModelSink, conn: Any, projection: Projection, run: RebuildRun, written: dict[tuple[str, str], RowDigest]
+) -> tuple[list[TableReport], bool]:
+    """Each shadow table of ``run`` compared with its live table, and whether any live table exists."""
+    tables: list[TableReport] = []
+    any_live = False
+    for table in projection.tables:
+        live_name = table.name if db.table_exists(table.name, conn) else None
+        any_live = any_live or live_name is not None
+        digest = written.get((run.id, table.name))
+        whole = digest is not None and sorted(digest.partitions) == list(range(run.partitions))
+        diff = db.compare(conn, table, live_name, run.tables[table.name], written=digest if whole else None)
+        tables.append(_table_report(diff))
+    return tables, any_live
+
+
+def _judge_difference(
+    db: ReadModelSink, job: Job, report: ProjectionReport, projection: Projection, run: RebuildRun,
+    earlier: RebuildRun | None, accept_changes: bool, touched: Callable[[Projection, int | None, int], Touched],
+    *, since: int | None = None, followed_epoch: int | None = None,
+) -> None:
+    """Rows differ from the live tables: a note when the difference is explained, else a problem of ``report``.
+
+    ``since``: the position the live tables stand at (their rebuild's, or their follower's checkpoint);
+    ``followed_epoch``: the epoch their follower applied events of, if any."""
+    tables = report.tables
+    live_version = report.live_version
+    summary = ", ".join(
+        f"{t.table}: {t.added} added, {t.removed} removed, {t.changed} changed" for t in tables
+        if t.added or t.removed or t.changed
+    )
+    if earlier is not None and since is None:
+        since = earlier.until
+    stale = _other_epoch(earlier, run) or _followed_elsewhere(followed_epoch, run)
+    appended = _appended_since(earlier, run, since)
+    if live_version == projection.version and stale is not None:
+        job.notes.append(f"{projection.name} v{projection.version}: {summary}, {stale}")
+    elif live_version == projection.version and earlier is not None and appended is not None:
+        ahead = since is not None and run.until is not None and since > run.until
+        change = touched(projection, run.until, since) if ahead else touched(projection, since, run.until)  # type: ignore[arg-type]
+        unexplained = _unexplained(db, projection, run, tables, change, ahead=ahead)
+        if unexplained is None:
+            job.notes.append(f"{projection.name} v{projection.version}: {summary}, {appended}")
+        else:
+            report.problems.append(
+                f"{projection.name} v{projection.version} rows differ from the live tables ({summary}) "
+                f"beyond what {unexplained} appended after position {min(since or 0, run.until or 0)} explain: "
+                "the live tables were changed outside eventmig, or the projection's code gives other rows for "
+                "the same events"
+            )
+    elif live_version == projection.version:
+        report.problems.append(
+            f"{projection.name} v{projection.version} rows differ from the live tables although its version "
+            f"did not change ({summary}): bump the projection's version if the change is intended"
+        )
+    elif not accept_changes:
+        was = f"v{live_version}" if live_version is not None else "unversioned tables"
+        report.problems.append(
+            f"{projection.name} v{projection.version} (live: {was}) changes rows ({summary}): "
+            "pass --accept-changes to swap them in"
+        )
+
+
+def _mark_verified(db: ReadModelSink, job: Job) -> None:
+    """Record that the runs folded by this invocation passed verification (or were compared, at least)."""
     with db.write() as conn:
         for run in job.runs:
             if run.status == "folded":
                 run.status = "verified"
                 run.updated_at = time.time()
                 db.save_run(run, conn)
-    return reports, problems
 
 
 def _appended_since(live: RebuildRun | None, run: RebuildRun, since: int | None) -> str | None:

@@ -43,7 +43,8 @@ from eventmig.ports_readmodels import (
     open_claims,
     open_read_models,
 )
-from eventmig.projection.api import Binding, Projection
+from eventmig.projection.api import Projection
+from eventmig.projection.binding import Binding
 
 __all__ = ["DEFAULT_LEASE_S", "JoinReport", "SharedFold", "fold_shared", "join_rebuild", "new_holder", "store_url"]
 
