@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from eventmig.model.events import NewEvent, RecordedEvent
+from eventmig.model.events import LINEAGE_KEY, NewEvent, RecordedEvent
 from eventmig.model.records import (
     EpochInfo,
     ExpectedVersion,
@@ -62,8 +62,10 @@ __all__ = [
 ]
 
 #: where a migrated event's lineage (its source event and upcaster chain) can be kept:
-#: ``"metadata"``, a key of the event's own metadata, read back exactly as written
-LINEAGE_PLACES = frozenset({"metadata"})
+#: ``"metadata"``, a key of the event's own metadata, read back exactly as written; ``"table"``, a side
+#: table keyed by the target event's position (a table layout whose payload keys would become the
+#: application's domain attributes, or that has no metadata column), read back by :meth:`EventStore.lineage`
+LINEAGE_PLACES = frozenset({"metadata", "table"})
 
 
 class Capabilities(msgspec.Struct, frozen=True):
@@ -102,6 +104,16 @@ class Capabilities(msgspec.Struct, frozen=True):
     max_identifier_bytes: int | None = None
     #: where lineage can live, out of :data:`LINEAGE_PLACES`
     lineage: frozenset[str] = frozenset({"metadata"})
+    #: an event's metadata is kept as written; otherwise it reads back as ``{}`` (a table layout with no
+    #: metadata column: the ``eventsourcing`` library's tables)
+    keeps_metadata: bool = True
+    #: an event id given on writing is read back; otherwise each event reads back with an id derived from
+    #: its stream and version, the same on every read (a table layout with no column to keep ids in)
+    keeps_event_ids: bool = True
+    #: a switch to an epoch that lacks the active epoch's last events is allowed; a store whose next
+    #: position is its largest plus one (SQLite rowid tables whose positions the application's followers
+    #: track) refuses it, since the dropped positions would be handed out again to new events
+    switch_after_tail_drop: bool = True
 
     def __post_init__(self) -> None:
         unknown = self.lineage - LINEAGE_PLACES
@@ -415,6 +427,25 @@ class EventStore(EventSource, StreamAppender, Epochs, JobLedger):
         checkpoint, and answers without those.
         """
         return self.stream_versions() if source_position is not None else {}
+
+    def lineage(self, positions: Sequence[int]) -> dict[int, Any]:
+        """The lineage of this epoch's events at ``positions`` (those migrated: others have none), by position.
+
+        Where :attr:`Capabilities.lineage` says ``"table"`` it is kept beside
+        the events, keyed by position; this default reads it from each event's
+        metadata (``"metadata"``).
+        """
+        wanted = set(positions)
+        found: dict[int, Any] = {}
+        if not wanted:
+            return found
+        for batch in self.read_all(min(wanted) - 1, until=max(wanted)):
+            for event in batch:
+                if event.position in wanted:
+                    lineage = msgspec.json.decode(event.metadata or b"{}").get(LINEAGE_KEY)
+                    if lineage is not None:
+                        found[event.position] = lineage
+        return found
 
     def stream_settings(self) -> dict[str, dict[str, Any]]:
         """Each stream's own settings in this epoch, by stream, for a migration to carry over (see

@@ -174,3 +174,15 @@ def test_adopt_existing_store(tmp_path: Path):
     assert "migrate: read 3, wrote 3; verify: digests match" in out
     assert 'the application reads: {"order_id":"o-1","total_cents":125}' in out
     assert out.rstrip().endswith('the application reads: {"order_id": "o-1", "total": 1.25}')
+
+
+def test_eventsourcing_upgrade(tmp_path: Path):
+    result = run_example("eventsourcing_upgrade.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "the old application wrote 6 events and a snapshot; the follower tracked up to 6" in out
+    assert "migrate: read 6, wrote 6: {'__main__:After.Dog.Registered v3': 2, '__main__:After.Dog.TrickLearned v3': 4}" in out
+    assert "verify: digests match" in out and "switch: epoch 1 -> 2 is active in table stored_events" in out
+    assert "After.Dog Fido (mixed): [('sit', 1), ('roll over', 1)]" in out  # not the stale snapshot's Before.Dog
+    assert "the follower carries on: up to 7, 1 new event(s)" in out
+    assert out.rstrip().endswith("Before.Dog Fido: ['sit', 'roll over']")

@@ -115,8 +115,9 @@ def test_a_fresh_database_and_an_existing_eventmig_store_need_no_init(store_url:
     open_store(store_url).close()
 
 
-def test_an_eventsourcing_store_is_read_by_its_layout_and_never_written(app_url: str, tmp_path: Path):
-    """plan counts the application's events by (topic, class_version); migrate refuses before creating anything."""
+def test_an_eventsourcing_store_is_read_by_its_layout_and_migrated_beside_it(app_url: str, tmp_path: Path):
+    """plan counts the application's events by (topic, class_version); migrate copies them into a sibling table
+    and leaves the application's own table as it was."""
     (tmp_path / "dogs.py").write_text(
         "import msgspec\nfrom eventmig import Registry\nregistry = Registry()\n"
         "@registry.schema('eventsourcing_app:Dog.Registered', 1)\n"
@@ -133,11 +134,12 @@ def test_an_eventsourcing_store_is_read_by_its_layout_and_never_written(app_url:
     assert planned.returncode == 0, planned.stderr
     stored = {(p["type"], p["version"]): p["events"] for p in json.loads(planned.stdout)["stored"]}
     assert stored == {("eventsourcing_app:Dog.Registered", 1): 3, ("eventsourcing_app:Dog.TrickAdded", 1): 6}
-    refused = eventmig("migrate", *config)
-    assert refused.returncode == ExitCode.USAGE
-    assert (f"eventmig cannot write table '{table}': the eventsourcing layout has no metadata column"
-            in refused.stderr)
-    assert tables(app_url) == before
+    migrated = eventmig("migrate", *config)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "read 9 events, wrote 9" in migrated.stdout
+    created = set(tables(app_url)) - set(before)
+    assert f"{table}_e2" in created and "eventmig_lineage" in created and "eventmig_epochs" in created
+    assert set(before) <= set(tables(app_url))
 
 
 def test_an_events_class_version_is_read_from_the_payload(store_url: str, tmp_path: Path):

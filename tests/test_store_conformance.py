@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 
 from eventmig.backends import open_store
-from eventmig.backends.sql.layouts import from_columns
+from eventmig.backends.sql.layouts import EVENTSOURCING, from_columns
 from eventmig.ports import EventStore
 from eventmig.testing.conformance import StoreConformance
+from eventsourcing_app import DogSchool, persistence_env
 from test_columns_layout import COLUMNS, create_domain_events
+from test_false_clean import expected_table
 
 
 class TestSQLiteStore(StoreConformance):
@@ -52,6 +54,34 @@ class TestPostgreSQLColumnsLayout(_ColumnsLayout):
     def store_url(self, postgres_url: str) -> str:
         create_domain_events(postgres_url)
         return postgres_url
+
+
+class _EventsourcingLayout(StoreConformance):
+    """The table of an application written with the ``eventsourcing`` library (created by the application)."""
+
+    def open_another(self, store_url: str, **options: Any) -> EventStore:
+        options.setdefault("table", expected_table(store_url))
+        options.setdefault("init", True)
+        return open_store(store_url, layout=EVENTSOURCING, **options)
+
+
+def application_tables(url: str) -> str:
+    """The application creates its tables (on PostgreSQL with text originator ids: the suite's streams are
+    names, not UUIDs)."""
+    DogSchool(env={**persistence_env(url), "ORIGINATOR_ID_TYPE": "text"}).close()
+    return url
+
+
+class TestSQLiteEventsourcingLayout(_EventsourcingLayout):
+    @pytest.fixture
+    def store_url(self, sqlite_url: str) -> str:
+        return application_tables(sqlite_url)
+
+
+class TestPostgreSQLEventsourcingLayout(_EventsourcingLayout):
+    @pytest.fixture
+    def store_url(self, postgres_url: str) -> str:
+        return application_tables(postgres_url)
 
 
 class TestEventStoreDB(StoreConformance):

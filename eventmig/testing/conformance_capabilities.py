@@ -33,7 +33,8 @@ class CapabilityConformance(StoreFixtures):
         assert caps.first_stream_version in (0, 1)
         assert all(isinstance(flag, bool) for flag in (caps.atomic_batches, caps.contiguous_positions, caps.epochs,
                                                        caps.idempotent_appends, caps.settable_record_times,
-                                                       caps.unique_event_ids))
+                                                       caps.unique_event_ids, caps.keeps_metadata,
+                                                       caps.keeps_event_ids))
         assert caps.lineage <= LINEAGE_PLACES
         for limit in (caps.max_stream_name_bytes, caps.max_identifier_bytes):
             assert limit is None or (isinstance(limit, int) and limit > 0)
@@ -108,6 +109,22 @@ class CapabilityConformance(StoreFixtures):
                                      LINEAGE_METADATA, 1)])
         assert new.read_stream("s")[0].metadata == LINEAGE_METADATA
         assert flat(new.read_all_rows())[0][6] == LINEAGE_METADATA
+        position = new.read_stream("s")[0].position
+        assert new.lineage([position]) == {position: json.loads(LINEAGE_METADATA)["eventmig"]}
+
+    def test_lineage_in_a_side_table_reads_back_by_position(self, store: EventStore) -> None:
+        """A store that keeps lineage beside the events, keyed by their position, gives it back by position,
+        and leaves it out of what the application reads (its payload and metadata)."""
+        if "table" not in store.capabilities.lineage:
+            pytest.skip(f"{type(store).__name__} keeps no lineage in a side table")
+        needs_epochs(store)
+        new = store.at_epoch(store.create_epoch(1))
+        new.write_batch([TargetEvent("s", first(store), "00000000-0000-4000-8000-000000000001", "A", b'{"n":1}',
+                                     LINEAGE_METADATA, 1)])
+        written = new.read_stream("s")[0]
+        assert new.lineage([written.position]) == {written.position: json.loads(LINEAGE_METADATA)["eventmig"]}
+        assert b"eventmig" not in written.data and b"eventmig" not in written.metadata
+        assert store.lineage([written.position]) == {}  # the active epoch's event at that position has none
 
     def test_url_never_shows_a_password(self, store_url: str) -> None:
         parts = urlsplit(store_url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventmig.errors import HeadMoved, StoreError
+from eventmig.errors import ConfigError, HeadMoved, StoreError
 from eventmig.ports import EventStore
 from eventmig.testing.conformance_support import StoreFixtures, events, first, target
 
@@ -32,6 +32,11 @@ class EpochConformance(StoreFixtures):
             store.switch_epoch(epoch, kind="switch", expect_heads={})
         store.finish_epoch(epoch)
         assert {e.epoch: e.status for e in store.epochs()} == {1: "active", 2: "ready"}
+        if not store.capabilities.switch_after_tail_drop:  # the declaration holds: the dropped tail is refused
+            with pytest.raises(ConfigError, match="dropped the last events"):
+                store.switch_epoch(epoch, kind="switch", expect_heads={1: store.head_position()})
+            assert store.active_epoch() == 1 and len(store.read_stream("s")) == 2
+            return
         flip = store.switch_epoch(epoch, kind="switch", expect_heads={1: store.head_position()})
         assert (flip.from_epoch, flip.to_epoch) == (1, 2)
         with self.open_another(store_url) as fresh:

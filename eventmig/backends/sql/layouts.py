@@ -30,6 +30,8 @@ FIELDS = ("stream", "version", "position", "event_id", "type", "data", "metadata
 REQUIRED = ("stream", "version", "position", "type", "data")
 #: SQLite's implicit row id: a column every rowid table has and no catalog lists
 ROWID = "rowid"
+#: the places :attr:`Layout.lineage` may name
+LINEAGE_PLACES = ("metadata", "table")
 
 
 class Layout(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,6 +58,15 @@ class Layout(msgspec.Struct, frozen=True, kw_only=True):
     version_location: str | None = None
     #: the position column on SQLite, where it differs (eventsourcing's tables: the implicit rowid)
     sqlite_position: str | None = None
+    #: where a migrated event's lineage goes: "metadata" (a key of the metadata column) or "table" (the
+    #: side table ``eventmig_lineage``, keyed by the target position: for tables with no metadata column,
+    #: or whose payload keys become the application's domain attributes)
+    lineage: str = "metadata"
+
+    def __post_init__(self) -> None:
+        if self.lineage not in LINEAGE_PLACES:
+            raise ConfigError(f"layout {self.name!r}: lineage must be one of {', '.join(LINEAGE_PLACES)}, "
+                              f"got {self.lineage!r}")
 
     def for_dialect(self, dialect: str) -> Layout:
         """This layout as it is on ``dialect`` ("sqlite" or "postgresql")."""
@@ -82,7 +93,7 @@ EVENTMIG = Layout(
 #: in the state, absent meaning 1
 EVENTSOURCING = Layout(
     name="eventsourcing", stream="originator_id", version="originator_version", position="notification_id",
-    type="topic", data="state", version_location="data:class_version", sqlite_position=ROWID,
+    type="topic", data="state", version_location="data:class_version", sqlite_position=ROWID, lineage="table",
 )
 #: Marten's ``mt_events``: recognised so that an error can name it; eventmig does not read it
 MARTEN = Layout(
@@ -130,6 +141,7 @@ def from_columns(columns: Mapping[str, Any]) -> Layout:
     if wrong:
         raise ConfigError(f"[tool.eventmig.columns] {', '.join(wrong)} must name a column (a non-empty string)")
     return Layout(name=COLUMNS, **dict(columns))
+
 
 
 def _imported(spec: str, load: Callable[[str], Any] | None) -> Layout:

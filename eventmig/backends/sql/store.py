@@ -43,6 +43,7 @@ from eventmig.backends.sql.engine import SQLDatabase
 from eventmig.errors import first_line
 from eventmig.backends.sql.layouts import EVENTMIG, Layout
 from eventmig.backends.sql import pgwatch
+from eventmig.backends.sql import eventsourcing_epochs as es_epochs
 from eventmig.ports import Capabilities, EventStore
 from eventmig.model.records import ExpectedVersion, StreamState
 from eventmig.backends.sql.store_epochs import StoreEpochs
@@ -109,6 +110,7 @@ class SQLEventStore(StoreLedger, StoreEpochs, StoreReading, StoreSchema, EventSt
             self.capabilities = msgspec.structs.replace(self.capabilities, settable_record_times=False)
         if not self._sql.exact_metadata:  # lineage would come back as other bytes than were checksummed
             self.capabilities = msgspec.structs.replace(self.capabilities, lineage=frozenset())
+        self.capabilities = es_epochs.capabilities(self.capabilities, layout, self.dialect)  # what the table has columns for
         # a handle opened without an epoch follows the active one, as applications do: after a
         # switch it reads and writes the new epoch through the same table name
         self._pinned = epoch

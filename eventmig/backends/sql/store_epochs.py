@@ -8,9 +8,12 @@ the old epoch meanwhile; that is what makes it atomic and lossless.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from eventmig.backends.sql import eventsourcing_epochs as es_epochs
 from eventmig.errors import HeadMoved, StoreError
 from eventmig.ports import CatchUp
 from eventmig.model.records import EpochInfo, Switch
@@ -108,6 +111,7 @@ class StoreEpochs:
             if epoch == active:
                 raise StoreError(f"epoch {epoch} is active; switch to another epoch before dropping it")
             c.exec_driver_sql(f"DROP TABLE IF EXISTS {self._names.quote(self._table_name(epoch, active))}")
+            es_epochs.forget_epoch(c, self._q, self.table_base, epoch)
             c.exec_driver_sql(self._q("DELETE FROM eventmig_epochs WHERE epoch = ?"), (epoch,))
 
     def switch_epoch(
@@ -142,8 +146,12 @@ class StoreEpochs:
                     )
             if behind is not None:
                 self._catch_up(c, catch_up, old_table, new_table, behind, expect_heads.get(to_epoch))  # type: ignore[arg-type]
+            if es_epochs.in_side_table(self.layout):
+                es_epochs.before_swap(c, self.dialect, self._sql, kind, old_table, self._table_name(to_epoch, active),
+                                      quote)
             c.exec_driver_sql(f"ALTER TABLE {old_table} RENAME TO {parked}")
             c.exec_driver_sql(f"ALTER TABLE {new_table} RENAME TO {old_table}")
+            es_epochs.after_swap(c, self._q, self.layout, self._sql, self.table_base, quote)
             c.exec_driver_sql(self._q("UPDATE eventmig_epochs SET status = 'retired' WHERE epoch = ?"), (active,))
             c.exec_driver_sql(self._q("UPDATE eventmig_epochs SET status = 'active' WHERE epoch = ?"), (to_epoch,))
             to_head = c.exec_driver_sql(f"SELECT max({self._sql.position}) FROM {old_table}").scalar()
@@ -167,10 +175,16 @@ class StoreEpochs:
         rows = self._decoded(c.exec_driver_sql(read.format(source), (source_head if source_head is not None else -1,)).fetchall())
         events, run = catch_up.prepare([tuple(r) for r in rows])
         if events:
-            self._bulk_insert(c, target, events)
+            self._bulk_insert(c, target, events, epoch=run.target_epoch)
         self._save_run(c, run)
         written = self._decoded(c.exec_driver_sql(read.format(target), (target_head if target_head is not None else -1,)).fetchall())
         catch_up.check([tuple(r) for r in rows], [tuple(r) for r in written])
+
+    def lineage(self, positions: Sequence[int]) -> dict[int, Any]:
+        if not es_epochs.in_side_table(self.layout):
+            return super().lineage(positions)
+        with self._read() as c:
+            return es_epochs.read_lineage(c, self._q, self.table_base, self.epoch, positions)
 
     def switches(self) -> list[Switch]:
         if not self._bookkept:

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from eventmig.backends.sql import table_sql
 from eventmig.backends.sql.lease import DEFAULT_LEASE_TTL_S, SQLLease
 from eventmig.backends.sql import pgwatch
+from eventmig.backends.sql import eventsourcing_epochs as es_epochs
 from eventmig.model.records import QuarantinedEvent, Run, TargetEvent
 from eventmig.backends.sql.file_locks import file_lock
 
@@ -92,7 +93,7 @@ class StoreLedger:
             elif run is not None:
                 self._db.commit_without_flush(c)  # a batch of a new epoch, with its checkpoint: lost, it is copied again
             if events:
-                self._bulk_insert(c, table, events)
+                self._bulk_insert(c, table, events, epoch=epoch)
                 if epoch == active and self.dialect == "postgresql":
                     pgwatch.announce(c, self.table_base)
             if quarantined:
@@ -107,8 +108,11 @@ class StoreLedger:
             if run is not None:
                 self._save_run(c, run)
 
-    def _bulk_insert(self, c: Connection, table: str, events: Sequence[TargetEvent]) -> None:
-        """``table``: SQL text (quoted)."""
+    def _bulk_insert(self, c: Connection, table: str, events: Sequence[TargetEvent], *, epoch: int) -> None:
+        """``table``: SQL text (quoted), the table of ``epoch``."""
+        if es_epochs.in_side_table(self.layout):
+            es_epochs.write_events(c, self._q, self.dialect, self._sql, self.layout, table, self.table_base, epoch, events)
+            return
         if not self._sql.native:
             cursor = c.connection.driver_connection.cursor()
             cursor.executemany(

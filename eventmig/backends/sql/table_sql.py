@@ -26,7 +26,11 @@ order:
   encrypted state) is refused with one line, never read as garbage.
 
 Writes of a layout with no metadata column are refused (:attr:`TableSQL.read_only`
-says why): a migration's lineage would have nowhere to go.
+says why): a migration's lineage would have nowhere to go, unless the layout
+keeps lineage in a side table (``lineage = "table"``, as the eventsourcing
+preset does: see :mod:`.eventsourcing_epochs`). A layout whose version lives
+in the payload gets it written back there (eventsourcing: ``class_version``,
+absent for version 1).
 """
 
 from __future__ import annotations
@@ -131,14 +135,15 @@ def build(layout: Layout, dialect: str, quote: Callable[[str], str], types: Mapp
         lean=f"{head}, NULL, {type_}, {data}, {metadata}, NULL",
         insert_columns=", ".join(quote(c) for c, _ in columns), insert_values=", ".join(v for _, v in columns),
         native=False, decode=_decoder(layout), read_only=unwritable(layout),
-        exact_times=not layout.recorded_at or pg or "int" in kind(layout.recorded_at),
+        # no record-time column: every event reads as recorded at 0, whatever was written
+        exact_times=bool(layout.recorded_at) and (pg or "int" in kind(layout.recorded_at)),
         exact_metadata=kind(layout.metadata) != "jsonb",
     )
 
 
 def unwritable(layout: Layout) -> str | None:
     """Why eventmig cannot write a table of ``layout``, or None if it can."""
-    if layout.metadata is None:
+    if layout.metadata is None and layout.lineage != "table":
         return f"the {layout.name} layout has no metadata column, so a migration's lineage would have nowhere to go"
     return None
 
@@ -149,7 +154,39 @@ def insert_rows(layout: Layout, events: Sequence[Any]) -> Rows:
             if f in ("stream", "version", "type", "data") or getattr(layout, f) is not None]
     if layout.event_id is None and layout.metadata is not None:
         events = [(*e[:5], _with_event_id(e[5], e[2]), *e[6:]) for e in events]
+    if payload_version_key(layout):
+        events = [(*e[:4], *with_payload_version(layout, e[4], e[5]), *e[6:]) for e in events]
     return [tuple(e[i] for i in keep) for e in events]
+
+
+def payload_version_key(layout: Layout) -> str | None:
+    """The payload key of the schema version, for a layout that keeps it in the payload (``data:KEY``)."""
+    kind, _, key = (layout.version_location or "").partition(":")
+    return key if kind == "data" and key else None
+
+
+def with_payload_version(layout: Layout, data: bytes, metadata: bytes) -> tuple[bytes, bytes]:
+    """(payload, metadata) as the table stores them: the version the registry wrote into the metadata moved
+    back into the payload, where the layout keeps it (the reverse of what reads lift out).
+
+    Version 1 is written as an absent key, as eventsourcing writes it; a
+    payload that is not a JSON object is refused with one line.
+    """
+    key = payload_version_key(layout)
+    if key is None or not metadata:
+        return data, metadata
+    found = _decode(metadata)
+    if type(found) is not dict or key not in found:
+        return data, metadata
+    version = found.pop(key)
+    payload = _decode(data)
+    if type(payload) is not dict:
+        raise ConfigError(f"the {layout.name} layout keeps the schema version in the payload, "
+                          f"which must be a JSON object, not {data[:40]!r}")
+    payload.pop(key, None)
+    if version != 1:
+        payload[key] = version
+    return _encode(payload), _encode(found)
 
 
 def _with_event_id(metadata: bytes, event_id: str) -> bytes:
