@@ -51,6 +51,9 @@ DEFAULT_FOLLOW_POLL_S = 0.5
 DEFAULT_FOLLOW_GAP_WAIT_S = 3.0
 #: seconds a follower's lease lasts unless renewed: a standby takes a dead holder's segments over within this long
 DEFAULT_FOLLOW_LEASE_S = 10.0
+#: seconds a shared rebuild's claim on a partition lasts unless renewed: a dead holder's partition is taken over
+#: after this long
+DEFAULT_REBUILD_CLAIM_LEASE_S = 10.0
 #: the most worker processes a job starts: each holds connections of its own (PostgreSQL allows 100 by
 #: default), and beyond the cores of one machine more processes only take turns
 MAX_WORKERS = 64

@@ -27,6 +27,7 @@ import msgspec
 import sqlalchemy as sa
 
 from eventmig.errors import ConfigError
+from eventmig.model.records import Gap
 from eventmig.urls import url_shown_unparsed
 
 #: characters of a rebuild run's id, the suffix of its shadow tables' names (``<table>__<run id>``)
@@ -132,7 +133,7 @@ class ReadModelSink(Protocol):
     def close(self) -> None: ...
     def lock(self, name: str) -> AbstractContextManager[None]: ...
     def write(self, *, durable: bool = True) -> AbstractContextManager[Any]: ...
-    def read(self) -> AbstractContextManager[Any]: ...
+    def read(self, *, snapshot: bool = False) -> AbstractContextManager[Any]: ...
     def check_names(self, projection_name: str, tables: Iterable[sa.Table]) -> None: ...
     def table_exists(self, name: str, tx: Any = None) -> bool: ...
     def drop_tables(self, tx: Any, names: Iterable[str]) -> None: ...
@@ -183,6 +184,80 @@ class ReadModelSink(Protocol):
     ) -> None: ...
 
 
+class FollowerRow(msgspec.Struct):
+    """A projection segment's follower, as the read-model database holds it."""
+
+    projection: str
+    segment: int
+    run_id: str | None  # the rebuild run whose tables it follows; None before its first start
+    epoch: int | None
+    checkpoint: int | None  # the last commit position applied (None: the epoch was empty)
+    events: int  # events applied since it started following that run
+    holder: str | None
+    lease_until: float | None
+    updated_at: float
+    lag_events: int | None
+    lag_seconds: float | None
+    gaps: int  # positions moved past without an event
+    error: str | None  # why it stopped (a projection that raised, a rebuild required)
+
+
+class LeaseLost(Exception):
+    """Another follower holds this segment now (or moved its checkpoint): the batch was not applied."""
+
+
+class ReadModelsSwapped(LeaseLost):
+    """The live tables a follower wrote to are no longer those of the run it started from (a rebuild or a
+    rollback swapped others in): the batch was not applied; the follower starts again from the new tables'
+    own checkpoint."""
+
+
+class FollowerStore(Protocol):
+    """What ``follow`` keeps beside the live tables: each segment's checkpoint and lease, its keys' states,
+    the gaps it moved past. Every write happens inside a transaction of :attr:`db`, the one that covers the
+    batch's rows, so that rows, states and checkpoint commit together."""
+
+    db: ReadModelSink
+
+    def followers(self, tx: Any = None) -> list[FollowerRow]: ...
+    def follower(self, tx: Any, projection: str, segment: int, *, lock: bool = False) -> FollowerRow: ...
+    def claim(self, segments: Iterable[tuple[str, int]], holder: str, lease_s: float) -> list[FollowerRow]: ...
+    def renew(self, segments: Iterable[tuple[str, int]], holder: str, lease_s: float) -> set[tuple[str, int]]: ...
+    def release(self, segments: Iterable[tuple[str, int]], holder: str) -> None: ...
+    def held(self, tx: Any, row: FollowerRow, holder: str, *, tables: Sequence[str] = (),
+             live_run: str | None = None) -> FollowerRow: ...
+    def state_table(self, projection: str) -> str: ...
+    def load_states(self, tx: Any, projection: str, keys: Sequence[str]) -> dict[str, bytes]: ...
+    def reset_states(self, tx: Any, projection: str) -> None: ...
+    def put_states(self, tx: Any, projection: str, items: Sequence[tuple[str, bytes]],
+                   deleted: Sequence[str] = (), *, empty: bool = False) -> None: ...
+    def replace_rows(self, tx: Any, table: sa.Table, old: Sequence[Sequence[Any]], new: Sequence[Sequence[Any]]) -> None: ...
+    def save(self, tx: Any, row: FollowerRow, lease_s: float, gaps: Sequence[Gap] = ()) -> None: ...
+    def mark_followed(self, tx: Any, run_id: str, projection: str) -> None: ...
+    def was_followed(self, tx: Any, run_id: str) -> bool: ...
+
+
+class PartitionClaim(msgspec.Struct, frozen=True):
+    """One process's hold on one partition of a rebuild run; the generation is its fencing token."""
+
+    run_id: str
+    partition: int
+    holder: str
+    generation: int
+
+
+class PartitionClaims(Protocol):
+    """Leases on a rebuild run's partitions, so that processes on several hosts share the run: each claims a
+    free (or expired) partition, renews its claim while folding it, and writes only through a handle fenced
+    by that claim."""
+
+    def claim(self, run_id: str, holder: str, lease_s: float) -> PartitionClaim | None: ...
+    def renew(self, claim: PartitionClaim, lease_s: float) -> bool: ...
+    def release(self, claim: PartitionClaim) -> None: ...
+    def fenced(self, sink: ReadModelSink, claim: PartitionClaim) -> ReadModelSink: ...
+    def holders(self, run_id: str) -> dict[int, Any]: ...
+
+
 #: opens the read-model database at a URL; set by the backends when imported (:func:`register_opener`)
 _openers: list[Callable[..., ReadModelSink]] = []
 
@@ -197,3 +272,35 @@ def open_read_models(url: str, *, create: bool = True) -> ReadModelSink:
     if not _openers:
         raise ConfigError(f"no backend can open the read-model database {url_shown_unparsed(url)!r}")
     return _openers[0](url, create=create)
+
+
+#: the follower bookkeeping of a read-model database; set by the backends when imported
+_follower_openers: list[Callable[[Any], FollowerStore]] = []
+
+
+def register_follower_opener(opener: Callable[[Any], FollowerStore]) -> None:
+    """Make ``opener(sink)`` the way :func:`open_followers` reaches a sink's follower bookkeeping."""
+    _follower_openers[:] = [opener]
+
+
+#: the partition claims of a read-model database; set by the backends when imported
+_claims_openers: list[Callable[[Any], PartitionClaims]] = []
+
+
+def register_claims_opener(opener: Callable[[Any], PartitionClaims]) -> None:
+    """Make ``opener(sink)`` the way :func:`open_claims` reaches a sink's partition claims."""
+    _claims_openers[:] = [opener]
+
+
+def open_claims(sink: ReadModelSink) -> PartitionClaims:
+    """The partition claims of ``sink``'s database (ConfigError, one line, where it cannot hold them)."""
+    if not _claims_openers:
+        raise ConfigError(f"no backend can share rebuild runs in {sink.url}")
+    return _claims_openers[0](sink)
+
+
+def open_followers(sink: ReadModelSink) -> FollowerStore:
+    """The follower bookkeeping beside ``sink``'s live tables (created there if missing)."""
+    if not _follower_openers:
+        raise ConfigError(f"no backend can follow read models in {sink.url}")
+    return _follower_openers[0](sink)

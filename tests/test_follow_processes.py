@@ -43,7 +43,7 @@ def wait_until(predicate, timeout: float, proc: subprocess.Popen | None = None, 
         if predicate():
             return
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"follower exited {proc.returncode} waiting for {what}: {proc.stderr.read()[-2000:]}")
+            raise AssertionError(f"follower exited {proc.returncode} waiting for {what}: {proc.stdout.read()[-1000:]} {proc.stderr.read()[-2000:]}")
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 

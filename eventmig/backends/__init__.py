@@ -19,7 +19,14 @@ from typing import Any
 
 from eventmig.errors import ConfigError
 from eventmig.ports import EventStore
-from eventmig.ports_readmodels import ReadModelSink, register_opener
+from eventmig.ports_readmodels import (
+    FollowerStore,
+    PartitionClaims,
+    ReadModelSink,
+    register_claims_opener,
+    register_follower_opener,
+    register_opener,
+)
 from eventmig.urls import url_shown_unparsed
 
 __all__ = ["BACKENDS", "ENTRY_POINT_GROUP", "READ_MODELS", "backend_class", "open_read_models", "open_store"]
@@ -109,5 +116,27 @@ def open_read_models(url: str, *, create: bool = True) -> ReadModelSink:
     return getattr(importlib.import_module(module), name)(url, create=create)
 
 
+def open_followers(sink: ReadModelSink) -> FollowerStore:
+    """The follower bookkeeping beside a read-model database this package opened (SQL: ``FollowerDB``)."""
+    from eventmig.backends.sql.following import FollowerDB
+    from eventmig.backends.sql.readmodels import ReadModelDB
+
+    if not isinstance(sink, ReadModelDB):
+        raise ConfigError(f"follow keeps read models in SQLite or PostgreSQL, not in {sink.url}")
+    return FollowerDB(sink)
+
+
+def open_claims(sink: ReadModelSink) -> PartitionClaims:
+    """The rebuild partition claims of a read-model database this package opened (PostgreSQL only)."""
+    from eventmig.backends.sql.claims import SQLPartitionClaims
+    from eventmig.backends.sql.readmodels import ReadModelDB
+
+    if not isinstance(sink, ReadModelDB):
+        raise ConfigError(f"rebuild --join shares runs through PostgreSQL read models, not {sink.url}")
+    return SQLPartitionClaims(sink)
+
+
 # jobs given a URL open read models through the port, which knows no backend
 register_opener(open_read_models)
+register_follower_opener(open_followers)
+register_claims_opener(open_claims)

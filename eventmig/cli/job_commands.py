@@ -16,7 +16,7 @@ from rich.text import Text
 
 from eventmig.cli import observe
 from eventmig import command
-from eventmig.config import MAX_REBUILD_BATCH_SIZE
+from eventmig.config import DEFAULT_REBUILD_CLAIM_LEASE_S, MAX_REBUILD_BATCH_SIZE, Settings
 from eventmig.errors import ExitCode
 from eventmig.cli.shared import (
     BatchOpt,
@@ -202,17 +202,24 @@ def rebuild(
     accept_changes: Annotated[bool, typer.Option("--accept-changes", help="Swap in a new projection version even though rows differ.")] = False,
     no_swap: Annotated[bool, typer.Option("--no-swap", help="Stop after verification; a later rebuild swaps the verified tables in.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Abandon unfinished rebuilds instead of resuming them.")] = False,
+    share: Annotated[bool, typer.Option("--share", help="Claim the runs' partitions one at a time through leases and fold them in this process (PostgreSQL read models), so that `rebuild --join RUN` on other hosts can take some.")] = False,
+    join: Annotated[str | None, typer.Option("--join", metavar="RUN", help="Take partitions of the running shared rebuild run RUN until all are folded (PostgreSQL read models).", show_default=False)] = None,
+    lease: Annotated[float, typer.Option("--lease", min=0.1, max=3600, help="Seconds a partition claim lasts unless renewed (--share, --join); a dead holder's partitions are taken over after it.")] = DEFAULT_REBUILD_CLAIM_LEASE_S,
     metrics_port: MetricsPortOpt = None,
     log_format: LogFormatOpt = observe.LogFormat.text,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay the active epoch into shadow read-model tables in parallel, verify them, swap them in."""
+    settings = settings_of(config, store, retry_attempts=retry_attempts, retry_max_wait=retry_max_wait,
+                           read_models=read_models)
+    if join is not None:
+        _join_rebuild(settings, join, batch_size, lease, as_json)
+        return
     with progress_display(as_json) as progress:
         report = command.rebuild(
-            settings_of(config, store, retry_attempts=retry_attempts, retry_max_wait=retry_max_wait,
-                      read_models=read_models),
-            names=names, workers=workers, batch_size=batch_size,
+            settings, names=names, workers=workers, batch_size=batch_size,
             accept_changes=accept_changes, swap=not no_swap, restart=restart, progress=progress,
+            share=share, lease_s=lease,
         )
     observe.report(report)
     if as_json:
@@ -221,3 +228,13 @@ def rebuild(
         print_rebuild(report)
     if not report.ok:
         raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _join_rebuild(settings: Settings, run_id: str, batch_size: int | None, lease: float, as_json: bool) -> None:
+    """``rebuild --join RUN``: fold partitions of another process's shared run; that one verifies and swaps."""
+    joined = command.join_rebuild(settings, run_id, batch_size=batch_size, lease_s=lease)
+    if as_json:
+        emit_json(joined)
+    else:
+        err.print(f"run {joined.run_id} ({joined.projection}): folded {len(joined.partitions)} partition(s), "
+                  f"{joined.events_read:,} events, {joined.taken_over} taken over; {joined.next_step}")

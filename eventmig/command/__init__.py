@@ -29,7 +29,7 @@ from eventmig.command.checking import (
     record_cases,
     sample_stored,
 )
-from eventmig.command.running import follow, migrate, rebuild, rollback, switch, verify
+from eventmig.command.running import follow, join_rebuild, migrate, rebuild, rollback, switch, verify
 from eventmig.command.reporting import (
     EpochStatus,
     FollowerStatus,
@@ -90,6 +90,7 @@ __all__ = [
     "plan",
     "plan_graph",
     "quarantine",
+    "join_rebuild",
     "rebuild",
     "record_cases",
     "rollback",

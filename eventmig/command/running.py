@@ -98,6 +98,8 @@ def rebuild(
     swap: bool = True,
     restart: bool = False,
     progress: Progress = SILENT,
+    share: bool = False,
+    lease_s: float = _rebuild.DEFAULT_LEASE_S,
 ) -> _rebuild.RebuildReport:
     """Replay the active epoch into the projections' shadow tables, verify them, swap them in."""
     compiled = load_registry(settings)
@@ -107,6 +109,17 @@ def rebuild(
             store, projections, registry=compiled, read_models=settings.read_models_url, names=names,
             workers=workers or settings.workers, batch_size=batch_size or settings.rebuild_batch_size,
             accept_changes=accept_changes, swap=swap, restart=restart, retry=retry_policy(settings), progress=progress,
+            share=share, lease_s=lease_s,
+        )
+
+
+def join_rebuild(settings: Settings, run_id: str, *, batch_size: int | None = None,
+                 lease_s: float = _rebuild.DEFAULT_LEASE_S) -> _rebuild.JoinReport:
+    """Take partitions of a running shared rebuild run until all are folded."""
+    with open_configured_store(settings) as store:
+        return _rebuild.join_rebuild(
+            store, load_projections(settings), run_id, registry=load_registry(settings),
+            read_models=settings.read_models_url, batch_size=batch_size or settings.rebuild_batch_size, lease_s=lease_s,
         )
 
 

@@ -17,7 +17,7 @@ an event loop for nothing it can overlap.
 * **No event skipped**: it never moves past a hole in the commit positions
   that may still fill (:mod:`eventmig.jobs.follow_gaps`).
 * **One active follower per segment**, through leases in the read-model
-  database (:mod:`eventmig.backends.sql.following`); a standby claims a dead holder's
+  database (:class:`~eventmig.ports_readmodels.FollowerStore`); a standby claims a dead holder's
   segments once their lease expires.
 * **Stops cleanly**: between transactions when ``stop()`` says so (the CLI's
   SIGTERM and first Ctrl-C); a projection that raises stops alone, with the
@@ -37,8 +37,6 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from eventmig.backends.sql.following import FollowerDB, FollowerRow, LeaseLost
-from eventmig.backends.sql.readmodels import ReadModelDB
 from eventmig.config import (
     DEFAULT_FOLLOW_BATCH_SIZE as DEFAULT_BATCH_SIZE,
     DEFAULT_FOLLOW_GAP_WAIT_S as DEFAULT_GAP_WAIT_S,
@@ -49,10 +47,19 @@ from eventmig.config import (
 from eventmig.errors import ConfigError
 from eventmig.jobs.follow_gaps import GapWatch
 from eventmig.jobs.follow_segment import Segment, SegmentStopped, epoch_move, lag_of
-from eventmig.jobs.rebuild import select_projections
+from eventmig.jobs.rebuild import select_projections, store_url
 from eventmig.model.chains import CompiledRegistry
 from eventmig.model.registry import Registry
 from eventmig.ports import EventStore
+from eventmig.ports_readmodels import (
+    FollowerRow,
+    FollowerStore,
+    LeaseLost,
+    ReadModelSink,
+    ReadModelsSwapped,
+    open_followers,
+    open_read_models,
+)
 from eventmig.projection.api import Projection
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_GAP_WAIT_S", "DEFAULT_LEASE_S", "DEFAULT_POLL_S", "MAX_BATCH_SIZE",
@@ -63,6 +70,8 @@ STATUS_EVERY_S = 2.0
 
 
 _BUSY, _BLOCKED, _IDLE = "busy", "blocked", "idle"
+#: swaps in a row that may race a segment's seeding before it gives up until its next claim
+_SWAPS_RACED = 5
 #: seconds between two looks at a hole in the positions that may still fill
 _BLOCKED_PAUSE_S = 0.05
 
@@ -108,7 +117,7 @@ def follow(
     projections: Sequence[Projection],
     *,
     registry: CompiledRegistry | Registry,
-    read_models: str | ReadModelDB | None = None,
+    read_models: str | ReadModelSink | None = None,
     names: Sequence[str] | None = None,
     once: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -132,30 +141,23 @@ def follow(
             raise ConfigError(f"{what} must be between 0 and 3600 seconds, got {value!r}")
     compiled = registry.compile() if isinstance(registry, Registry) else registry
     selected = select_projections(projections, names)
-    owns_db = not isinstance(read_models, ReadModelDB)
-    db = read_models if isinstance(read_models, ReadModelDB) else ReadModelDB(read_models or _store_url(store))
+    owns_db = read_models is None or isinstance(read_models, str)
+    db = open_read_models(read_models or store_url(store)) if owns_db else read_models  # type: ignore[arg-type]
     try:
         for projection in selected:
             db.check_names(projection.name, projection.tables)
-        loop = _Loop(store, selected, compiled, FollowerDB(db), batch_size, poll_s, gap_wait_s, lease_s)
+        loop = _Loop(store, selected, compiled, open_followers(db), batch_size, poll_s, gap_wait_s, lease_s)
         return loop.run(once, stop, on_status)
     finally:
         if owns_db:
             db.close()
 
 
-def _store_url(store: EventStore) -> str:
-    url = getattr(store, "_raw_url", None)
-    if not url:
-        raise ConfigError("give the read-model database URL (read_models=...)")
-    return url
-
-
 class _Loop:
     """One follower process: its leases, its segments, and the read-apply-wait loop."""
 
     def __init__(
-        self, store: EventStore, selected: list[Projection], compiled: CompiledRegistry, fdb: FollowerDB,
+        self, store: EventStore, selected: list[Projection], compiled: CompiledRegistry, fdb: FollowerStore,
         batch_size: int, poll_s: float, gap_wait_s: float, lease_s: float,
     ) -> None:
         self.store, self.compiled, self.fdb = store, compiled, fdb
@@ -232,15 +234,25 @@ class _Loop:
             self._start(row)
 
     def _start(self, row: FollowerRow) -> None:
-        segment = Segment(self.projections[row.projection], self.compiled, self.fdb, row)
-        try:
-            segment.prepare(self.store, self.holder, self.lease_s)
-        except SegmentStopped as stopped:
-            self.stopped[segment.key] = str(stopped)
+        """Resume the segment, or seed it from the live tables' rebuild (again if a swap raced the seeding)."""
+        for _ in range(_SWAPS_RACED):
+            segment = Segment(self.projections[row.projection], self.compiled, self.fdb, row)
+            try:
+                segment.prepare(self.store, self.holder, self.lease_s)
+            except SegmentStopped as stopped:
+                self.stopped[segment.key] = str(stopped)
+                return
+            except ReadModelsSwapped:
+                row = self._reload(segment)
+                continue
+            except LeaseLost:
+                return
+            self.segments[segment.key] = segment
             return
-        except LeaseLost:
-            return
-        self.segments[segment.key] = segment
+
+    def _reload(self, segment: Segment) -> FollowerRow:
+        with self.fdb.db.read() as c:
+            return self.fdb.follower(c, segment.row.projection, segment.row.segment)
 
     # ----------------------------------------------------------------- step
     def _step(self) -> str:
@@ -294,6 +306,12 @@ class _Loop:
             return action()
         except SegmentStopped as stopped:
             self.stopped[segment.key] = str(stopped)
+        except ReadModelsSwapped:
+            # a rebuild (or a rollback) made other tables live: nothing of the batch was written; start again
+            # from the checkpoint those tables were built up to
+            self.segments.pop(segment.key, None)
+            self._start(self._reload(segment))
+            return None
         except LeaseLost:
             pass
         self.segments.pop(segment.key, None)

@@ -4,7 +4,8 @@ A segment is what one follower holds one lease for (today a whole
 projection: segment 0). Every change it makes to the read-model database
 is one transaction that covers the rows, the states of the keys they come
 from and the checkpoint, after checking that the lease is still held and
-the checkpoint still the one the batch started from (``FollowerDB.held``).
+the checkpoint still the one the batch started from (:meth:`FollowerStore.held`), and that
+its live tables are still those of the run it started from.
 """
 
 from __future__ import annotations
@@ -14,14 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy.engine import Connection
-
-from eventmig.backends.sql.following import FollowerDB, FollowerRow
-from eventmig.backends.sql.readmodels import ReadModelDB
 from eventmig.jobs.rebuild.units import decode_key, encode_key
 from eventmig.model.records import Gap, Switch
 from eventmig.model.chains import CompiledRegistry
 from eventmig.ports import EventStore
+from eventmig.ports_readmodels import FollowerRow, FollowerStore, ReadModelSink
 from eventmig.projection import fold
 from eventmig.projection.api import Index, Projection
 from eventmig.projection.binding import Binding
@@ -44,12 +42,12 @@ class SegmentStopped(Exception):
 class Segment:
     """A projection segment this follower holds the lease of."""
 
-    def __init__(self, projection: Projection, compiled: CompiledRegistry, fdb: FollowerDB, row: FollowerRow) -> None:
+    def __init__(self, projection: Projection, compiled: CompiledRegistry, fdb: FollowerStore, row: FollowerRow) -> None:
         self.projection = projection
         self.compiled = compiled
         self.binding = Binding([projection], compiled)
         self.fdb = fdb
-        self.db: ReadModelDB = fdb.db
+        self.db: ReadModelSink = fdb.db
         self.row = row
         self.tracks = fold.tracks_version(projection)
         state_type = tuple[int, projection.state_type] if self.tracks else projection.state_type
@@ -64,6 +62,11 @@ class Segment:
     @property
     def key(self) -> tuple[str, int]:
         return self.row.projection, self.row.segment
+
+    def _held(self, c: Any, row: FollowerRow, holder: str, *, live_run: str | None = None) -> None:
+        """First thing in each of its transactions: the lease is still this follower's, the checkpoint the one
+        it started from, and the live tables those of the run it follows (``live_run`` while it seeds)."""
+        self.fdb.held(c, row, holder, tables=[t.name for t in self.projection.tables], live_run=live_run)
 
     # ------------------------------------------------------------ starting
     def prepare(self, store: EventStore, holder: str, lease_s: float) -> None:
@@ -80,7 +83,7 @@ class Segment:
             self._load_index()
             if self.row.error is not None:  # the next try after a fix: the error is history
                 with self.db.write() as c:
-                    self.fdb.held(c, self.row, holder)
+                    self._held(c, self.row, holder)
                     self.row.error = None
                     self.fdb.save(c, self.row, lease_s)
             return
@@ -101,7 +104,7 @@ class Segment:
                 fold.apply(fold.keyed_events(folding.binding, rows, folding.indexes), folding.states)
         states, index = folding.states[0], folding.indexes[0]
         with self.db.write(durable=False) as c:
-            self.fdb.held(c, self.row, holder)
+            self._held(c, self.row, holder, live_run=run_id)
             self.fdb.reset_states(c, self.projection.name)
             items = sorted((encode_key(k), self._encode(v)) for k, v in states.items())
             items += [("#" + encode_key(k), msgspec.msgpack.encode(v)) for k, v in index._data.items()]
@@ -138,7 +141,7 @@ class Segment:
         row = msgspec.structs.replace(self.row)
         try:
             with self.db.write(durable=False) as c:
-                self.fdb.held(c, row, holder)
+                self._held(c, row, holder)
                 states = self._states(c, keyed)
                 old = self.projection.rows_of_many(states[0].items())
                 try:
@@ -164,7 +167,7 @@ class Segment:
         self.applied += len(rows)
         return len(rows)
 
-    def _states(self, c: Connection, keyed: list[fold.KeyedEvent]) -> list[dict[Any, Any]]:
+    def _states(self, c: Any, keyed: list[fold.KeyedEvent]) -> list[dict[Any, Any]]:
         """The stored states of the keys a batch touches, loaded at once; keys without one start fresh."""
         keys = list(dict.fromkeys(k.key for k in keyed))
         stored = self.fdb.load_states(c, self.projection.name, [encode_key(k) for k in keys])
@@ -176,7 +179,7 @@ class Segment:
                 states[key] = list(value) if self.tracks else value
         return [states]
 
-    def _write(self, c: Connection, states: dict[Any, Any], old: dict[str, list[tuple[Any, ...]]]) -> None:
+    def _write(self, c: Any, states: dict[Any, Any], old: dict[str, list[tuple[Any, ...]]]) -> None:
         """The touched keys' rows replaced, and their states and the Index stored."""
         new = self.projection.rows_of_many(states.items())
         for table in self.projection.tables:
@@ -194,7 +197,7 @@ class Segment:
     def move_epoch(self, to_epoch: int, position: int | None, holder: str, lease_s: float) -> None:
         """Carry the checkpoint over to the epoch made active: the same events, nothing replayed."""
         with self.db.write() as c:
-            self.fdb.held(c, self.row, holder)
+            self._held(c, self.row, holder)
             self.row.epoch, self.row.checkpoint = to_epoch, position
             self.fdb.save(c, self.row, lease_s)
 

@@ -228,10 +228,14 @@ class SQLDatabase:
             conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
-        """A read transaction."""
+    def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A read transaction; ``snapshot``: all its statements see the database as at its first (PostgreSQL:
+        ``REPEATABLE READ``; a SQLite read transaction always does), for reads that must agree with each other
+        while writers commit."""
         try:
             with self.engine.connect() as conn:
+                if snapshot and self.dialect == "postgresql":
+                    conn = conn.execution_options(isolation_level="REPEATABLE READ")
                 with conn.begin():
                     yield conn
         except Exception as exc:

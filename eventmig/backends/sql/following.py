@@ -31,12 +31,14 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from eventmig.backends.sql.readmodels import ReadModelDB
 from eventmig.model.records import Gap
+from eventmig.ports_readmodels import FollowerRow, LeaseLost, ReadModelsSwapped
+
+__all__ = ["FOLLOWED_RUNS", "FOLLOWERS", "GAPS", "FollowerDB", "FollowerRow", "LeaseLost", "ReadModelsSwapped"]
 
 FOLLOWERS = "eventmig_followers"
 GAPS = "eventmig_follow_gaps"
@@ -45,28 +47,6 @@ _COLUMNS = (
     "projection, segment, run_id, epoch, checkpoint, events, holder, lease_until, updated_at, "
     "lag_events, lag_seconds, gaps, error"
 )
-
-
-class FollowerRow(msgspec.Struct):
-    """A projection segment's follower, as the database holds it."""
-
-    projection: str
-    segment: int
-    run_id: str | None  # the rebuild run whose tables it follows; None before its first start
-    epoch: int | None
-    checkpoint: int | None  # the last commit position applied (None: the epoch was empty)
-    events: int  # events applied since it started following that run
-    holder: str | None
-    lease_until: float | None
-    updated_at: float
-    lag_events: int | None
-    lag_seconds: float | None
-    gaps: int  # positions moved past without an event
-    error: str | None  # why it stopped (a projection that raised, a rebuild required)
-
-
-class LeaseLost(Exception):
-    """Another follower holds this segment now (or moved its checkpoint): the batch was not applied."""
 
 
 class FollowerDB:
@@ -189,13 +169,35 @@ class FollowerDB:
                     (projection, segment, holder),
                 )
 
-    def held(self, conn: Connection, row: FollowerRow, holder: str) -> FollowerRow:
-        """Inside a write transaction: the segment's row, locked, if this holder still holds it as it was."""
+    def held(self, conn: Connection, row: FollowerRow, holder: str, *, tables: Sequence[str] = (),
+             live_run: str | None = None) -> FollowerRow:
+        """Inside a write transaction: the segment's row, locked, if this holder still holds it as it was, and
+        if the live tables (``tables``) are still those of ``live_run`` (default: the run the row follows).
+
+        A swap renames tables and then records the run it made live, in one transaction; the follower locks
+        the live tables first (PostgreSQL: the lock its writes would take anyway, so a swap under way is
+        waited for, and the swap waits for a batch under way), then reads which run is live: a batch never
+        lands in tables swapped in after it started (:class:`ReadModelsSwapped`).
+        """
+        expected = row.run_id if live_run is None else live_run
+        if expected is not None:
+            self._live_run_is(conn, row.projection, expected)  # first unlocked: tables of another run may be fewer
+            if self.postgres and tables:
+                for table in tables:
+                    conn.exec_driver_sql(f"LOCK TABLE {self.db.names.quote(table)} IN ROW EXCLUSIVE MODE")
+                self._live_run_is(conn, row.projection, expected)  # a swap that committed while this waited
         current = self.follower(conn, row.projection, row.segment, lock=True)
         if current.holder != holder or current.checkpoint != row.checkpoint or current.run_id != row.run_id \
                 or current.epoch != row.epoch:
             raise LeaseLost(f"{row.projection}: another follower holds it now")
         return current
+
+    def _live_run_is(self, conn: Connection, projection: str, expected: str) -> None:
+        live = conn.exec_driver_sql(
+            self.db.q("SELECT run_id FROM eventmig_read_models WHERE projection = ?"), (projection,)
+        ).scalar()
+        if live != expected:
+            raise ReadModelsSwapped(f"{projection}: its live tables are those of run {live} now, not {expected}")
 
     # ------------------------------------------------------------- states
     def state_table(self, projection: str) -> str:

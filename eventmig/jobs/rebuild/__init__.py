@@ -59,18 +59,20 @@ from eventmig.jobs.parallel import check_workers
 from eventmig.jobs.rebuild.check import verify_runs
 from eventmig.jobs.rebuild.plan import Job, finish_shadow, plan_runs
 from eventmig.jobs.rebuild.reports import ProjectionReport, RebuildFailed, RebuildReport, TableReport
+from eventmig.jobs.rebuild.shared import DEFAULT_LEASE_S, JoinReport, fold_shared, join_rebuild, new_holder, store_url
 from eventmig.jobs.rebuild.units import Unit
 from eventmig.jobs.rebuild.workers import execute
 from eventmig.model.chains import CompiledRegistry
 from eventmig.model.registry import Registry
 from eventmig.ports import EventStore
-from eventmig.ports_readmodels import ReadModelSink, RowDigest, open_read_models
+from eventmig.ports_readmodels import PartitionClaims, ReadModelSink, RowDigest, open_claims, open_read_models
 from eventmig.progress import SILENT, Progress, announce_run
 from eventmig.retry import RetryPolicy, held, with_retries
 from eventmig.projection.api import Projection
 from eventmig.projection.binding import Binding
 
-__all__ = ["ProjectionReport", "RebuildFailed", "RebuildReport", "TableReport", "rebuild", "select_projections"]
+__all__ = ["JoinReport", "ProjectionReport", "RebuildFailed", "RebuildReport", "TableReport", "join_rebuild", "rebuild",
+           "select_projections"]
 
 
 
@@ -88,6 +90,8 @@ def rebuild(
     restart: bool = False,
     retry: RetryPolicy = RetryPolicy(),
     progress: Progress = SILENT,
+    share: bool = False,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> RebuildReport:
     """Rebuild projections from the store's active epoch into their read-model tables.
 
@@ -98,6 +102,12 @@ def rebuild(
     rows that differ with ``accept_changes``. ``restart`` abandons unfinished
     runs instead of resuming them. A lost connection (of the workers too) is
     retried as ``retry`` says, resuming from the committed checkpoints.
+
+    ``share`` (PostgreSQL read models): the runs' partitions are claimed one
+    at a time through leases of ``lease_s`` seconds and folded in this
+    process, so that ``join_rebuild`` (``eventmig rebuild --join RUN``) on
+    other hosts can take some; a process that dies has its partitions taken
+    over (:mod:`eventmig.jobs.rebuild.shared`).
     """
     if type(batch_size) is not int or not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ConfigError(f"batch size must be between 1 and {MAX_BATCH_SIZE:,}, got {batch_size!r}")
@@ -105,8 +115,9 @@ def rebuild(
     selected = select_projections(projections, names)
     workers = check_workers(workers)
     owns_db = read_models is None or isinstance(read_models, str)
-    db = open_read_models(read_models or _store_url(store)) if owns_db else read_models  # type: ignore[arg-type]
+    db = open_read_models(read_models or store_url(store)) if owns_db else read_models  # type: ignore[arg-type]
     try:
+        claims = open_claims(db) if share else None  # refused (one line) before anything is written
         for projection in selected:  # names a rebuild would derive and the database would cut: before anything is written
             db.check_names(projection.name, projection.tables)
         urls = store.url if db.url == store.url else f"{store.url} or {db.url}"
@@ -114,7 +125,7 @@ def rebuild(
         with held(lambda: db.lock(LOCK), **retried):
             return with_retries(
                 lambda attempt: _rebuild(store, selected, compiled, db, workers, batch_size, accept_changes, swap,
-                                         restart and attempt == 1, progress),
+                                         restart and attempt == 1, progress, claims, lease_s),
                 **retried,
             )
     finally:
@@ -134,12 +145,6 @@ def select_projections(projections: Sequence[Projection], names: Sequence[str] |
     return [by_name[n] for n in dict.fromkeys(names)]
 
 
-def _store_url(store: EventStore) -> str:
-    url = getattr(store, "_raw_url", None)
-    if not url:
-        raise ConfigError("give the read-model database URL (read_models=...)")
-    return url
-
 
 
 def _rebuild(
@@ -153,6 +158,8 @@ def _rebuild(
     swap: bool,
     restart: bool,
     progress: Progress,
+    claims: PartitionClaims | None = None,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> RebuildReport:
     started = time.perf_counter()
     binding = Binding(selected, compiled)  # validates the projections against the registry up front
@@ -163,7 +170,9 @@ def _rebuild(
     job = plan_runs(db, selected, epoch, head, workers, restart, source)
     for run in job.runs:
         announce_run(progress, run.id, f"rebuild {run.projection}")
-    units, events_read, processes, written = _fold_pending(source, db, binding, job, workers, batch_size, progress)
+    units, events_read, processes, written = _fold_pending(
+        source, db, binding, job, workers, batch_size, progress, claims, lease_s,
+    )
     folded = time.perf_counter()
     reports, problems = verify_runs(
         db, job, accept_changes, written, lambda p, since, until: touched_rows(source, compiled, p, since, until),
@@ -202,9 +211,10 @@ def _rebuild(
 
 def _fold_pending(
     source: EventStore, db: ReadModelSink, binding: Binding, job: Job, workers: int, batch_size: int,
-    progress: Progress,
+    progress: Progress, claims: PartitionClaims | None = None, lease_s: float = DEFAULT_LEASE_S,
 ) -> tuple[list[Unit], int, int, dict[tuple[str, str], RowDigest]]:
-    """Fold the partitions not done yet and finish the shadow tables of the runs that were folding.
+    """Fold the partitions not done yet and finish the shadow tables of the runs that were folding: in worker
+    processes, or (``claims``: a shared run) one claimed partition at a time in this process.
 
     Returns the units folded, the events read, the worker processes started and the digests of the rows written.
     """
@@ -214,7 +224,11 @@ def _fold_pending(
     ]
     events_read = processes = 0
     written: dict[tuple[str, str], RowDigest] = {}
-    if units:
+    if units and claims is not None:
+        running = [r for r in job.runs if r.status == "running"]
+        events_read = fold_shared(source, db, binding, job, running, claims, new_holder(), lease_s=lease_s,
+                                  batch_size=batch_size, written=written).events_read
+    elif units:
         events_read, processes, written = execute(source, db, binding, job, units, workers, batch_size, progress)
     for run in job.runs:
         if run.status == "running":

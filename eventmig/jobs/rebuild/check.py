@@ -9,7 +9,7 @@ from typing import Any
 from eventmig.jobs.appended import Touched
 from eventmig.jobs.rebuild.plan import Job
 from eventmig.jobs.rebuild.reports import ProjectionReport, TableReport
-from eventmig.ports_readmodels import LiveModel, ReadModelSink, RebuildRun, RowDigest, TableDiff
+from eventmig.ports_readmodels import LiveModel, ReadModelSink, RebuildRun, RowDigest, TableDiff, open_followers
 from eventmig.projection.api import Projection
 
 def verify_runs(
@@ -22,9 +22,14 @@ def verify_runs(
     events appended since live tables were built changed (:func:`eventmig.jobs.appended.touched_rows`)."""
     reports: list[ProjectionReport] = []
     problems: list[str] = []
-    with db.read() as conn:
+    followers = open_followers(db) if job.runs else None
+    # one snapshot: a follower commits live rows and its checkpoint together, so the two read here agree
+    with db.read(snapshot=True) as conn:
         live = db.live_models(conn)
         built = {r.id: r for r in db.runs(conn=conn)}
+        following = followers.followers(conn) if followers is not None else []
+        followed = {(f.projection, f.run_id, f.epoch): f.checkpoint for f in following}
+        followed_in = {(f.projection, f.run_id): f.epoch for f in following if f.epoch is not None}
         for run in job.runs:
             projection = job.projections[run.projection]
             model: LiveModel | None = live.get(projection.name)
@@ -37,7 +42,11 @@ def verify_runs(
             )
             if any_live and any(t.added or t.removed or t.changed for t in tables):
                 earlier = built.get(model.run_id) if model else None
-                _judge_difference(db, job, report, projection, run, earlier, accept_changes, touched)
+                # live tables a follower keeps current hold the events up to its checkpoint, not their rebuild's
+                since = followed.get((projection.name, earlier.id, earlier.epoch), earlier.until) if earlier else None
+                followed_epoch = followed_in.get((projection.name, earlier.id)) if earlier else None
+                _judge_difference(db, job, report, projection, run, earlier, accept_changes, touched,
+                                  since=since, followed_epoch=followed_epoch)
             if report.problems:
                 report.status = "refused"
                 problems.extend(report.problems)
@@ -65,27 +74,35 @@ def _compared_tables(
 def _judge_difference(
     db: ReadModelSink, job: Job, report: ProjectionReport, projection: Projection, run: RebuildRun,
     earlier: RebuildRun | None, accept_changes: bool, touched: Callable[[Projection, int | None, int], Touched],
+    *, since: int | None = None, followed_epoch: int | None = None,
 ) -> None:
-    """Rows differ from the live tables: a note when the difference is explained, else a problem of ``report``."""
+    """Rows differ from the live tables: a note when the difference is explained, else a problem of ``report``.
+
+    ``since``: the position the live tables stand at (their rebuild's, or their follower's checkpoint);
+    ``followed_epoch``: the epoch their follower applied events of, if any."""
     tables = report.tables
     live_version = report.live_version
     summary = ", ".join(
         f"{t.table}: {t.added} added, {t.removed} removed, {t.changed} changed" for t in tables
         if t.added or t.removed or t.changed
     )
-    stale = _other_epoch(earlier, run)
-    appended = _appended_since(earlier, run)
+    if earlier is not None and since is None:
+        since = earlier.until
+    stale = _other_epoch(earlier, run) or _followed_elsewhere(followed_epoch, run)
+    appended = _appended_since(earlier, run, since)
     if live_version == projection.version and stale is not None:
         job.notes.append(f"{projection.name} v{projection.version}: {summary}, {stale}")
     elif live_version == projection.version and earlier is not None and appended is not None:
-        unexplained = _unexplained(db, projection, run, tables, touched(projection, earlier.until, run.until))
+        ahead = since is not None and run.until is not None and since > run.until
+        change = touched(projection, run.until, since) if ahead else touched(projection, since, run.until)  # type: ignore[arg-type]
+        unexplained = _unexplained(db, projection, run, tables, change, ahead=ahead)
         if unexplained is None:
             job.notes.append(f"{projection.name} v{projection.version}: {summary}, {appended}")
         else:
             report.problems.append(
                 f"{projection.name} v{projection.version} rows differ from the live tables ({summary}) "
-                f"beyond what {unexplained} appended after position {earlier.until} explain: the live "
-                "tables were changed outside eventmig, or the projection's code gives other rows for "
+                f"beyond what {unexplained} appended after position {min(since or 0, run.until or 0)} explain: "
+                "the live tables were changed outside eventmig, or the projection's code gives other rows for "
                 "the same events"
             )
     elif live_version == projection.version:
@@ -111,7 +128,7 @@ def _mark_verified(db: ReadModelSink, job: Job) -> None:
                 db.save_run(run, conn)
 
 
-def _appended_since(live: RebuildRun | None, run: RebuildRun) -> str | None:
+def _appended_since(live: RebuildRun | None, run: RebuildRun, since: int | None) -> str | None:
     """Why rows of an unchanged projection may differ from its live tables: events appended since they were built.
 
     Only when the live tables are a rebuild of the same code over the same
@@ -121,13 +138,20 @@ def _appended_since(live: RebuildRun | None, run: RebuildRun) -> str | None:
     (other code, another epoch) is None: a difference to refuse. Even then
     only the rows those events touch may differ (:func:`_unexplained`): a row
     edited by hand is refused however many events were appended.
+
+    ``since`` is where the live tables stand: their rebuild's checkpoint, or
+    the checkpoint of the follower that keeps them current, which may be
+    past the new rebuild's (then the live tables are the newer ones).
     """
     if live is None or live.fingerprint != run.fingerprint or live.epoch != run.epoch or run.until is None:
         return None
-    if live.until is not None and live.until >= run.until:
+    if since is not None and since == run.until:
         return None
-    since = f"after position {live.until}" if live.until is not None else "since"
-    return f"from events appended {since} (the live tables were built by run {live.id} of the same code)"
+    if since is not None and since > run.until:
+        return (f"from events followed into the live tables after position {run.until} (up to {since}; they "
+                f"follow run {live.id} of the same code)")
+    where = f"after position {since}" if since is not None else "since"
+    return f"from events appended {where} (the live tables were built by run {live.id} of the same code)"
 
 
 def _other_epoch(live: RebuildRun | None, run: RebuildRun) -> str | None:
@@ -140,19 +164,31 @@ def _other_epoch(live: RebuildRun | None, run: RebuildRun) -> str | None:
     return f"replacing stale tables built from epoch {live.epoch} (epoch {run.epoch} is active)"
 
 
+def _followed_elsewhere(epoch: int | None, run: RebuildRun) -> str | None:
+    """Why rows may differ from live tables a follower kept current: it applied events of another epoch than
+    the active one (it followed a switch, and a rollback came back), so they match no active epoch."""
+    if epoch is None or epoch == run.epoch:
+        return None
+    return f"replacing stale tables followed into epoch {epoch} (epoch {run.epoch} is active)"
+
+
 def _unexplained(
-    db: ReadModelSink, projection: Projection, run: RebuildRun, tables: list[TableReport], change: Touched
+    db: ReadModelSink, projection: Projection, run: RebuildRun, tables: list[TableReport], change: Touched,
+    *, ahead: bool = False,
 ) -> str | None:
     """None if the live tables are the rebuilt ones with the touched keys' rows as they were before the
     appended events; otherwise what those events were, for the refusal. Each live table's digest and count
     must be the shadow's, less the touched rows of now, plus those of then. Those rows are written into
     scratch tables and read back, so that their digests are what the database gives back (a float column,
-    a date), and dropped again."""
+    a date), and dropped again. ``ahead``: the live tables are past the rebuild (a follower's), and ``change``
+    goes from the rebuild's position to theirs: the roles of then and now are exchanged."""
     with db.write() as conn:
         for table, report in zip(projection.tables, tables):
             # ``<table>__was`` or ``__now``: shorter than a shadow's ``__<run id>``, so within the checked names
             then = db.scratch_digest(conn, table, "was", change.then[table.name])
             now = db.scratch_digest(conn, table, "now", change.now[table.name])
+            if ahead:
+                then, now = now, then
             expected = db.replace_in_digest(report.digest, now[0], then[0])
             if (report.live_digest, report.live_rows) != (expected, report.rows - now[1] + then[1]):
                 return f"the {change.events} event(s) (touching {change.keys} key(s))"
