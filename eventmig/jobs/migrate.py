@@ -216,10 +216,10 @@ def _dry_run(store: EventStore, transformer: Transformer, batch_size: int, worke
     todo = source.count_events(until=head) if head is not None else 0
     with progress.task(f"dry run of epoch {source.epoch}", todo) as task:
         if head is not None:
-            with Workers(workers, {"source": source.reopen}, {"prepare": transformer.prepare},
+            with Workers(workers, {"source": source.reopen}, {"survey": transformer.survey},
                          tasks=slice_count(todo, batch_size)) as pool:
                 processes = pool.processes
-                tasks = (("source", "prepare", r) for r in slices(source, None, head, batch_size))
+                tasks = (("source", "survey", r) for r in slices(source, None, head, batch_size))
                 for read, _last, batch in pool.map(tasks):
                     counts.merge(batch.counts)
                     collisions |= batch.collisions
