@@ -12,7 +12,8 @@ import projections as shop
 from eventmig import Registry
 from eventmig.config import Settings, load_projections
 from eventmig.errors import ConfigError
-from eventmig.projection.api import STREAM, Binding, EventInfo, Index, Projection, Snapshots
+from eventmig.projection.api import STREAM, EventInfo, Index, Projection, Snapshots
+from eventmig.projection.binding import Binding
 from eventmig.projection.fold import replay
 from eventmig.backends.sql.readmodels import ReadModelDB
 from eventmig.jobs.rebuild import rebuild
@@ -138,7 +139,7 @@ def test_global_order_index_remembers_across_keys(shop_registry):
 
 
 def test_index_mapping():
-    from eventmig.projection.api import _MISSING
+    from eventmig.projection.sentinels import _MISSING
 
     loaded = {"x": 1}
     index = Index(lambda k: loaded.get(k, _MISSING))

@@ -23,7 +23,9 @@ from eventmig.model.records import Gap, Switch
 from eventmig.model.chains import CompiledRegistry
 from eventmig.ports import EventStore
 from eventmig.projection import fold
-from eventmig.projection.api import _DELETED, Binding, Index, Projection
+from eventmig.projection.api import Index, Projection
+from eventmig.projection.binding import Binding
+from eventmig.projection.sentinels import _DELETED
 from eventmig.projection.fold import Replay
 
 #: states written to the state table at once while seeding

@@ -240,29 +240,41 @@ class CompiledRegistry:
                 if fast_next is None:
                     return [(single_target[0], single_target[1], result, path)]
                 return [(t, v, obj, (name, *rest)) for t, v, obj, rest in fast_next(result, context)]
-            out: list[Chained] = []
-            for target, obj in _outputs(result, single_target, nodes_of_struct, name):
-                if target not in targets:
-                    raise UpcastError(
-                        f"upcaster {name} produced {format_node(target)}, which it does not declare "
-                        f"(declared: {', '.join(map(format_node, step.targets)) or 'none'})"
-                    )
-                fields = declared.get(target)
-                if fields is not None and obj.__class__ is dict and not obj.keys() <= fields:
-                    raise undeclared(name, target, obj, fields)
-                chain = next_chains[target]
-                if chain is None:
-                    out.append((target[0], target[1], obj, path))
-                    continue
-                want = next_input[target]
-                if want is not None and obj.__class__ is not want:
-                    obj = _convert(obj, want, target, name)
-                for t, v, o, rest in chain(obj, context):
-                    out.append((t, v, o, (name, *rest)))
-            return out
+            return _route_outputs(result, step, targets, single_target, nodes_of_struct, declared, next_chains,
+                                  next_input, context, path)
 
         self._chains[node] = run
         return run
+
+
+def _route_outputs(
+    result: Any, step: Any, targets: set[Node], single_target: Node | None, nodes_of_struct: Any,
+    declared: dict[Node, Any], next_chains: dict[Node, Chain | None], next_input: dict[Node, Any],
+    context: EventContext | None, path: tuple[str, ...],
+) -> list[Chained]:
+    """The general path of a chain's step: each output checked against what the step declares, then run down
+    its target's chain (converted to that chain's input type first)."""
+    name = step.name
+    out: list[Chained] = []
+    for target, obj in _outputs(result, single_target, nodes_of_struct, name):
+        if target not in targets:
+            raise UpcastError(
+                f"upcaster {name} produced {format_node(target)}, which it does not declare "
+                f"(declared: {', '.join(map(format_node, step.targets)) or 'none'})"
+            )
+        fields = declared.get(target)
+        if fields is not None and obj.__class__ is dict and not obj.keys() <= fields:
+            raise undeclared(name, target, obj, fields)
+        chain = next_chains[target]
+        if chain is None:
+            out.append((target[0], target[1], obj, path))
+            continue
+        want = next_input[target]
+        if want is not None and obj.__class__ is not want:
+            obj = _convert(obj, want, target, name)
+        for t, v, o, rest in chain(obj, context):
+            out.append((t, v, o, (name, *rest)))
+    return out
 
 
 # -------------------------------------------------------------------- helpers

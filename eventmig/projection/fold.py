@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from eventmig.model.chains import CompiledRegistry
-from eventmig.projection.api import KEY_INDEXED, KEY_STREAM, Binding, EventInfo, Index, Projection, Slot, _events_of
+from eventmig.projection.api import EventInfo, Index, Projection
+from eventmig.projection.binding import KEY_INDEXED, KEY_STREAM, Binding, Slot, events_of
 
 #: ``keep(projection index, key, row)``: whether an event is folded into that key's state
 Keep = Callable[[int, Any, Sequence[Any]], bool]
@@ -56,7 +57,7 @@ def keyed_events(
     out: list[KeyedEvent] = []
     append = out.append
     for row in rows:
-        for route, event in _events_of(binding, row):
+        for route, event in events_of(binding, row):
             for slot in route.slots:
                 key = key_of(slot, row, event, indexes[slot.index])
                 if key is None or (keep is not None and not keep(slot.index, key, row)):

@@ -66,7 +66,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import FailedHealthCheck, Flaky, Unsatisfiable
 
 from eventmig.model.declared import Example
-from eventmig.errors import UpcastError
+from eventmig.errors import UpcastError, first_line
 from eventmig.model.events import RecordedEvent, canonical_json
 from eventmig.model.chains import CompiledRegistry, Outcome
 from eventmig.model.registry import Registry
@@ -319,7 +319,7 @@ def _run_properties(
     except _PropertyFailed as exc:
         report.failures.append(_failure(exc))
     except (FailedHealthCheck, Unsatisfiable) as exc:
-        report.failures.append(Failure("generation", f"could not generate events: {_first_line(exc)}"))
+        report.failures.append(Failure("generation", f"could not generate events: {first_line(exc)}"))
     except BaseExceptionGroup as group:  # several distinct failures, or a flaky one
         found = _leaves(group)
         if not found or any(not isinstance(e, _PropertyFailed) for e in found):
@@ -335,7 +335,7 @@ def _run_properties(
         # e.g. constraints no value meets (min_length above max_length), or a
         # registered strategy whose values msgspec cannot turn into JSON
         report.failures.append(
-            Failure("generation", f"could not generate events: {type(exc).__name__}: {_first_line(exc)}")
+            Failure("generation", f"could not generate events: {type(exc).__name__}: {first_line(exc)}")
         )
     report.examples = calls
 
@@ -498,7 +498,3 @@ def _show(events: Iterable[tuple[Any, ...]]) -> str:
 def _short(value: Any, limit: int = 400) -> str:
     text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

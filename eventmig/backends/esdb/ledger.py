@@ -55,6 +55,21 @@ class Ledger:
         self.client = client
 
     # ------------------------------------------------------------ state
+    def active_names(self) -> EpochNames:
+        """How the active epoch's streams are named: one read of the state stream's last event (plain
+        names on a cluster eventmig never wrote epochs to). What a handle that follows the active
+        epoch, and :class:`~eventmig.backends.esdb.pointer.EpochPointer`, resolve names through."""
+        from kurrentdbclient.exceptions import NotFoundError
+
+        try:
+            last = self.client.get_stream(STATE_STREAM, backwards=True, limit=1)
+        except NotFoundError:
+            last = ()
+        if not last:
+            return plain()
+        state = msgspec.json.decode(last[0].data, type=State)
+        return state.names(state.active)
+
     def state(self) -> tuple[State, int | None]:
         """The current state and the revision it was read at (None: never written)."""
         from kurrentdbclient.exceptions import NotFoundError

@@ -20,6 +20,9 @@ from typing import Any
 from .names import EpochNames
 
 NOT_CARRIED = ("$tb",)
+#: up to this many streams with settings, each is asked whether it exists in the target epoch (one
+#: short read each); beyond, one scan of the epoch's stream names is cheaper
+ASK_EACH_UP_TO = 1000
 
 
 def source_metadata(client: Any, names: EpochNames) -> dict[str, dict[str, Any]]:

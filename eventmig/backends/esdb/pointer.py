@@ -20,10 +20,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import msgspec
-
-from .ledger import State
-from .names import STATE_STREAM, EpochNames, plain
+from .ledger import Ledger
+from .names import EpochNames, plain
 
 
 class EpochPointer:
@@ -43,17 +41,7 @@ class EpochPointer:
         return self._names
 
     def refresh(self) -> int:
-        from kurrentdbclient.exceptions import NotFoundError
-
-        try:
-            last = self.client.get_stream(STATE_STREAM, backwards=True, limit=1)
-        except NotFoundError:
-            last = ()
-        if last:
-            state = msgspec.json.decode(last[0].data, type=State)
-            self._names = state.names(state.active)
-        else:
-            self._names = plain()
+        self._names = Ledger(self.client).active_names()
         self._read_at = time.monotonic()
         return self._names.epoch
 

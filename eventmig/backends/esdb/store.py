@@ -12,7 +12,9 @@ Epochs are stream-name prefixes (:mod:`.names`); bookkeeping lives in
 
 from __future__ import annotations
 
+import bisect
 import time
+from array import array
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -35,7 +37,10 @@ from eventmig.urls import mask_url
 from . import lease, lineage, metadata, writing
 from .connection import connect
 from .ledger import Ledger
+from .names import EpochNames
+from .positions import KEPT_AT_MOST, Positions
 from .reading import Visibility, epoch_events, to_row
+from .watch import AppendWatch
 
 
 class ESDBEventStore(EventStore):
@@ -62,25 +67,70 @@ class ESDBEventStore(EventStore):
         self._client = client if client is not None else connect(url)
         self._owns_client = client is None
         self._ledger = Ledger(self._client)
-        state = self._call(lambda: self._ledger.state()[0])
-        self.epoch = epoch if epoch is not None else state.active
-        self._names = state.names(self.epoch)
-        self._visibility = Visibility(self._client, self._names)
-        self._prefix = len(self._names.prefix)
+        #: the epoch this handle is bound to, or None: it follows the active one, as applications do
+        self._pinned = epoch
+        if epoch is None:
+            names = self._call(self._ledger.active_names)
+        else:
+            names = self._call(lambda: self._ledger.state()[0].names(epoch))
+        self._bound = _Bound(self._client, names)
+        self._positions: Positions | None = None  # the last count's positions
+        self._watch: AppendWatch | None = None  # what a follower waits on (wait_for_appends)
+
+    @property
+    def epoch(self) -> int:  # type: ignore[override]
+        return self._here().names.epoch
+
+    def _here(self) -> _Bound:
+        """The epoch this operation works on: the pinned one, or the active one as the pointer says now.
+
+        A handle that follows the active epoch reads the pointer (the state
+        stream's last event, one small read) at each operation, so after a
+        switch or a rollback its next append, read or scan lands in the
+        newly active epoch; its visibility cache starts afresh when the
+        epoch changes. A pinned handle (:meth:`at_epoch`) never asks.
+        """
+        if self._pinned is None:
+            names = self._call(self._ledger.active_names)
+            if names != self._bound.names:
+                self._bound = _Bound(self._client, names)
+        return self._bound
 
     def stream_settings(self) -> dict[str, dict[str, Any]]:
         """Each stream's ``$$`` metadata, without ``$tb`` (it counts this epoch's revisions only)."""
-        return metadata.without_truncation(metadata.source_metadata(self._client, self._names))
+        return metadata.without_truncation(metadata.source_metadata(self._client, self._here().names))
 
     def apply_stream_settings(self, settings: dict[str, dict[str, Any]]) -> int:
+        """Set each stream's metadata on the same stream of this epoch, where it has events.
+
+        Whether a stream has events is asked stream by stream (one short read
+        each) when few streams carry settings, as is usual; a scan of the
+        epoch's names answers for all at once when many do.
+        """
         self._check_writable()
-        return metadata.apply(self._client, self._names, settings, set(self.list_streams()))
+        names = self._here().names
+        wanted = metadata.without_truncation(settings)
+        if len(wanted) > metadata.ASK_EACH_UP_TO:
+            present = set(self.list_streams())
+        else:
+            present = {s for s in wanted if self._has_events(names, s)}
+        return metadata.apply(self._client, names, wanted, present)
+
+    def _has_events(self, names: EpochNames, stream: str) -> bool:
+        """Whether a stream read of ``stream`` in this epoch returns anything (truncated and deleted: no)."""
+        from kurrentdbclient.exceptions import NotFoundError, StreamIsDeletedError
+
+        try:
+            return bool(self._call(lambda: self._client.get_stream(names.physical(stream), limit=1)))
+        except (NotFoundError, StreamIsDeletedError):
+            return False
 
     # ------------------------------------------------------------- streams
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = StreamState.ANY) -> int:
         self._check_writable()
-        if self._names.hollow:
-            raise StoreError(f"epoch {self.epoch} of {self.url} holds nothing: its stream names belong to a migrated "
+        names = self._here().names
+        if names.hollow:
+            raise StoreError(f"epoch {names.epoch} of {self.url} holds nothing: its stream names belong to a migrated "
                              "epoch now; write to the store the applications use (switch, or roll back to it)")
         from kurrentdbclient import NewEvent as ClientEvent
         from kurrentdbclient import StreamState as ClientState
@@ -99,7 +149,7 @@ class ESDBEventStore(EventStore):
                 meta, uid = lineage.to_server(meta, e.recorded_at, e.event_id)
             batch.append(ClientEvent(e.type, e.data, meta, id=uid) if uid else ClientEvent(e.type, e.data, meta))
         try:
-            self._call(lambda: self._client.append_to_stream(self._names.physical(stream), current_version=expected,
+            self._call(lambda: self._client.append_to_stream(names.physical(stream), current_version=expected,
                                                              events=batch))
         except WrongCurrentVersionError as exc:
             actual = exc.actual_version if isinstance(exc.actual_version, int) else None
@@ -108,18 +158,21 @@ class ESDBEventStore(EventStore):
             return expected_version + len(batch)
         if expected_version is StreamState.NO_STREAM:
             return len(batch) - 1
-        version = self.stream_version(stream)  # any / exists: ask (an empty append to no stream leaves none)
-        return version if version is not None else none_yet
+        # any / exists: ask (an empty append to no stream leaves none), in the epoch appended to, even if a
+        # switch happened meanwhile
+        version = self._call(lambda: self._client.get_current_version(names.physical(stream)))
+        return version if isinstance(version, int) else none_yet
 
     def read_stream(self, stream: str, from_version: int | None = None, limit: int | None = None) -> list[RecordedEvent]:
         from kurrentdbclient.exceptions import NotFoundError
 
+        names = self._here().names
         try:
             events = self._call(lambda: self._client.get_stream(
-                self._names.physical(stream), stream_position=from_version, limit=limit if limit is not None else 2**62))
+                names.physical(stream), stream_position=from_version, limit=limit if limit is not None else 2**62))
         except NotFoundError:
             return []
-        return [RecordedEvent(*to_row(e, self._prefix)) for e in events]
+        return [RecordedEvent(*to_row(e, len(names.prefix))) for e in events]
 
     def read_all(self, after: int | None = None, *, until: int | None = None, batch_size: int = 1000) -> Iterator[list[RecordedEvent]]:
         for rows in self.read_all_rows(after, until=until, batch_size=batch_size):
@@ -134,8 +187,9 @@ class ESDBEventStore(EventStore):
         at a time and has no hash of names."""
         keep = _partition_filter(self, streams)
         batch: list[tuple[Any, ...]] = []
-        prefix = self._prefix
-        for e in epoch_events(self._client, self._names, self._visibility, after, until, types=types):
+        here = self._here()
+        prefix = len(here.names.prefix)
+        for e in epoch_events(self._client, here.names, here.visibility, after, until, types=types):
             row = to_row(e, prefix, lean)
             if keep is not None and not keep(row[0]):
                 continue
@@ -153,7 +207,7 @@ class ESDBEventStore(EventStore):
         return iter(seen)
 
     def stream_version(self, stream: str) -> int | None:
-        version = self._call(lambda: self._client.get_current_version(self._names.physical(stream)))
+        version = self._call(lambda: self._client.get_current_version(self._here().names.physical(stream)))
         return version if isinstance(version, int) else None
 
     def stream_versions(self) -> dict[str, int]:
@@ -178,11 +232,12 @@ class ESDBEventStore(EventStore):
         versions = self.stream_versions()
         if source_position is None:
             return {}
-        for e in epoch_events(self._client, self._names, self._visibility, None, None, backwards=True):
+        here = self._here()
+        for e in epoch_events(self._client, here.names, here.visibility, None, None, backwards=True):
             came_from = lineage.source_position(e.metadata or b"")
             if came_from is not None and came_from <= source_position:
                 break
-            stream = e.stream_name[self._prefix:]
+            stream = e.stream_name[len(here.names.prefix):]
             if e.stream_position == 0:
                 versions.pop(stream, None)
             else:
@@ -190,16 +245,35 @@ class ESDBEventStore(EventStore):
         return versions
 
     def head_position(self) -> int | None:
-        for e in epoch_events(self._client, self._names, self._visibility, None, None, backwards=True):
+        here = self._here()
+        for e in epoch_events(self._client, here.names, here.visibility, None, None, backwards=True):
             return e.commit_position
         return None
 
     def count_events(self, after: int | None = None, until: int | None = None) -> int:
-        return sum(len(rows) for rows in self.read_all_rows(after, until=until, batch_size=10_000, lean=True))
+        """Counted by reading the positions (the server keeps no count); they are kept for
+        :meth:`position_after`, which a job asks next over the same range."""
+        here = self._here()
+        positions: array[int] | None = array("q")
+        counted = 0
+        for e in epoch_events(self._client, here.names, here.visibility, after, until):
+            counted += 1
+            if positions is not None:
+                positions.append(e.commit_position)
+                if len(positions) > KEPT_AT_MOST:
+                    positions = None  # too many to keep: position_after reads them again
+        # kept up to the last position read, not up to ``until``: an event appended since has a larger one
+        end = positions[-1] if positions else after
+        self._positions = Positions(here.names, after, end, positions) if positions is not None else None
+        return counted
 
     def position_after(self, after: int | None, count: int, *, until: int | None = None) -> int | None:
+        here = self._here()
+        kept = self._positions
+        if kept is not None and kept.covers(here.names, after, until):
+            return kept.after(after, count, until)
         last, seen = None, 0
-        for e in epoch_events(self._client, self._names, self._visibility, after, until):
+        for e in epoch_events(self._client, here.names, here.visibility, after, until):
             seen += 1
             last = e.commit_position
             if seen == count:
@@ -337,11 +411,12 @@ class ESDBEventStore(EventStore):
         self._check_writable()
         from kurrentdbclient.exceptions import WrongCurrentVersionError
 
-        appends = writing.plan(events, self._names, self.capabilities.first_stream_version)
+        names = self._here().names
+        appends = writing.plan(events, names, self.capabilities.first_stream_version)
         try:
             self._call(lambda: writing.append_all(self._client, appends, self.capabilities.first_stream_version))
         except WrongCurrentVersionError as exc:
-            raise StoreError(f"epoch {self.epoch}: stream {exc.stream_name!r} is not where the migration left it "
+            raise StoreError(f"epoch {names.epoch}: stream {exc.stream_name!r} is not where the migration left it "
                              f"(expected revision {exc.expected_version}, found {exc.actual_version}): another writer "
                              "appended to the new epoch; migrate again with --restart") from None
         self._ledger.add_quarantine(list(quarantined))
@@ -355,8 +430,26 @@ class ESDBEventStore(EventStore):
         self._check_writable()
         return self._ledger.accept(run_id, list(ids) if ids is not None else None)
 
+    # ----------------------------------------------------------- following
+    def wait_for_appends(self, timeout: float) -> bool:
+        """Wait for an event appended to the cluster, through a catch-up subscription (:mod:`.watch`)
+        started at this epoch's head on the first wait; a node out of reach: sleep, as polling does."""
+        if self._watch is None or self._watch.failed:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
+            try:
+                self._watch = AppendWatch(self._client, self.head_position())
+            except Exception:  # noqa: BLE001 - unreachable: the follower's next read says so, in its own words
+                time.sleep(timeout)
+                return False
+        return self._watch.wait(timeout)
+
     # -------------------------------------------------------------- admin
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._owns_client:
             self._client.close()
 
@@ -380,12 +473,19 @@ class ESDBEventStore(EventStore):
             raise TransientStoreError(f"{self.url}: {type(exc).__name__}: {reason}") from exc
 
 
+class _Bound:
+    """One epoch's stream names and the visibility of its streams, as a handle works on them."""
+
+    __slots__ = ("names", "visibility")
+
+    def __init__(self, client: Any, names: EpochNames) -> None:
+        self.names, self.visibility = names, Visibility(client, names)
+
+
 def _partition_filter(store: EventStore, streams: StreamPartitions | None) -> Any:
     if streams is None:
         return None
     if streams.bounds:
-        import bisect
-
         bounds, indexes = streams.bounds, streams.indexes
         return lambda name: bisect.bisect_right(bounds, name) in indexes
     count, indexes, partition = streams.count, streams.indexes, store.stream_partition

@@ -14,18 +14,15 @@ time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from eventmig.errors import StoreError
-from . import lineage
+from . import batch_append, lineage
 from .names import EpochNames
 
 #: the server's default MaxAppendSize is 1 MiB (data + metadata + twice the type's length per event);
 #: stay well below it
 MAX_APPEND_BYTES = 768 * 1024
-#: streams appended at once (gRPC calls in flight on one channel)
-STREAMS_IN_FLIGHT = 8
 
 
 class StreamAppend:
@@ -67,34 +64,41 @@ def plan(events: Sequence[Sequence[Any]], names: EpochNames, first_version: int)
 
 
 def append_all(client: Any, appends: list[StreamAppend], first_version: int) -> None:
-    """Append each stream's chunks in order, streams in parallel; the first failure is raised."""
+    """Append every stream's chunks in order, all streams in flight at once; the first real failure is raised.
+
+    Round k sends the k-th chunk of every stream in one BatchAppend call
+    (:mod:`.batch_append`): a stream's next chunk waits for the answer to
+    the one before, whose revision it expects, since the server may
+    complete one call's requests in any order. Most streams of a batch have
+    one chunk, so a batch is usually one call. A conflict is looked into
+    stream by stream (:func:`_append_the_rest`); any other refusal is raised.
+    """
+    from kurrentdbclient.exceptions import WrongCurrentVersionError
+
     by_stream: dict[str, list[StreamAppend]] = {}
     for a in appends:
         by_stream.setdefault(a.stream, []).append(a)
-    if len(by_stream) <= 1:  # none (a batch of only a checkpoint) or one: no threads to start
-        for chunks in by_stream.values():
-            _append_stream(client, chunks, first_version)
-        return
-    with ThreadPoolExecutor(min(STREAMS_IN_FLIGHT, len(by_stream))) as pool:
-        for future in [pool.submit(_append_stream, client, chunks, first_version) for chunks in by_stream.values()]:
-            future.result()
+    rounds = max((len(chunks) for chunks in by_stream.values()), default=0)
+    for k in range(rounds):
+        sent = [chunks[k] for chunks in by_stream.values() if len(chunks) > k]
+        requests = [batch_append.Request(a.stream, _expected(a.expected, first_version), a.events) for a in sent]
+        chunk_of = {id(r): a for r, a in zip(requests, sent)}
+        for failure in batch_append.append_many(client, requests):
+            if not isinstance(failure.error, WrongCurrentVersionError):
+                raise failure.error
+            _append_the_rest(client, chunk_of[id(failure.request)], first_version)
 
 
-def _append_stream(client: Any, chunks: list[StreamAppend], first_version: int) -> None:
-    from kurrentdbclient.exceptions import WrongCurrentVersionError
-
-    for a in chunks:
-        try:
-            _append(client, a.stream, a.expected, a.events, first_version)
-        except WrongCurrentVersionError:
-            _append_the_rest(client, a, first_version)
+def _expected(expected: int | None, first_version: int) -> int | None:
+    """The revision a chunk expects its stream at; None: the stream must not exist yet."""
+    return None if expected is None or expected < first_version else expected
 
 
 def _append(client: Any, stream: str, expected: int | None, events: list[Any], first_version: int) -> None:
     from kurrentdbclient import StreamState
 
-    current = StreamState.NO_STREAM if expected is None or expected < first_version else expected
-    client.append_to_stream(stream, current_version=current, events=events)
+    current = _expected(expected, first_version)
+    client.append_to_stream(stream, current_version=StreamState.NO_STREAM if current is None else current, events=events)
 
 
 def _append_the_rest(client: Any, a: StreamAppend, first_version: int) -> None:

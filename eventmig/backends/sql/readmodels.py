@@ -23,6 +23,12 @@ once the rebuild is swapped in or abandoned.
 SQLAlchemy provides engines, URLs and DDL from the projections' ``Table``
 definitions; bulk paths use the driver: ``executemany`` on SQLite, ``COPY``
 on PostgreSQL.
+
+This module holds the database, its names, shadow tables and swaps; the
+rebuild bookkeeping, state tables and digests are mixed in from
+:mod:`~eventmig.backends.sql.readmodel_ledger`,
+:mod:`~eventmig.backends.sql.readmodel_states` and
+:mod:`~eventmig.backends.sql.readmodel_digests`.
 """
 
 from __future__ import annotations
@@ -34,33 +40,23 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from eventmig.backends.sql.engine import SQLDatabase
-from eventmig.backends.sql.rowdigests import (
-    WrittenDigest,
-    _needs_plain,
-    digest_rows,
-    merge_compare,
-    replace_in_digest,
-)
-from eventmig.errors import Busy, ConfigError
-from eventmig.ports_readmodels import (
-    RUN_ID_LENGTH,
-    LiveModel,
-    Partition,
-    RebuildRun,
-    SwapRecord,
-    TableDiff,
-)
+from eventmig.errors import ConfigError
+from eventmig.ports_readmodels import RUN_ID_LENGTH, LiveModel
 
 _json = msgspec.json.Encoder()
 
 PREVIOUS_SUFFIX = "__prev"
 #: what a live table is renamed to for the moment a rollback exchanges it with its ``__prev``
 ROLLBACK_SUFFIX = "__rollback"
-class ReadModelDB(SQLDatabase):
+from eventmig.backends.sql.readmodel_digests import ShadowDigests
+from eventmig.backends.sql.readmodel_ledger import RebuildLedger
+from eventmig.backends.sql.readmodel_states import StateTables
+
+
+class ReadModelDB(ShadowDigests, StateTables, RebuildLedger, SQLDatabase):
     """A connection to the read-model database (SQLite or PostgreSQL)."""
 
     def __init__(self, url: str, *, create: bool = True, read_only: bool = False) -> None:
@@ -168,9 +164,9 @@ class ReadModelDB(SQLDatabase):
             with SQLLease(self, name).held():
                 yield
         else:
-            from eventmig.backends.sql.store import _file_lock
+            from eventmig.backends.sql.file_locks import file_lock
 
-            with _file_lock(self.sqlite_path, name, self.url):
+            with file_lock(self.sqlite_path, name, self.url):
                 yield
 
     def close(self) -> None:
@@ -181,109 +177,6 @@ class ReadModelDB(SQLDatabase):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # ----------------------------------------------------------- bookkeeping
-    def save_run(self, run: RebuildRun, conn: Connection | None = None) -> None:
-        if conn is None:
-            with self.write() as c:
-                return self.save_run(run, c)
-        conn.exec_driver_sql(
-            self.q(
-                "INSERT INTO eventmig_rebuilds (id, projection, version, fingerprint, status, partitions, epoch, "
-                "until_position, started_at, updated_at, tables, stats) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, "
-                "stats = excluded.stats"
-            ),
-            (
-                run.id, run.projection, run.version, run.fingerprint, run.status, run.partitions, run.epoch, run.until,
-                run.started_at, run.updated_at, _json.encode(run.tables).decode(), _json.encode(run.stats).decode(),
-            ),
-        )
-
-    def runs(self, projection: str | None = None, conn: Connection | None = None) -> list[RebuildRun]:
-        if conn is None:
-            with self.read() as c:
-                return self.runs(projection, c)
-        sql = (
-            "SELECT id, projection, version, fingerprint, status, partitions, epoch, until_position, started_at, "
-            "updated_at, tables, stats FROM eventmig_rebuilds"
-        )
-        params: tuple[Any, ...] = ()
-        if projection is not None:
-            sql += " WHERE projection = ?"
-            params = (projection,)
-        rows = conn.exec_driver_sql(self.q(sql + " ORDER BY started_at, id"), params).fetchall()
-        return [
-            RebuildRun(*row[:10], tables=msgspec.json.decode(row[10]), stats=msgspec.json.decode(row[11])) for row in rows
-        ]
-
-    def save_partition(
-        self, tx: Connection, run_id: str, partition: int, *, status: str | None = None,
-        progress: tuple[int | None, int, int] | None = None,
-    ) -> None:
-        """Set a partition's status and/or its progress (checkpoint, events, keys), in the caller's transaction:
-        a checkpoint commits with the states (or rows) it covers."""
-        sets: list[str] = []
-        params: list[Any] = []
-        if status is not None:
-            sets.append("status = ?")
-            params.append(status)
-        if progress is not None:
-            sets.append("checkpoint = ?, events = ?, keys = ?")
-            params.extend(progress)
-        sql = f"UPDATE eventmig_rebuild_partitions SET {', '.join(sets)} WHERE run_id = ? AND partition = ?"
-        tx.exec_driver_sql(self.q(sql), (*params, run_id, partition))
-
-    def partition_status(self, tx: Connection, run_id: str, partition: int) -> str:
-        return tx.exec_driver_sql(
-            self.q("SELECT status FROM eventmig_rebuild_partitions WHERE run_id = ? AND partition = ?"),
-            (run_id, partition),
-        ).scalar()
-
-    def create_partitions(self, run_id: str, partitions: int, conn: Connection) -> None:
-        conn.exec_driver_sql(
-            self.q("INSERT INTO eventmig_rebuild_partitions VALUES (?, ?, NULL, 0, 0, 'folding')"),
-            [(run_id, p) for p in range(partitions)],
-        )
-
-    def partitions(self, run_id: str, conn: Connection | None = None) -> list[Partition]:
-        if conn is None:
-            with self.read() as c:
-                return self.partitions(run_id, c)
-        rows = conn.exec_driver_sql(
-            self.q(
-                "SELECT run_id, partition, checkpoint, events, keys, status FROM eventmig_rebuild_partitions "
-                "WHERE run_id = ? ORDER BY partition"
-            ),
-            (run_id,),
-        ).fetchall()
-        return [Partition(*row) for row in rows]
-
-    def live_models(self, conn: Connection | None = None) -> dict[str, LiveModel]:
-        if conn is None:
-            with self.read() as c:
-                return self.live_models(c)
-        rows = conn.exec_driver_sql(
-            "SELECT projection, version, run_id, tables, previous_version, previous_run_id, updated_at "
-            "FROM eventmig_read_models"
-        ).fetchall()
-        return {
-            r[0]: LiveModel(r[0], r[1] or None, r[2], msgspec.json.decode(r[3]), r[4] or None, r[5], r[6]) for r in rows
-        }
-
-    def swaps(self) -> list[SwapRecord]:
-        with self.read() as c:
-            rows = c.exec_driver_sql(
-                "SELECT id, kind, projection, from_version, to_version, run_id, at FROM eventmig_read_model_swaps ORDER BY id"
-            ).fetchall()
-        return [SwapRecord(r[0], r[1], r[2], r[3] or None, r[4] or None, r[5], r[6]) for r in rows]
-
-    def last_swapped(self, conn: Connection) -> list[str]:
-        """The projections of the last swap (or rollback): one transaction records them all at one time."""
-        return list(conn.exec_driver_sql(
-            "SELECT projection FROM eventmig_read_model_swaps WHERE at = "
-            "(SELECT at FROM eventmig_read_model_swaps ORDER BY id DESC LIMIT 1) ORDER BY id"
-        ).scalars())
 
     # ---------------------------------------------------------- raw writes
     def raw(self, conn: Connection) -> Any:
@@ -386,226 +279,6 @@ class ReadModelDB(SQLDatabase):
             (kind, projection, from_version, version, run_id, at),
         )
 
-    # ------------------------------------------------------- state tables
-    def state_reader(self) -> StateReader:
-        """Point reads of state tables on a connection of their own (see :class:`StateReader`)."""
-        return StateReader(self)
-
-    @staticmethod
-    def state_table(run_id: str, partition: int) -> str:
-        return f"eventmig_rbs_{run_id}_{partition}"
-
-    def create_state_table(self, conn: Connection, name: str) -> None:
-        table = self.names.quote(name)
-        if self.dialect == "postgresql":
-            conn.exec_driver_sql(f"CREATE UNLOGGED TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, state BYTEA NOT NULL)")
-        else:
-            conn.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID")
-
-    def put_states(
-        self, conn: Connection, name: str, items: Sequence[tuple[str, bytes]], deleted: Sequence[str] = (), *,
-        empty: bool = False,
-    ) -> None:
-        """Insert or replace states (and delete some keys) in one partition's state table.
-
-        ``empty``: the table holds no state yet (the keys are distinct), so
-        they are simply inserted (PostgreSQL: copied straight in).
-        """
-        name = self.names.quote(name)
-        raw = self.raw(conn)
-        if self.dialect == "postgresql":
-            with raw.cursor() as cursor:
-                if deleted:
-                    cursor.execute(f"DELETE FROM {name} WHERE key = ANY(%s)", (list(deleted),))
-                if items and empty:
-                    with cursor.copy(f"COPY {name} (key, state) FROM STDIN") as copy:
-                        write_row = copy.write_row
-                        for item in items:
-                            write_row(item)
-                elif items:
-                    cursor.execute(
-                        "CREATE TEMP TABLE IF NOT EXISTS eventmig_rbs_stage (key TEXT, state BYTEA) ON COMMIT DELETE ROWS"
-                    )
-                    with cursor.copy("COPY eventmig_rbs_stage (key, state) FROM STDIN") as copy:
-                        write_row = copy.write_row
-                        for item in items:
-                            write_row(item)
-                    cursor.execute(
-                        f"INSERT INTO {name} (key, state) SELECT key, state FROM eventmig_rbs_stage "
-                        "ON CONFLICT (key) DO UPDATE SET state = excluded.state"
-                    )
-                    cursor.execute("TRUNCATE eventmig_rbs_stage")
-        else:
-            cursor = raw.cursor()
-            if deleted:
-                cursor.executemany(f"DELETE FROM {name} WHERE key = ?", [(k,) for k in deleted])
-            if items:
-                cursor.executemany(f"INSERT OR REPLACE INTO {name} (key, state) VALUES (?, ?)", items)
-            cursor.close()
-
-    def get_states(self, conn: Connection, name: str, keys: Sequence[str]) -> dict[str, bytes]:
-        """The stored states of those keys that have one."""
-        name = self.names.quote(name)
-        raw = self.raw(conn)
-        found: dict[str, bytes] = {}
-        if self.dialect == "postgresql":
-            with raw.cursor() as cursor:
-                for chunk in _chunks(keys, 5000):
-                    cursor.execute(f"SELECT key, state FROM {name} WHERE key = ANY(%s)", (list(chunk),))
-                    found.update((k, bytes(s)) for k, s in cursor.fetchall())
-        else:
-            cursor = raw.cursor()
-            for chunk in _chunks(keys, 500):
-                cursor.execute(f"SELECT key, state FROM {name} WHERE key IN ({', '.join('?' * len(chunk))})", chunk)
-                found.update(cursor.fetchall())
-            cursor.close()
-        return found
-
-    def scan_states(
-        self, conn: Connection, name: str, batch: int = 5000, *, keys_only: bool = False
-    ) -> Iterator[list[tuple[Any, ...]]]:
-        """Every state of a partition, in batches, streamed (a server-side cursor on PostgreSQL)."""
-        raw = self.raw(conn)
-        columns = "key" if keys_only else "key, state"
-        if self.dialect == "postgresql":
-            cursor = raw.cursor(name=f"eventmig_scan_{name}"[:60])
-            cursor.itersize = batch
-        else:
-            cursor = raw.cursor()
-        try:
-            cursor.execute(f"SELECT {columns} FROM {self.names.quote(name)}")
-            while True:
-                rows = cursor.fetchmany(batch)
-                if not rows:
-                    return
-                yield rows
-        finally:
-            cursor.close()
-
     def drop_tables(self, conn: Connection, names: Iterable[str]) -> None:
         for name in names:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.names.quote(name)}")
-
-    # ------------------------------------------------------------- digests
-    def new_digest(self) -> WrittenDigest:
-        return WrittenDigest()
-
-    def replace_in_digest(self, digest: str, removed: str, added: str) -> str:
-        return replace_in_digest(digest, removed, added)
-
-    def scratch_digest(
-        self, tx: Connection, table: sa.Table, scratch_id: str, rows: list[tuple[Any, ...]]
-    ) -> tuple[str, int]:
-        """The digest and count of ``rows`` as this database gives them back (a float column, a date), from a
-        scratch copy of ``table`` (``<table>__<scratch id>``) written, read and dropped again."""
-        name = self.shadow_name(table.name, scratch_id)
-        tx.execute(CreateTable(self.shadow_table(table, name, scratch_id)))
-        self.bulk_insert(tx, name, [c.name for c in table.columns], rows)
-        digest = self.table_digest(tx, table, name)
-        self.drop_tables(tx, [name])
-        return digest
-
-    def compare(
-        self, conn: Connection, table: sa.Table, live: str | None, shadow: str, sample: int = 10, *,
-        written: WrittenDigest | None = None,
-    ) -> TableDiff:
-        """Row digests of the shadow table against the live one, joined on the primary key.
-
-        Both tables are read in primary-key order and merged, so memory stays
-        flat whatever their size. ``written``: the digest of every row of the
-        shadow table as the rebuild wrote them, when it is exact; the shadow
-        table is then not read again unless its digest differs from the live
-        table's (to tell which rows differ).
-        """
-        columns = [c.name for c in table.columns]
-        pk = [columns.index(c.name) for c in table.primary_key.columns]
-        plain = _needs_plain(table)
-        if written is not None and written.exact:
-            if live is None:
-                return TableDiff(table.name, 0, written.rows, None, written.digest, added=written.rows, sample=[])
-            live_digest, live_count = digest_rows(self._ordered_rows(conn, table, live, ordered=False), pk, plain=plain)
-            if live_digest == written.digest and live_count == written.rows:
-                return TableDiff(table.name, live_count, written.rows, live_digest, written.digest)
-        if live is None:  # nothing to merge with: any order will do
-            digest, rows = digest_rows(self._ordered_rows(conn, table, shadow, ordered=False), pk, plain=plain)
-            return TableDiff(table.name, 0, rows, None, digest, added=rows, sample=[])
-        shadow_rows = self._ordered_rows(conn, table, shadow)
-        live_rows = self._ordered_rows(conn, table, live)
-        return merge_compare(table.name, live_rows, shadow_rows, pk, sample, plain=plain)
-
-    def table_digest(self, conn: Connection, table: sa.Table, name: str) -> tuple[str, int]:
-        """The digest and row count :meth:`compare` finds for the table ``name`` (shaped like ``table``)."""
-        columns = [c.name for c in table.columns]
-        pk = [columns.index(c.name) for c in table.primary_key.columns]
-        return digest_rows(self._ordered_rows(conn, table, name, ordered=False), pk, plain=_needs_plain(table))
-
-    def _ordered_rows(
-        self, conn: Connection, table: sa.Table, name: str, *, ordered: bool = True
-    ) -> Iterator[tuple[Any, ...]]:
-        quote = self.names.quote
-        columns = [quote(c.name) for c in table.columns]
-        order = []
-        for c in table.primary_key.columns:
-            text = isinstance(c.type, (sa.String, sa.Text))
-            order.append(f'{quote(c.name)} COLLATE "C"' if text and self.dialect == "postgresql" else quote(c.name))
-        sql = f"SELECT {', '.join(columns)} FROM {quote(name)}" + (f" ORDER BY {', '.join(order)}" if ordered else "")
-        raw = self.raw(conn)
-        if self.dialect == "postgresql":
-            cursor = raw.cursor(name=f"eventmig_cmp_{name}"[:60])
-            cursor.itersize = 5000
-        else:
-            cursor = raw.cursor()
-        try:
-            cursor.execute(sql)
-            while True:
-                rows = cursor.fetchmany(5000)
-                if not rows:
-                    return
-                yield from rows
-        finally:
-            cursor.close()
-
-
-class StateReader:
-    """Point reads of a worker's state tables: a connection and a cursor kept for the purpose (one prepared
-    statement per table), closed before the worker writes (SQLite: an open read would block its own write)."""
-
-    def __init__(self, db: ReadModelDB) -> None:
-        self.db = db
-        self._conn: Connection | None = None
-        self._cursor: Any = None
-        self._sql: dict[str, str] = {}
-
-    def _connection(self) -> Connection:
-        if self._conn is None:
-            self._conn = self.db.engine.connect()
-        return self._conn
-
-    def get(self, table: str, key: str) -> bytes | None:
-        """One state by key."""
-        if self._cursor is None:
-            self._cursor = self.db.raw(self._connection()).cursor()
-        self._cursor.execute(self._sql.get(table) or self._sql.setdefault(
-            table, self.db.q(f"SELECT state FROM {self.db.names.quote(table)} WHERE key = ?")), (key,))
-        row = self._cursor.fetchone()
-        return bytes(row[0]) if row is not None else None
-
-    def keys(self, table: str) -> Iterator[str]:
-        """Every key a state table holds."""
-        for batch in self.db.scan_states(self._connection(), table, keys_only=True):
-            for (text,) in batch:
-                yield text
-
-    def close(self) -> None:
-        if self._cursor is not None:
-            self._cursor.close()
-            self._cursor = None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-

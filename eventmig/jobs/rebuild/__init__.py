@@ -57,7 +57,7 @@ from eventmig.jobs.appended import touched_rows
 from eventmig.jobs.cutover import swap_read_models
 from eventmig.jobs.parallel import check_workers
 from eventmig.jobs.rebuild.check import verify_runs
-from eventmig.jobs.rebuild.plan import finish_shadow, plan_runs
+from eventmig.jobs.rebuild.plan import Job, finish_shadow, plan_runs
 from eventmig.jobs.rebuild.reports import ProjectionReport, RebuildFailed, RebuildReport, TableReport
 from eventmig.jobs.rebuild.units import Unit
 from eventmig.jobs.rebuild.workers import execute
@@ -67,7 +67,8 @@ from eventmig.ports import EventStore
 from eventmig.ports_readmodels import ReadModelSink, RowDigest, open_read_models
 from eventmig.progress import SILENT, Progress, announce_run
 from eventmig.retry import RetryPolicy, held, with_retries
-from eventmig.projection.api import Binding, Projection
+from eventmig.projection.api import Projection
+from eventmig.projection.binding import Binding
 
 __all__ = ["ProjectionReport", "RebuildFailed", "RebuildReport", "TableReport", "rebuild", "select_projections"]
 
@@ -162,17 +163,7 @@ def _rebuild(
     job = plan_runs(db, selected, epoch, head, workers, restart, source)
     for run in job.runs:
         announce_run(progress, run.id, f"rebuild {run.projection}")
-    units = [
-        Unit(run, p, job.projections[run.projection], db.state_table(run.id, p.partition))
-        for run in job.runs for p in db.partitions(run.id) if p.status != "done"
-    ]
-    events_read = processes = 0
-    written: dict[tuple[str, str], RowDigest] = {}
-    if units:
-        events_read, processes, written = execute(source, db, binding, job, units, workers, batch_size, progress)
-    for run in job.runs:
-        if run.status == "running":
-            finish_shadow(db, job.projections[run.projection], run)
+    units, events_read, processes, written = _fold_pending(source, db, binding, job, workers, batch_size, progress)
     folded = time.perf_counter()
     reports, problems = verify_runs(
         db, job, accept_changes, written, lambda p, since, until: touched_rows(source, compiled, p, since, until),
@@ -207,3 +198,25 @@ def _rebuild(
         notes=job.notes,
         problems=problems,
     )
+
+
+def _fold_pending(
+    source: EventStore, db: ReadModelSink, binding: Binding, job: Job, workers: int, batch_size: int,
+    progress: Progress,
+) -> tuple[list[Unit], int, int, dict[tuple[str, str], RowDigest]]:
+    """Fold the partitions not done yet and finish the shadow tables of the runs that were folding.
+
+    Returns the units folded, the events read, the worker processes started and the digests of the rows written.
+    """
+    units = [
+        Unit(run, p, job.projections[run.projection], db.state_table(run.id, p.partition))
+        for run in job.runs for p in db.partitions(run.id) if p.status != "done"
+    ]
+    events_read = processes = 0
+    written: dict[tuple[str, str], RowDigest] = {}
+    if units:
+        events_read, processes, written = execute(source, db, binding, job, units, workers, batch_size, progress)
+    for run in job.runs:
+        if run.status == "running":
+            finish_shadow(db, job.projections[run.projection], run)
+    return units, events_read, processes, written

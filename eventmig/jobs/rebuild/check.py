@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from eventmig.jobs.appended import Touched
 from eventmig.jobs.rebuild.plan import Job
@@ -27,65 +28,87 @@ def verify_runs(
         for run in job.runs:
             projection = job.projections[run.projection]
             model: LiveModel | None = live.get(projection.name)
-            tables: list[TableReport] = []
-            any_live = False
-            for table in projection.tables:
-                live_name = table.name if db.table_exists(table.name, conn) else None
-                any_live = any_live or live_name is not None
-                digest = written.get((run.id, table.name))
-                whole = digest is not None and sorted(digest.partitions) == list(range(run.partitions))
-                diff = db.compare(conn, table, live_name, run.tables[table.name], written=digest if whole else None)
-                tables.append(_table_report(diff))
-            differs = any(t.added or t.removed or t.changed for t in tables) and any_live
+            tables, any_live = _compared_tables(db, conn, projection, run, written)
             live_version = model.version if model is not None else None
             report = ProjectionReport(
                 name=projection.name, version=projection.version, live_version=live_version, run_id=run.id,
                 partitions=run.partitions, resumed=job.resumed.get(projection.name, False),
                 keys=int(run.stats.get("keys", 0)), status="verified", tables=tables,
             )
-            if differs:
-                summary = ", ".join(
-                    f"{t.table}: {t.added} added, {t.removed} removed, {t.changed} changed" for t in tables
-                    if t.added or t.removed or t.changed
-                )
+            if any_live and any(t.added or t.removed or t.changed for t in tables):
                 earlier = built.get(model.run_id) if model else None
-                stale = _other_epoch(earlier, run)
-                appended = _appended_since(earlier, run)
-                if live_version == projection.version and stale is not None:
-                    job.notes.append(f"{projection.name} v{projection.version}: {summary}, {stale}")
-                elif live_version == projection.version and earlier is not None and appended is not None:
-                    unexplained = _unexplained(db, projection, run, tables, touched(projection, earlier.until, run.until))
-                    if unexplained is None:
-                        job.notes.append(f"{projection.name} v{projection.version}: {summary}, {appended}")
-                    else:
-                        report.problems.append(
-                            f"{projection.name} v{projection.version} rows differ from the live tables ({summary}) "
-                            f"beyond what {unexplained} appended after position {earlier.until} explain: the live "
-                            "tables were changed outside eventmig, or the projection's code gives other rows for "
-                            "the same events"
-                        )
-                elif live_version == projection.version:
-                    report.problems.append(
-                        f"{projection.name} v{projection.version} rows differ from the live tables although its version "
-                        f"did not change ({summary}): bump the projection's version if the change is intended"
-                    )
-                elif not accept_changes:
-                    was = f"v{live_version}" if live_version is not None else "unversioned tables"
-                    report.problems.append(
-                        f"{projection.name} v{projection.version} (live: {was}) changes rows ({summary}): "
-                        "pass --accept-changes to swap them in"
-                    )
+                _judge_difference(db, job, report, projection, run, earlier, accept_changes, touched)
             if report.problems:
                 report.status = "refused"
                 problems.extend(report.problems)
             reports.append(report)
+    _mark_verified(db, job)
+    return reports, problems
+
+
+def _compared_tables(
+    db: ReadModelSink, conn: Any, projection: Projection, run: RebuildRun, written: dict[tuple[str, str], RowDigest]
+) -> tuple[list[TableReport], bool]:
+    """Each shadow table of ``run`` compared with its live table, and whether any live table exists."""
+    tables: list[TableReport] = []
+    any_live = False
+    for table in projection.tables:
+        live_name = table.name if db.table_exists(table.name, conn) else None
+        any_live = any_live or live_name is not None
+        digest = written.get((run.id, table.name))
+        whole = digest is not None and sorted(digest.partitions) == list(range(run.partitions))
+        diff = db.compare(conn, table, live_name, run.tables[table.name], written=digest if whole else None)
+        tables.append(_table_report(diff))
+    return tables, any_live
+
+
+def _judge_difference(
+    db: ReadModelSink, job: Job, report: ProjectionReport, projection: Projection, run: RebuildRun,
+    earlier: RebuildRun | None, accept_changes: bool, touched: Callable[[Projection, int | None, int], Touched],
+) -> None:
+    """Rows differ from the live tables: a note when the difference is explained, else a problem of ``report``."""
+    tables = report.tables
+    live_version = report.live_version
+    summary = ", ".join(
+        f"{t.table}: {t.added} added, {t.removed} removed, {t.changed} changed" for t in tables
+        if t.added or t.removed or t.changed
+    )
+    stale = _other_epoch(earlier, run)
+    appended = _appended_since(earlier, run)
+    if live_version == projection.version and stale is not None:
+        job.notes.append(f"{projection.name} v{projection.version}: {summary}, {stale}")
+    elif live_version == projection.version and earlier is not None and appended is not None:
+        unexplained = _unexplained(db, projection, run, tables, touched(projection, earlier.until, run.until))
+        if unexplained is None:
+            job.notes.append(f"{projection.name} v{projection.version}: {summary}, {appended}")
+        else:
+            report.problems.append(
+                f"{projection.name} v{projection.version} rows differ from the live tables ({summary}) "
+                f"beyond what {unexplained} appended after position {earlier.until} explain: the live "
+                "tables were changed outside eventmig, or the projection's code gives other rows for "
+                "the same events"
+            )
+    elif live_version == projection.version:
+        report.problems.append(
+            f"{projection.name} v{projection.version} rows differ from the live tables although its version "
+            f"did not change ({summary}): bump the projection's version if the change is intended"
+        )
+    elif not accept_changes:
+        was = f"v{live_version}" if live_version is not None else "unversioned tables"
+        report.problems.append(
+            f"{projection.name} v{projection.version} (live: {was}) changes rows ({summary}): "
+            "pass --accept-changes to swap them in"
+        )
+
+
+def _mark_verified(db: ReadModelSink, job: Job) -> None:
+    """Record that the runs folded by this invocation passed verification (or were compared, at least)."""
     with db.write() as conn:
         for run in job.runs:
             if run.status == "folded":
                 run.status = "verified"
                 run.updated_at = time.time()
                 db.save_run(run, conn)
-    return reports, problems
 
 
 def _appended_since(live: RebuildRun | None, run: RebuildRun) -> str | None:

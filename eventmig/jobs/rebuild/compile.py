@@ -7,7 +7,8 @@ from typing import Any
 
 from eventmig.jobs.rebuild.failures import DECODE_ERRORS, failed, skip
 from eventmig.jobs.rebuild.units import ProjectionSlots, TypeTable, UnitState, crc32
-from eventmig.projection.api import _MISSING, KEY_INDEXED, KEY_STREAM, SLOW, Binding
+from eventmig.projection.binding import KEY_INDEXED, KEY_STREAM, Binding
+from eventmig.projection.sentinels import _MISSING, SLOW
 from eventmig.projection.fold import evolve
 
 
@@ -58,34 +59,12 @@ class Compiler:
         out_type = fast[0] if fast is not None else None
         if fast is not None and out_type is not None and out_type not in appliers:
             return skip  # becomes a head event no unit here handles: nothing to decode
-        no_appliers: tuple[Callable[[Any, Any], None], ...] = ()
-
-        def fold_general(row: tuple[Any, ...]) -> None:
-            try:
-                events = general(row)
-            except DECODE_ERRORS as exc:
-                raise failed(row, exc) from None
-            for t, event in events:
-                for apply in appliers.get(t, no_appliers):
-                    apply(row, event)
-
+        fold_general = _fold_general(general, appliers)
         if fast is None:
             return fold_general
         _out, decode, then = fast
         if out_type is None:  # a split: a list of head events
-
-            def fold_split(row: tuple[Any, ...]) -> None:
-                try:
-                    events = then(decode(row[5]))
-                    if events is SLOW:
-                        events = general(row)
-                except DECODE_ERRORS as exc:
-                    raise failed(row, exc) from None
-                for t, event in events:
-                    for apply in appliers.get(t, no_appliers):
-                        apply(row, event)
-
-            return fold_split
+            return _fold_split(decode, then, general, appliers)
         targets = appliers[out_type]
         plain = self._plain.get(id(targets[0])) if len(targets) == 1 else None
         if plain is not None:  # one stream-keyed projection: fused with the state update
@@ -93,44 +72,8 @@ class Compiler:
             if fused is not None:
                 return fused
         if then is None:  # a head event: decoded straight into its Struct
-            if len(targets) == 1:
-                (apply,) = targets
-
-                def fold_head(row: tuple[Any, ...]) -> None:
-                    try:
-                        event = decode(row[5])
-                    except DECODE_ERRORS as exc:
-                        raise failed(row, exc) from None
-                    apply(row, event)
-
-                return fold_head
-
-            def fold_head_many(row: tuple[Any, ...]) -> None:
-                try:
-                    event = decode(row[5])
-                except DECODE_ERRORS as exc:
-                    raise failed(row, exc) from None
-                for apply in targets:
-                    apply(row, event)
-
-            return fold_head_many
-
-        def fold_chain(row: tuple[Any, ...]) -> None:
-            try:
-                event = then(decode(row[5]))
-                if event is SLOW:
-                    events = general(row)
-            except DECODE_ERRORS as exc:
-                raise failed(row, exc) from None
-            if event is SLOW:
-                for t, e in events:
-                    for apply in appliers.get(t, no_appliers):
-                        apply(row, e)
-                return
-            for apply in targets:
-                apply(row, event)
-
-        return fold_chain
+            return _fold_head(decode, targets)
+        return _fold_chain(decode, then, general, appliers, targets)
 
     def _fused(
         self, plain: tuple[UnitState, Any], binding: Binding, type_name: str, version: int,
@@ -284,3 +227,91 @@ class Compiler:
             state.dirty.add(key)
 
         return apply
+
+
+#: what folds one stored row: it decodes the row's payload and applies the head events it becomes
+Fold = Callable[[tuple[Any, ...]], None]
+Appliers = dict[str, tuple[Callable[[Any, Any], None], ...]]
+
+
+def _fold_general(general: Callable[[Any], Any], appliers: Appliers) -> Fold:
+    """Through the registry's general chains: whatever they handle, at their pace."""
+    no_appliers: tuple[Callable[[Any, Any], None], ...] = ()
+
+    def fold_general(row: tuple[Any, ...]) -> None:
+        try:
+            events = general(row)
+        except DECODE_ERRORS as exc:
+            raise failed(row, exc) from None
+        for t, event in events:
+            for apply in appliers.get(t, no_appliers):
+                apply(row, event)
+
+    return fold_general
+
+
+def _fold_split(decode: Callable[[bytes], Any], then: Callable[[Any], Any], general: Callable[[Any], Any],
+                appliers: Appliers) -> Fold:
+    """A chain that splits an event: a list of head events, or the general path when a step is less plain."""
+    no_appliers: tuple[Callable[[Any, Any], None], ...] = ()
+
+    def fold_split(row: tuple[Any, ...]) -> None:
+        try:
+            events = then(decode(row[5]))
+            if events is SLOW:
+                events = general(row)
+        except DECODE_ERRORS as exc:
+            raise failed(row, exc) from None
+        for t, event in events:
+            for apply in appliers.get(t, no_appliers):
+                apply(row, event)
+
+    return fold_split
+
+
+def _fold_head(decode: Callable[[bytes], Any], targets: tuple[Callable[[Any, Any], None], ...]) -> Fold:
+    """A head event: decoded straight into its Struct and applied (one applier gets a function of its own)."""
+    if len(targets) == 1:
+        (apply,) = targets
+
+        def fold_head(row: tuple[Any, ...]) -> None:
+            try:
+                event = decode(row[5])
+            except DECODE_ERRORS as exc:
+                raise failed(row, exc) from None
+            apply(row, event)
+
+        return fold_head
+
+    def fold_head_many(row: tuple[Any, ...]) -> None:
+        try:
+            event = decode(row[5])
+        except DECODE_ERRORS as exc:
+            raise failed(row, exc) from None
+        for apply in targets:
+            apply(row, event)
+
+    return fold_head_many
+
+
+def _fold_chain(decode: Callable[[bytes], Any], then: Callable[[Any], Any], general: Callable[[Any], Any],
+                appliers: Appliers, targets: tuple[Callable[[Any, Any], None], ...]) -> Fold:
+    """A chain to one head type, compiled; the general path for the events a step returns less plainly."""
+    no_appliers: tuple[Callable[[Any, Any], None], ...] = ()
+
+    def fold_chain(row: tuple[Any, ...]) -> None:
+        try:
+            event = then(decode(row[5]))
+            if event is SLOW:
+                events = general(row)
+        except DECODE_ERRORS as exc:
+            raise failed(row, exc) from None
+        if event is SLOW:
+            for t, e in events:
+                for apply in appliers.get(t, no_appliers):
+                    apply(row, e)
+            return
+        for apply in targets:
+            apply(row, event)
+
+    return fold_chain

@@ -19,7 +19,8 @@ from eventmig.jobs.rebuild.units import ProjectionSlots, Scan, Unit, UnitState, 
 from eventmig.model.events import MetadataKey
 from eventmig.model.nesting import deepest
 from eventmig.ports_readmodels import ReadModelSink, RowDigest
-from eventmig.projection.api import Binding, Index
+from eventmig.projection.api import Index
+from eventmig.projection.binding import Binding
 
 
 class Folder(Compiler, StateCache, ShadowRows):

@@ -9,7 +9,7 @@ import msgspec
 
 from eventmig.jobs.rebuild.units import UnitState, decode_key, encode_key
 from eventmig.ports_readmodels import ReadModelSink, StateReader
-from eventmig.projection.api import _DELETED, _MISSING
+from eventmig.projection.sentinels import _DELETED, _MISSING
 
 #: states a worker holds that are not stored yet: past this many (or past a partition's cache size in one
 #: partition) it commits before its batch is over, which bounds its memory whatever the batch size and however

@@ -22,7 +22,7 @@ from eventmig.ports import EventStore
 from eventmig.ports_readmodels import ReadModelSink, RowDigest
 from eventmig.progress import Progress
 from eventmig.retry import is_transient
-from eventmig.projection.api import Binding
+from eventmig.projection.binding import Binding
 
 #: events per read from the store
 READ_PAGE = 10_000
@@ -55,6 +55,17 @@ def execute(
     finally:
         if reader is not source:
             reader.close()
+    return events, len(plan), _fork_workers(source, db, binding, job, plan, totals, batch_size, progress)
+
+
+def _fork_workers(
+    source: EventStore, db: ReadModelSink, binding: Binding, job: Job, plan: list[list[Unit]],
+    totals: list[Any], batch_size: int, progress: Progress,
+) -> dict[tuple[str, str], RowDigest]:
+    """Fold each slot of ``plan`` in a forked worker; the digests of the rows they wrote, merged.
+
+    On a failure or an interruption, the workers still running are killed before it is raised.
+    """
     ctx = multiprocessing.get_context("fork")
     messages = ctx.Queue()
     # every worker opens connections of its own (reopen) and never touches the ones it inherits; closing
@@ -75,26 +86,7 @@ def execute(
         written: dict[tuple[str, str], RowDigest] = {}
         failure: tuple[str, int, bool] | None = None
         try:
-            while len(done) < len(procs) and failure is None:
-                try:
-                    message = messages.get(timeout=0.2)
-                except queue_module.Empty:
-                    for i, proc in enumerate(procs):
-                        if i not in done and not proc.is_alive() and proc.exitcode != 0:
-                            failure = (f"rebuild worker {i} died (exit code {proc.exitcode})", int(ExitCode.RUNTIME), False)
-                    continue
-                kind, i, payload = message
-                if kind == "progress":
-                    scan, n = payload
-                    bars[i][scan].advance(n)
-                elif kind == "done":
-                    done.add(i)
-                    for key, digest in payload.items():
-                        written.setdefault(key, db.new_digest()).merge(digest)
-                    for bar in bars[i]:
-                        bar.finish()
-                elif kind == "error":
-                    failure = payload
+            failure = _collect(messages, procs, bars, db, done, written)
         finally:
             if failure is not None or len(done) < len(procs):
                 for proc in procs:
@@ -104,7 +96,38 @@ def execute(
                 proc.join()
         if failure is not None:
             raise RebuildFailed(failure[0], ExitCode(failure[1]), transient=failure[2])
-    return events, len(procs), written
+    return written
+
+
+def _collect(
+    messages: Any, procs: list[Any], bars: list[Any], db: ReadModelSink, done: set[int],
+    written: dict[tuple[str, str], RowDigest],
+) -> tuple[str, int, bool] | None:
+    """Read the workers' messages until all are done (into ``done`` and ``written``) or one failed: its failure."""
+    while len(done) < len(procs):
+        try:
+            message = messages.get(timeout=0.2)
+        except queue_module.Empty:
+            failure = None
+            for i, proc in enumerate(procs):
+                if i not in done and not proc.is_alive() and proc.exitcode != 0:
+                    failure = (f"rebuild worker {i} died (exit code {proc.exitcode})", int(ExitCode.RUNTIME), False)
+            if failure is not None:
+                return failure
+            continue
+        kind, i, payload = message
+        if kind == "progress":
+            scan, n = payload
+            bars[i][scan].advance(n)
+        elif kind == "done":
+            done.add(i)
+            for key, digest in payload.items():
+                written.setdefault(key, db.new_digest()).merge(digest)
+            for bar in bars[i]:
+                bar.finish()
+        elif kind == "error":
+            return payload
+    return None
 
 
 def _scan_handle(source: EventStore) -> EventStore:
