@@ -24,7 +24,7 @@ from eventmig.progress import SILENT, Progress, announce_run, count_written
 from eventmig.retry import RetryPolicy, held, with_retries
 from eventmig.ports import EventStore
 from eventmig.model.records import QuarantinedEvent, Run, TargetEvent
-from eventmig.model.transform import BatchCounts, Prepared, Transformer
+from eventmig.model.transform import BatchCounts, Prepared, PreparedBatch, Transformer
 from eventmig.model.chains import CompiledRegistry
 
 
@@ -119,37 +119,8 @@ def _migrate(
     workers: int,
     progress: Progress,
 ) -> MigrateReport:
-    source_epoch = store.active_epoch()
-    source = store.at_epoch(source_epoch)
-    run = current_run(store)
-    fingerprint = compiled.registry.fingerprint()
-    if run is None or restart:
-        store.check_new_epoch()  # names too long for the new epoch: refused before anything is dropped or created
-    if run is not None and restart:
-        if run.target_epoch not in {s.to_epoch for s in store.switches()}:
-            store.drop_epoch(run.target_epoch)
-        # else it was active once and may hold events appended then, which exist nowhere else (a forced
-        # rollback hid them): it stays, retired, and the copy starts over in a new epoch
-        run = None
-    if run is not None:
-        if run.fingerprint != fingerprint:
-            raise ConfigError(
-                f"the upcasters changed since run {run.id} started; its epoch {run.target_epoch} would mix "
-                "two versions of them: rerun with --restart to start the copy again"
-            )
-        if run.options.get("stream_map", {}) != stream_map:
-            raise ConfigError(f"run {run.id} was started with another stream mapping; rerun with --restart")
-    resumed_from = run.checkpoint if run is not None else None
-    if run is None:
-        _check_no_merge(source, stream_map)
-        now = time.time()
-        target_epoch = store.create_epoch(source_epoch)
-        run = Run(
-            id=uuid.uuid4().hex[:12], kind="migrate", source_epoch=source_epoch, target_epoch=target_epoch,
-            status="running", checkpoint=None, fingerprint=fingerprint, started_at=now, updated_at=now,
-            stats=BatchCounts().as_json(), options={"stream_map": stream_map, "batch_size": batch_size},
-        )
-        store.save_run(run)
+    run, resumed_from = _start_or_resume(store, compiled, batch_size, stream_map, restart)
+    source = store.at_epoch(run.source_epoch)
     target = store.at_epoch(run.target_epoch)
     totals = BatchCounts.from_json(run.stats)
     run.status = "running"
@@ -175,19 +146,12 @@ def _migrate(
                 processes = pool.processes
                 tasks = (("source", "prepare", r) for r in slices(source, run.checkpoint, head, batch_size))
                 for read, last_position, batch in pool.map(tasks):
-                    if batch.collisions:  # streams created since the run started, under a name the map gives away
-                        raise ConfigError(
-                            "migration refused, streams created since it started collide: "
-                            + "; ".join(transformer.merge_problems(batch.collisions, run.source_epoch))
-                            + "; add them to the stream map and migrate with --restart"
-                        )
+                    _check_collisions(transformer, batch, run.source_epoch)
                     events = _number(batch.outputs, last_versions, first_version)
                     quarantined = [_quarantined(run.id, row, reason) for row, reason in batch.failures]
                     this_run.merge(batch.counts)
                     totals.merge(batch.counts)
-                    run.checkpoint = last_position
-                    run.updated_at = time.time()
-                    run.stats = totals.as_json()
+                    run.checkpoint, run.updated_at, run.stats = last_position, time.time(), totals.as_json()
                     target.write_batch(events, run=run, quarantined=quarantined)
                     count_written(progress, batch.counts.written, batch.counts.quarantined)
                     task.advance(read)
@@ -195,13 +159,69 @@ def _migrate(
     run.status = "completed"
     run.updated_at = time.time()
     store.save_run(run)
-    seconds = time.perf_counter() - started
+    return _report(run, this_run, totals, time.perf_counter() - started, resumed_from, processes)
+
+
+def _start_or_resume(
+    store: EventStore, compiled: CompiledRegistry, batch_size: int, stream_map: dict[str, str], restart: bool
+) -> tuple[Run, int | None]:
+    """The run to continue (and the checkpoint it resumes from), or a new one with its new epoch.
+
+    A run of other upcasters or another stream map is refused rather than
+    continued: its epoch would mix two migrations.
+    """
+    source_epoch = store.active_epoch()
+    run = current_run(store)
+    fingerprint = compiled.registry.fingerprint()
+    if run is None or restart:
+        store.check_new_epoch()  # names too long for the new epoch: refused before anything is dropped or created
+    if run is not None and restart:
+        if run.target_epoch not in {s.to_epoch for s in store.switches()}:
+            store.drop_epoch(run.target_epoch)
+        # else it was active once and may hold events appended then, which exist nowhere else (a forced
+        # rollback hid them): it stays, retired, and the copy starts over in a new epoch
+        run = None
+    if run is not None:
+        if run.fingerprint != fingerprint:
+            raise ConfigError(
+                f"the upcasters changed since run {run.id} started; its epoch {run.target_epoch} would mix "
+                "two versions of them: rerun with --restart to start the copy again"
+            )
+        if run.options.get("stream_map", {}) != stream_map:
+            raise ConfigError(f"run {run.id} was started with another stream mapping; rerun with --restart")
+        return run, run.checkpoint
+    _check_no_merge(store.at_epoch(source_epoch), stream_map)
+    now = time.time()
+    target_epoch = store.create_epoch(source_epoch)
+    run = Run(
+        id=uuid.uuid4().hex[:12], kind="migrate", source_epoch=source_epoch, target_epoch=target_epoch,
+        status="running", checkpoint=None, fingerprint=fingerprint, started_at=now, updated_at=now,
+        stats=BatchCounts().as_json(), options={"stream_map": stream_map, "batch_size": batch_size},
+    )
+    store.save_run(run)
+    return run, None
+
+
+def _check_collisions(transformer: Transformer, batch: PreparedBatch, source_epoch: int) -> None:
+    """Streams created since the run started, under a name the stream map gives away, are refused."""
+    if batch.collisions:
+        raise ConfigError(
+            "migration refused, streams created since it started collide: "
+            + "; ".join(transformer.merge_problems(batch.collisions, source_epoch))
+            + "; add them to the stream map and migrate with --restart"
+        )
+
+
+def _report(
+    run: Run, this_run: BatchCounts, totals: BatchCounts, seconds: float, resumed_from: int | None, processes: int
+) -> MigrateReport:
+    summary = this_run.as_json()
     return MigrateReport(
         run_id=run.id, source_epoch=run.source_epoch, target_epoch=run.target_epoch, status=run.status,
         dry_run=False, resumed_from=resumed_from, events_read=this_run.read, events_written=this_run.written,
         unknown=this_run.unknown, dropped=this_run.dropped, quarantined=this_run.quarantined,
         seconds=round(seconds, 3), events_per_second=round(this_run.read / seconds, 1) if seconds else 0.0,
-        before=this_run.as_json()["before"], after=this_run.as_json()["after"],
+        before=summary["before"], after=summary["after"],
         quarantine_reasons=dict(this_run.reasons), total_quarantined=totals.quarantined, processes=processes,
     )
 
@@ -216,10 +236,10 @@ def _dry_run(store: EventStore, transformer: Transformer, batch_size: int, worke
     todo = source.count_events(until=head) if head is not None else 0
     with progress.task(f"dry run of epoch {source.epoch}", todo) as task:
         if head is not None:
-            with Workers(workers, {"source": source.reopen}, {"prepare": transformer.prepare},
+            with Workers(workers, {"source": source.reopen}, {"survey": transformer.survey},
                          tasks=slice_count(todo, batch_size)) as pool:
                 processes = pool.processes
-                tasks = (("source", "prepare", r) for r in slices(source, None, head, batch_size))
+                tasks = (("source", "survey", r) for r in slices(source, None, head, batch_size))
                 for read, _last, batch in pool.map(tasks):
                     counts.merge(batch.counts)
                     collisions |= batch.collisions

@@ -1,8 +1,9 @@
 """Compiled chains: one function per stored ``(type, version)`` that runs every step to the heads.
 
-:func:`run_step` is the one place a step's function is called: the chains
-here, :meth:`CompiledRegistry.apply_step` and the projections' fast path all
-go through it, so a failing step reads the same wherever it fails. A chain
+:func:`step_failed` words every failing step: :func:`run_step` (which
+:meth:`CompiledRegistry.apply_step` and the projections' fast path call)
+and the chains here, which inline it because they run once per event and
+step, so a failing step reads the same wherever it fails. A chain
 decodes the payload once, passes objects from step to step (no JSON in
 between) and encodes once.
 """
@@ -16,9 +17,8 @@ import msgspec
 import msgspec.inspect as mi
 
 from eventmig.errors import RegistryError, UpcastError
-from eventmig.model.events import canonical_json
-from eventmig.model.events import encode_json as _encode
 from eventmig.model.nesting import too_deep
+from eventmig.model.plans import UpcastPlans
 from eventmig.model.steps import Chain, Chained, Emitted, EventContext, Node, Step, declared_fields, format_node, undeclared
 from eventmig.model.validation import all_nodes, validate
 
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from eventmig.model.registry import Registry
 
 _json_decode = msgspec.json.Decoder().decode
-_encode_fast = msgspec.json.Encoder().encode
 
 
 class Outcome(msgspec.Struct, gc=False):
@@ -99,6 +98,8 @@ class CompiledRegistry:
             node: (self._decoders[step.input_type].decode if step.input_type else _json_decode, self._chains[node])
             for node, step in steps.items()
         }
+        #: per stored node, the upcast worked out once (see :mod:`eventmig.model.plans`)
+        self.plans = UpcastPlans(self)
 
     # ------------------------------------------------------------------ info
     def knows(self, type: str) -> bool:
@@ -188,59 +189,9 @@ class CompiledRegistry:
         not decode (a payload nested too deeply to decode included), a step
         fails or an output does not match its head schema.
         """
-        try:
-            node = (type, version)
-            entry = self._entries.get(node)
-            if entry is None:
-                if not self.knows(type):
-                    return Outcome("unknown", [(type, version, _canonical(data, node), ())])
-                if not self.is_head(node):
-                    raise UpcastError(self.why_no_path(node))
-                payload = _canonical(data, node)
-                self._validate_head(node, payload, ())
-                return Outcome("head", [(type, version, payload, ())])
-            encode = _encode if canonical else _encode_fast
-            raw_heads = self._raw_heads if canonical else _NONE
-            set_heads = _NONE if canonical else self._set_heads
-            decode, chain = entry
-            try:
-                payload = decode(data)
-            except msgspec.ValidationError as exc:
-                input_type = self.registry.steps[node].input_type
-                raise UpcastError(f"{format_node(node)} payload does not match {input_type.__qualname__}: {exc}") from None
-            except msgspec.DecodeError as exc:
-                raise UpcastError(f"{format_node(node)} payload is not valid JSON: {exc}") from None
-            out = []
-            head_decoders = self._head_decoders
-            for t, v, obj, path in chain(payload, context):
-                try:
-                    encoded = _encode(obj) if set_heads and (t, v) in set_heads else encode(obj)
-                except (TypeError, msgspec.EncodeError) as exc:
-                    raise UpcastError(f"output of {' -> '.join(path)} cannot be encoded: {exc}") from None
-                if raw_heads and (t, v) in raw_heads:
-                    encoded = canonical_json(_json_decode(encoded))
-                decoder = head_decoders.get((t, v))
-                if decoder is not None:
-                    try:
-                        decoder(encoded)
-                    except msgspec.ValidationError as exc:
-                        raise UpcastError(
-                            f"{format_node((t, v))} payload does not match its head schema (after {' -> '.join(path)}): {exc}"
-                        ) from None
-                out.append((t, v, encoded, path))
-            return Outcome("upcast" if out else "dropped", out)
-        except RecursionError:  # decoding or encoding the payload: a step's own errors are UpcastErrors by now
-            raise UpcastError(f"{format_node((type, version))} {too_deep('payload', data)}") from None
-
-    def _validate_head(self, node: Node, encoded: bytes, path: tuple[str, ...]) -> None:
-        decoder = self._head_decoders.get(node)
-        if decoder is None:
-            return
-        try:
-            decoder(encoded)
-        except msgspec.ValidationError as exc:
-            via = f" (after {' -> '.join(path)})" if path else ""
-            raise UpcastError(f"{format_node(node)} payload does not match its head schema{via}: {exc}") from None
+        kind, plan = self.plans.plan(type, version, canonical)
+        out = plan(data, context)
+        return Outcome(kind if out or kind != "upcast" else "dropped", out)
 
     def _chain(self, node: Node) -> Chain:
         """The function running the steps from ``node`` to the heads, built once.
@@ -260,6 +211,7 @@ class CompiledRegistry:
         }
         next_input = {t: self.registry.steps[t].input_type for t in step.targets if t in self.registry.steps}
         name, input_type = step.name, step.input_type
+        fn, takes_context = step.fn, step.takes_context
         path = (name,)
         # the short path: what a single-target step returns when it does the obvious thing
         fast_struct = self.registry.schemas.get(single_target) if single_target else None
@@ -275,7 +227,12 @@ class CompiledRegistry:
                     payload = _convert(payload, input_type, node, name)
             elif isinstance(payload, msgspec.Struct):
                 payload = msgspec.to_builtins(payload)
-            result = run_step(step, payload, context)
+            try:  # run_step, inlined: this is once per event and step
+                result = fn(payload, context) if takes_context else fn(payload)
+            except UpcastError:
+                raise
+            except Exception as exc:
+                raise step_failed(step, exc) from exc
             cls = result.__class__
             if fast_ok and (cls is dict or cls is fast_struct):
                 if cls is dict and fast_fields is not None and not result.keys() <= fast_fields:
@@ -352,7 +309,6 @@ def _convert(obj: Any, cls: type, node: Node, name: str) -> Any:
         raise UpcastError(f"{format_node(node)} from {name} does not match {cls.__qualname__}: {exc}") from None
 
 
-_NONE: frozenset[Node] = frozenset()
 _RAW = (mi.RawType,)
 _SETS = (mi.SetType, mi.FrozenSetType)
 
@@ -374,10 +330,3 @@ def _holds(schema: type, kinds: tuple[type[mi.Type], ...]) -> bool:
         return any(walk(getattr(node, f)) for f in node.__struct_fields__)
 
     return walk(mi.type_info(schema))
-
-
-def _canonical(data: bytes, node: Node) -> bytes:
-    try:
-        return canonical_json(_json_decode(data))
-    except msgspec.DecodeError as exc:
-        raise UpcastError(f"{format_node(node)} payload is not valid JSON: {exc}") from None

@@ -148,38 +148,46 @@ class Transformer:
     def _upcast_rows(
         self, rows: list[Row], counts: BatchCounts, failures: list[tuple[Row, str]], canonical: bool = True
     ) -> Iterator[tuple[Row, dict[str, Any], list[tuple[str, int, bytes, tuple[str, ...]]]]]:
-        """Yield ``(row, user metadata, outputs)`` per event that upcast; collect the rest."""
-        read_version, upcast = self.location.read, self.compiled.upcast
+        """Yield ``(row, user metadata, outputs)`` per event that upcast; collect the rest.
+
+        Each stored ``(type, version)`` is looked up once per batch (its
+        :class:`~eventmig.model.plans.UpcastPlans` plan), not per event.
+        """
+        read_version, plan_of = self.location.read, self.compiled.plans.plan
         needs_context, owned = self.compiled.needs_context, self.owned_keys
         before, reasons = counts.before, counts.reasons
+        plans: dict[tuple[str, int], tuple[str, Any]] = {}
+        get_plan, decode = plans.get, _decode
         for row in rows:
             try:
-                meta = _decode(row[6]) if row[6] else {}
-                if type(meta) is not dict:
+                meta = decode(row[6]) if row[6] else {}
+                if meta.__class__ is not dict:
                     raise UpcastError("metadata is not a JSON object")
                 node = read_version(row[4], meta)
+                found = get_plan(node)
+                if found is None:
+                    found = plans[node] = plan_of(node[0], node[1], canonical)
                 before[node] += 1
                 context = EventContext(row[0], node[0], node[1], meta, row[3], row[7]) if needs_context else None
-                outcome = upcast(node[0], node[1], row[5], context, canonical=canonical)
+                events = found[1](row[5], context)
             except (UpcastError, ValueError, msgspec.DecodeError) as exc:
                 reason = str(exc) if isinstance(exc, UpcastError) else f"unreadable event: {exc}"
                 failures.append((row, reason))
                 reasons[reason.split(":", 1)[0]] += 1
                 continue
-            except RecursionError:  # the metadata: upcast() words the payload's own
+            except RecursionError:  # the metadata: the plans word the payload's own
                 reason = f"unreadable event: {too_deep('metadata', row[6])}"
                 failures.append((row, reason))
                 reasons[reason.split(":", 1)[0]] += 1
                 continue
-            kind = outcome.kind
-            if kind == "unknown":
-                counts.unknown += 1
-            elif kind == "dropped":
+            if not events:
                 counts.dropped += 1
                 continue
+            if found[0] == "unknown":
+                counts.unknown += 1
             for key in owned:
                 meta.pop(key, None)
-            yield row, meta, outcome.events
+            yield row, meta, events
 
     def prepare(self, rows: list[Row]) -> PreparedBatch:
         """Upcast rows for writing: target metadata (with lineage) encoded, ids assigned.
@@ -221,6 +229,29 @@ class Transformer:
         counts.written = len(outputs)
         counts.quarantined = len(failures)
         return PreparedBatch(outputs, failures, counts, collisions)
+
+    def survey(self, rows: list[Row]) -> PreparedBatch:
+        """What :meth:`prepare` would count for these rows, without making the rows: the dry run's work.
+
+        Every event is upcast and checked against its head schema as for
+        writing, so the counts (and quarantine reasons) are the real run's;
+        but no metadata is encoded, and neither outputs nor failed rows are
+        sent back to the parent, which only adds up counts.
+        """
+        counts = BatchCounts(read=len(rows))
+        failures: list[tuple[Row, str]] = []
+        after, taken = counts.after, self.renamed_onto
+        collisions: set[str] = set()
+        written = 0
+        for row, _meta, events in self._upcast_rows(rows, counts, failures, canonical=False):
+            if taken and row[0] in taken:
+                collisions.add(row[0])
+            written += len(events)
+            for type_, version, _data, _chain in events:
+                after[(type_, version)] += 1
+        counts.written = written
+        counts.quarantined = len(failures)
+        return PreparedBatch([], [], counts, collisions)
 
     def merge_problems(self, streams: Iterable[str], epoch: int) -> list[str]:
         """Why the stream map cannot be applied to these colliding streams of epoch ``epoch``, one line each."""
