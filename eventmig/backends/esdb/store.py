@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from eventmig.backends.switching import WAS_EMPTY, verified_heads_or_behind
 from eventmig.errors import ConfigError, HeadMoved, StoreError, TransientStoreError, WrongExpectedVersion
 from eventmig.model.events import NewEvent, RecordedEvent
 from eventmig.model.records import (
@@ -359,20 +360,10 @@ class ESDBEventStore(EventStore):
         if info.status == "building":
             raise StoreError(f"epoch {to_epoch} is still being built; finish its migration first")
         active = state.active
-        behind: int | None = None  # the source's verified head, when it moved and a catch-up is asked for
-        for epoch, expected in expect_heads.items():  # every head checked before the catch-up moves the target's
-            head = self.at_epoch(epoch).head_position()
-            if head == expected:
-                continue
-            if catch_up is not None and epoch == catch_up.source_epoch == active:
-                behind = expected if expected is not None else -1
-                continue
-            raise HeadMoved(
-                f"epoch {epoch} changed since it was verified (head {expected} -> {head}): "
-                "events were appended meanwhile; run migrate again to catch up, then switch"
-            )
+        behind = verified_heads_or_behind(lambda epoch: self.at_epoch(epoch).head_position(), expect_heads,
+                                          catch_up, active)
         if behind is not None:
-            self._catch_up(catch_up, None if behind == -1 else behind, to_epoch, expect_heads.get(to_epoch))  # type: ignore[arg-type]
+            self._catch_up(catch_up, None if behind == WAS_EMPTY else behind, to_epoch, expect_heads.get(to_epoch))  # type: ignore[arg-type]
         state.with_status(active, "retired")
         state.with_status(to_epoch, "active")
         state.active = to_epoch

@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from eventmig.backends.sql import eventsourcing_epochs as es_epochs
-from eventmig.errors import HeadMoved, StoreError
+from eventmig.backends.switching import verified_heads_or_behind
+from eventmig.errors import StoreError
 from eventmig.ports import CatchUp
 from eventmig.model.records import EpochInfo, Switch
 
@@ -132,18 +133,10 @@ class StoreEpochs:
             if self.dialect == "postgresql":
                 c.exec_driver_sql(f"LOCK TABLE {old_table}, {new_table} IN ACCESS EXCLUSIVE MODE")
             # from here on writers of either table wait (PostgreSQL: the lock above; SQLite: BEGIN IMMEDIATE)
-            behind: int | None = None
-            for epoch, expected in expect_heads.items():
-                head = c.exec_driver_sql(
-                    f"SELECT max({self._sql.position}) FROM {quote(self._table_name(epoch, active))}").scalar()
-                if head != expected:
-                    if catch_up is not None and epoch == catch_up.source_epoch == active:
-                        behind = expected if expected is not None else -1
-                        continue
-                    raise HeadMoved(
-                        f"epoch {epoch} changed since it was verified (head {expected} -> {head}): "
-                        "events were appended meanwhile; run migrate again to catch up, then switch"
-                    )
+            behind = verified_heads_or_behind(
+                lambda epoch: c.exec_driver_sql(
+                    f"SELECT max({self._sql.position}) FROM {quote(self._table_name(epoch, active))}").scalar(),
+                expect_heads, catch_up, active)
             if behind is not None:
                 self._catch_up(c, catch_up, old_table, new_table, behind, expect_heads.get(to_epoch))  # type: ignore[arg-type]
             if es_epochs.in_side_table(self.layout):
